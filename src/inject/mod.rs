@@ -1,0 +1,1 @@
+//! Pure sidecar injection: a Pod and the injection config in, a decision and a JSON patch out.

@@ -1,0 +1,22 @@
+//! ingress-tap: the Calico ingress log collector, and the admission webhook that injects it.
+//!
+//! Each role is a thin I/O shell around a pure core:
+//! - [`inject`]: Pod + injection config → decision and JSON patch (pure);
+//! - [`admission`]: the HTTPS admission webhook serving that engine;
+//! - [`collect`]: tail the ingress log, parse, aggregate, report to Felix;
+//! - [`telemetry`]: logging, metrics and health endpoints shared by the roles;
+//! - [`watch`]: file-change notification shared by every hot-reloaded file.
+
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod collect;
+pub mod inject;
+pub mod telemetry;
+pub mod watch;
+
+pub mod felix_proto {
+    //! Types and gRPC stubs generated from `proto/felix.proto` at build time.
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("felix");
+}

@@ -1,0 +1,1 @@
+//! File-change notification for hot-reloaded files (config, certificates, threat lists).
