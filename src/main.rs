@@ -1,1 +1,64 @@
-fn main() {}
+//! `ingress-tap`: one binary, one subcommand per role.
+
+use clap::{Parser, Subcommand};
+use ingress_tap::telemetry::{self, LogLevel};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ingress-tap",
+    version,
+    about = "Original source IPs from ingress access logs into Calico flow logs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the mutating admission webhook that injects the collector sidecar.
+    Webhook {
+        #[command(flatten)]
+        options: ingress_tap::admission::WebhookOptions,
+        /// Trace, Debug, Info, Warning, Error, Fatal or Panic (any case).
+        #[arg(long, env = "LOG_LEVEL", default_value = "Info")]
+        log_level: LogLevel,
+        /// Log one JSON object per line.
+        #[arg(long)]
+        log_json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ingress-tap: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Webhook {
+                options,
+                log_level,
+                log_json,
+            } => {
+                telemetry::init_logging(log_level, log_json);
+                ingress_tap::admission::run(options).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ingress-tap: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

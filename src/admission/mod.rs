@@ -1,1 +1,308 @@
 //! The admission webhook: AdmissionReview v1 over HTTPS, answered by the injection engine.
+//!
+//! - [`handler`]: one review body in, one response body out (no sockets);
+//! - [`server`]: the HTTPS listener with its limits and graceful stop;
+//! - [`tls`]: the serving certificate, hot-swapped on file change;
+//! - [`metrics`]: the webhook's metric families;
+//! - [`dev`]: the self-contained local mode (a generated CA, a sample review to post).
+
+pub mod dev;
+pub mod handler;
+pub mod metrics;
+pub mod server;
+pub mod tls;
+
+use crate::inject::InjectConfig;
+use crate::telemetry::{self, Readiness};
+use crate::watch::FileChanges;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use metrics::WebhookMetrics;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tls::{CertFiles, CertStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// `ingress-tap webhook` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookOptions {
+    /// Address of the HTTPS admission port. Default: 0.0.0.0:8443 with --tls-cert, else
+    /// 127.0.0.1:8443 (the generated certificate is for localhost only).
+    #[arg(long, env = "INGRESS_TAP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the plain-HTTP health and metrics port (/healthz, /readyz, /metrics).
+    /// Default: 0.0.0.0:8080 with --tls-cert, else 127.0.0.1:8080.
+    #[arg(long, env = "INGRESS_TAP_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// PEM certificate chain to serve (tls.crt of a Secret). Reloaded when it changes.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (tls.key of a Secret). Reloaded when it changes.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Injection config file (YAML). Reloaded when it changes; built-in defaults without it.
+    #[arg(long, env = "INGRESS_TAP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Without --tls-cert: where the generated CA and a sample review are written.
+    /// Default: a new directory under the system temp dir.
+    #[arg(long)]
+    pub dev_dir: Option<PathBuf>,
+    /// Largest accepted AdmissionReview body, in bytes (413 above).
+    #[arg(long, default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Connections open at once on the admission port.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+}
+
+/// A webhook that is serving: its bound addresses and a way to stop it.
+pub struct RunningWebhook {
+    /// The HTTPS admission address actually bound.
+    pub addr: SocketAddr,
+    /// The health and metrics address actually bound.
+    pub health_addr: SocketAddr,
+    /// The generated CA (PEM) in local mode; `None` when serving certificate files.
+    pub generated_ca_pem: Option<String>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWebhook {
+    /// Stops accepting, lets in-flight reviews finish, and waits for the end.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("webhook task failed")?
+    }
+
+    /// Waits until the webhook stops by itself (it does not, unless `stop` is sent).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("webhook task failed")?
+    }
+
+    /// A handle that stops the webhook when `true` is sent.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Loads the injection config file, or the defaults when none is given.
+pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<InjectConfig> {
+    match path {
+        None => Ok(InjectConfig::default()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read injection config {}", path.display()))?;
+            InjectConfig::from_yaml(&text)
+                .with_context(|| format!("invalid injection config {}", path.display()))
+        }
+    }
+}
+
+/// Binds both ports, loads config and certificate, and serves until stopped.
+pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
+    let local = options.tls_cert.is_none();
+    let default_ip = if local { [127, 0, 0, 1] } else { [0, 0, 0, 0] };
+    let listen = options
+        .listen
+        .unwrap_or(SocketAddr::from((default_ip, 8443)));
+    let health_listen = options
+        .health_listen
+        .unwrap_or(SocketAddr::from((default_ip, 8080)));
+
+    let config = Arc::new(ArcSwap::from_pointee(load_config(options.config.as_ref())?));
+    let mut registry = Registry::default();
+    let metrics = Arc::new(WebhookMetrics::register(&mut registry));
+    metrics.config_valid.set(1);
+
+    let (store, cert_files, generated_ca_pem) = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let store = CertStore::new(
+                files
+                    .load()
+                    .context("cannot load the serving certificate")?,
+            );
+            (store, Some(files), None)
+        }
+        _ => {
+            let generated = crate::certs::generate(
+                &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+                "ingress-tap local CA",
+            )?;
+            let key = tls::certified_key_from_pem(
+                generated.cert_pem.as_bytes(),
+                generated.key_pem.as_bytes(),
+                "generated",
+            )?;
+            (CertStore::new(key), None, Some(generated.ca_pem))
+        }
+    };
+    let tls_config = Arc::new(tls::server_config(store.clone())?);
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let health_listener = TcpListener::bind(health_listen)
+        .await
+        .with_context(|| format!("cannot listen on {health_listen}"))?;
+    let addr = listener.local_addr()?;
+    let health_addr = health_listener.local_addr()?;
+
+    let (stop, stopped) = watch::channel(false);
+    let readiness = Readiness::default();
+    let limits = server::Limits {
+        body_limit: options.max_body_bytes,
+        max_connections: options.max_connections,
+        ..server::Limits::default()
+    };
+    let app = server::router(
+        server::AppState {
+            config: config.clone(),
+            metrics: metrics.clone(),
+        },
+        &limits,
+    );
+
+    if let Some(path) = options.config.clone() {
+        tokio::spawn(reload_config(
+            path,
+            config,
+            metrics.clone(),
+            stopped.clone(),
+        ));
+    }
+    if let Some(files) = cert_files {
+        tokio::spawn(reload_certificate(
+            files,
+            store,
+            metrics.clone(),
+            stopped.clone(),
+        ));
+    }
+
+    let health = telemetry::health_router(Arc::new(registry), readiness.clone());
+    let health_task = tokio::spawn(telemetry::serve_plain(
+        health_listener,
+        health,
+        stopped_future(stopped.clone()),
+    ));
+    readiness.set(true);
+    tracing::info!(%addr, %health_addr, "webhook serving");
+
+    let task = tokio::spawn(async move {
+        server::serve_tls(
+            listener,
+            tls_config,
+            app,
+            limits,
+            metrics,
+            stopped_future(stopped),
+        )
+        .await?;
+        health_task.await??;
+        Ok(())
+    });
+    Ok(RunningWebhook {
+        addr,
+        health_addr,
+        generated_ca_pem,
+        stop,
+        task,
+    })
+}
+
+async fn stopped_future(mut stopped: watch::Receiver<bool>) {
+    // An error means every sender is gone: nobody can stop us any more, so stop now.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn reload_config(
+    path: PathBuf,
+    config: Arc<ArcSwap<InjectConfig>>,
+    metrics: Arc<WebhookMetrics>,
+    stopped: watch::Receiver<bool>,
+) {
+    let mut changes = FileChanges::new(std::slice::from_ref(&path));
+    loop {
+        tokio::select! {
+            () = changes.changed() => {}
+            () = stopped_future(stopped.clone()) => return,
+        }
+        match load_config(Some(&path)) {
+            Ok(new) => {
+                config.store(Arc::new(new));
+                metrics.config_valid.set(1);
+                metrics
+                    .config_reloads
+                    .get_or_create(&metrics::ReloadLabels { result: "ok" })
+                    .inc();
+                tracing::info!(path = %path.display(), "injection config reloaded");
+            }
+            Err(err) => {
+                metrics.config_valid.set(0);
+                metrics
+                    .config_reloads
+                    .get_or_create(&metrics::ReloadLabels { result: "error" })
+                    .inc();
+                tracing::error!(path = %path.display(), error = format!("{err:#}"), "new injection config rejected; keeping the previous one");
+            }
+        }
+    }
+}
+
+async fn reload_certificate(
+    files: CertFiles,
+    store: Arc<CertStore>,
+    metrics: Arc<WebhookMetrics>,
+    stopped: watch::Receiver<bool>,
+) {
+    let mut changes = FileChanges::new(&[files.cert.clone(), files.key.clone()]);
+    loop {
+        tokio::select! {
+            () = changes.changed() => {}
+            () = stopped_future(stopped.clone()) => return,
+        }
+        match files.load() {
+            Ok(key) => {
+                store.replace(key);
+                metrics
+                    .certificate_reloads
+                    .get_or_create(&metrics::ReloadLabels { result: "ok" })
+                    .inc();
+                tracing::info!(cert = %files.cert.display(), "serving certificate reloaded");
+            }
+            Err(err) => {
+                metrics
+                    .certificate_reloads
+                    .get_or_create(&metrics::ReloadLabels { result: "error" })
+                    .inc();
+                tracing::warn!(%err, "serving certificate not reloaded; keeping the previous one");
+            }
+        }
+    }
+}
+
+/// `ingress-tap webhook`: serve until SIGTERM.
+pub async fn run(options: WebhookOptions) -> anyhow::Result<()> {
+    let dev_dir = options.dev_dir.clone();
+    let running = start(options).await?;
+    if let Some(ca_pem) = &running.generated_ca_pem {
+        let instructions =
+            dev::write_and_describe(dev_dir, ca_pem, running.addr, running.health_addr)?;
+        println!("{instructions}");
+    }
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        tracing::info!("stopping: finishing in-flight reviews");
+        let _ = stop.send(true);
+    });
+    running.wait().await
+}

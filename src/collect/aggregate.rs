@@ -1,1 +1,477 @@
-//! (in progress)
+//! Records → one report per connection per interval.
+//!
+//! A connection is the 5-tuple as the ingress pod sees it (direct peer, ingress address,
+//! protocol). For each connection seen in an interval the report carries the number of distinct
+//! original IPs it carried (Felix's INGRESS_DATA value) and, for the first
+//! `requests_per_interval` distinct IPs of the whole interval, their `HTTPData` entries. This is
+//! the reference collector's behaviour with one deliberate difference: distinctness is per
+//! connection, so an IP arriving over two pooled load-balancer connections counts on both.
+//! A connection whose requests carried no usable header is still reported, with value 0.
+//!
+//! Output order is deterministic: connections in first-seen order, http_data in arrival order.
+//!
+//! # Bounds
+//!
+//! Whatever the input, one interval holds at most (see [`AggregatorLimits`]):
+//! - `max_connections` connections — records of further connections are counted in
+//!   [`IntervalReport::dropped_records`] and otherwise ignored;
+//! - `max_exact_ips` exactly stored IPs over all connections, and at most
+//!   `exact_distinct_per_connection` on one connection. A connection outgrowing its bound, or
+//!   needing room when the shared pool is empty, is switched to a HyperLogLog++ sketch (≈ 0.81 %
+//!   standard error, see [`super::cardinality`]); when the pool is empty the largest exact
+//!   connection is switched first, since that frees the most room per sketch;
+//! - `max_sketches` sketches — past that, a connection keeps the count it has and reports it as
+//!   [`Accuracy::LowerBound`];
+//! - `min(requests_per_interval, max_exact_ips)` http_data entries (a negative
+//!   `requests_per_interval` removes the configured cap, not the memory bound). An entry is only
+//!   kept for an IP known to be new on its connection, so once a connection is estimated it adds
+//!   no entries.
+//!
+//! [`AggregatorLimits::memory_bound_bytes`] turns those bounds into bytes, and
+//! [`Aggregator::memory_estimate_bytes`] measures the live state against it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::cardinality::{
+    Accuracy, CardinalityBudget, DistinctCounter, Insertion, SketchHasher, COUNTER_OVERHEAD_BYTES,
+    EXACT_ENTRY_BYTES, SKETCH_BYTES,
+};
+use super::origin::{HttpEntry, Origin};
+use super::parse::{Protocol, Record};
+
+/// Default exact distinct IPs per connection before it is estimated.
+pub const DEFAULT_EXACT_DISTINCT_PER_CONNECTION: usize = 4096;
+/// Default connections tracked per interval.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+/// Default exactly stored IPs per interval over all connections (≈ 12 MiB at most).
+pub const DEFAULT_MAX_EXACT_IPS: usize = 262_144;
+/// Default sketches per interval (≈ 16 MiB at most, typically a quarter of that).
+pub const DEFAULT_MAX_SKETCHES: usize = 256;
+
+/// Longest text of an IP address (an IPv4-mapped IPv6 address), for the http_data bound.
+const MAX_IP_TEXT_BYTES: usize = 45;
+
+/// The bounds of one interval's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AggregatorLimits {
+    /// `INGRESS_LOG_REQUESTS_PER_INTERVAL`: http_data entries per interval over all
+    /// connections, first come first kept; negative = no configured cap.
+    pub requests_per_interval: i64,
+    /// Exact distinct IPs one connection may hold before it is estimated.
+    pub exact_distinct_per_connection: usize,
+    /// Connections tracked per interval.
+    pub max_connections: usize,
+    /// Exactly stored IPs per interval over all connections.
+    pub max_exact_ips: usize,
+    /// Sketches per interval over all connections.
+    pub max_sketches: usize,
+}
+
+impl Default for AggregatorLimits {
+    fn default() -> Self {
+        AggregatorLimits::with_requests_per_interval(-1)
+    }
+}
+
+impl AggregatorLimits {
+    /// The given http_data cap with the default memory bounds.
+    pub fn with_requests_per_interval(requests_per_interval: i64) -> AggregatorLimits {
+        AggregatorLimits {
+            requests_per_interval,
+            exact_distinct_per_connection: DEFAULT_EXACT_DISTINCT_PER_CONNECTION,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_exact_ips: DEFAULT_MAX_EXACT_IPS,
+            max_sketches: DEFAULT_MAX_SKETCHES,
+        }
+    }
+
+    /// The number of http_data entries one interval may keep.
+    pub fn http_data_cap(&self) -> usize {
+        let configured = usize::try_from(self.requests_per_interval).unwrap_or(usize::MAX);
+        configured.min(self.max_exact_ips)
+    }
+
+    /// An upper bound of the heap memory one interval's state can reach under these limits.
+    pub fn memory_bound_bytes(&self) -> usize {
+        let per_connection = connection_fixed_bytes();
+        let per_entry = std::mem::size_of::<HttpEntry>() + 2 * MAX_IP_TEXT_BYTES;
+        // Vectors and tables may hold up to twice their length while growing.
+        self.max_connections
+            .saturating_mul(per_connection)
+            .saturating_mul(2)
+            .saturating_add(self.max_exact_ips.saturating_mul(EXACT_ENTRY_BYTES))
+            .saturating_add(self.max_sketches.saturating_mul(SKETCH_BYTES))
+            .saturating_add(
+                self.http_data_cap()
+                    .saturating_mul(per_entry)
+                    .saturating_mul(2),
+            )
+    }
+}
+
+/// Bytes one connection costs before any IP: its state, its index entry, its empty counter.
+fn connection_fixed_bytes() -> usize {
+    let index_slot = std::mem::size_of::<(Connection, usize)>() + 1;
+    std::mem::size_of::<ConnectionState>() + index_slot * 16 / 7 + COUNTER_OVERHEAD_BYTES
+}
+
+/// A connection as the ingress pod sees it; the key Felix matches reports to flows with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Connection {
+    /// The direct peer: a load balancer or the client itself.
+    pub source_ip: IpAddr,
+    pub source_port: u16,
+    /// The ingress pod.
+    pub destination_ip: IpAddr,
+    pub destination_port: u16,
+    pub protocol: Protocol,
+}
+
+impl Connection {
+    pub fn of(record: &Record<'_>) -> Connection {
+        Connection {
+            source_ip: record.source_ip,
+            source_port: record.source_port,
+            destination_ip: record.destination_ip,
+            destination_port: record.destination_port,
+            protocol: record.protocol,
+        }
+    }
+}
+
+/// One connection's part of an interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectionReport {
+    pub connection: Connection,
+    /// Records seen on the connection, with or without a usable header.
+    pub requests: u64,
+    /// Felix's INGRESS_DATA value.
+    pub distinct_original_ips: u64,
+    /// Whether `distinct_original_ips` is exact, estimated or a lower bound.
+    pub accuracy: Accuracy,
+    /// In arrival order.
+    pub http_data: Vec<HttpEntry>,
+}
+
+/// Everything one interval produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IntervalReport {
+    /// In first-seen order.
+    pub connections: Vec<ConnectionReport>,
+    /// Records observed, including dropped ones.
+    pub records: u64,
+    /// Records of connections beyond `max_connections`, left out of the reports.
+    pub dropped_records: u64,
+}
+
+#[derive(Debug)]
+struct ConnectionState {
+    connection: Connection,
+    requests: u64,
+    counter: DistinctCounter,
+    http_data: Vec<HttpEntry>,
+}
+
+/// Aggregates the records of one interval at a time.
+#[derive(Debug)]
+pub struct Aggregator {
+    limits: AggregatorLimits,
+    hasher: SketchHasher,
+    index: HashMap<Connection, usize>,
+    connections: Vec<ConnectionState>,
+    budget: CardinalityBudget,
+    http_data_kept: usize,
+    records: u64,
+    dropped_records: u64,
+}
+
+impl Aggregator {
+    /// An aggregator whose sketches are salted with a random secret.
+    pub fn new(limits: AggregatorLimits) -> Aggregator {
+        Aggregator::with_sketch_hasher(limits, SketchHasher::random())
+    }
+
+    /// An aggregator with a chosen sketch hasher, for reproducible estimates.
+    pub fn with_sketch_hasher(limits: AggregatorLimits, hasher: SketchHasher) -> Aggregator {
+        Aggregator {
+            limits,
+            hasher,
+            index: HashMap::new(),
+            connections: Vec::new(),
+            budget: CardinalityBudget::new(limits.max_exact_ips, limits.max_sketches),
+            http_data_kept: 0,
+            records: 0,
+            dropped_records: 0,
+        }
+    }
+
+    pub fn limits(&self) -> AggregatorLimits {
+        self.limits
+    }
+
+    /// Accounts one record and its original source (`None`: no header carried a usable IP).
+    pub fn observe(&mut self, record: &Record<'_>, origin: Option<&Origin>) {
+        self.records += 1;
+        let Some(slot) = self.connection_slot(Connection::of(record)) else {
+            self.dropped_records += 1;
+            return;
+        };
+        if let Some(state) = self.connections.get_mut(slot) {
+            state.requests += 1;
+        }
+        let Some(origin) = origin else {
+            return;
+        };
+        if self.count_origin(slot, origin.ip) == Insertion::New
+            && self.http_data_kept < self.limits.http_data_cap()
+        {
+            if let Some(state) = self.connections.get_mut(slot) {
+                state.http_data.push(origin.http_entry());
+                self.http_data_kept += 1;
+            }
+        }
+    }
+
+    /// Ends the interval: returns its reports and starts the next one empty.
+    pub fn close_interval(&mut self) -> IntervalReport {
+        let connections = std::mem::take(&mut self.connections);
+        self.index = HashMap::new();
+        self.budget = CardinalityBudget::new(self.limits.max_exact_ips, self.limits.max_sketches);
+        self.http_data_kept = 0;
+        let report = IntervalReport {
+            connections: connections
+                .into_iter()
+                .map(|mut state| ConnectionReport {
+                    connection: state.connection,
+                    requests: state.requests,
+                    distinct_original_ips: state.counter.count(),
+                    accuracy: state.counter.accuracy(),
+                    http_data: state.http_data,
+                })
+                .collect(),
+            records: self.records,
+            dropped_records: self.dropped_records,
+        };
+        self.records = 0;
+        self.dropped_records = 0;
+        report
+    }
+
+    /// Connections tracked in the current interval.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// The heap memory the current interval holds, estimated from the structures' capacities;
+    /// stays below [`AggregatorLimits::memory_bound_bytes`].
+    pub fn memory_estimate_bytes(&self) -> usize {
+        let index_slot = std::mem::size_of::<(Connection, usize)>();
+        let index_bytes = match self.index.capacity() {
+            0 => 0,
+            capacity => (capacity * 8 / 7).next_power_of_two() * (index_slot + 1) + 16,
+        };
+        let states_bytes = self.connections.capacity() * std::mem::size_of::<ConnectionState>();
+        let contents: usize = self
+            .connections
+            .iter()
+            .map(|state| {
+                state.counter.memory_estimate_bytes()
+                    + state.http_data.capacity() * std::mem::size_of::<HttpEntry>()
+                    + state
+                        .http_data
+                        .iter()
+                        .map(|entry| entry.x_forwarded_for.capacity() + entry.x_real_ip.capacity())
+                        .sum::<usize>()
+            })
+            .sum();
+        index_bytes + states_bytes + contents
+    }
+
+    /// The slot of `connection`, created on first sight; `None` when the interval is full.
+    fn connection_slot(&mut self, connection: Connection) -> Option<usize> {
+        if let Some(&slot) = self.index.get(&connection) {
+            return Some(slot);
+        }
+        if self.connections.len() >= self.limits.max_connections {
+            return None;
+        }
+        let slot = self.connections.len();
+        self.index.insert(connection, slot);
+        self.connections.push(ConnectionState {
+            connection,
+            requests: 0,
+            counter: DistinctCounter::new(),
+            http_data: Vec::new(),
+        });
+        Some(slot)
+    }
+
+    /// Counts `ip` on the connection in `slot`, making room in the shared budget if needed.
+    fn count_origin(&mut self, slot: usize, ip: IpAddr) -> Insertion {
+        let bound = self.limits.exact_distinct_per_connection;
+        let hasher = self.hasher;
+        let Some(state) = self.connections.get_mut(slot) else {
+            return Insertion::Untracked;
+        };
+        let outcome = state.counter.insert(ip, bound, &mut self.budget, hasher);
+        if outcome != Insertion::BudgetExhausted {
+            return outcome;
+        }
+        let to_promote = self.largest_exact_counter().unwrap_or(slot);
+        let promoted = self
+            .connections
+            .get_mut(to_promote)
+            .is_some_and(|state| state.counter.promote(&mut self.budget, hasher));
+        let Some(state) = self.connections.get_mut(slot) else {
+            return Insertion::Untracked;
+        };
+        let retried = if promoted {
+            state.counter.insert(ip, bound, &mut self.budget, hasher)
+        } else {
+            Insertion::BudgetExhausted
+        };
+        if retried == Insertion::BudgetExhausted {
+            state.counter.mark_saturated();
+            return Insertion::Untracked;
+        }
+        retried
+    }
+
+    /// The exact counter holding the most IPs, if any holds one. A linear scan, but it only
+    /// runs when the shared budget is empty, at most once per sketch handed out (after the last
+    /// sketch, counters saturate without scanning).
+    fn largest_exact_counter(&self) -> Option<usize> {
+        if self.budget.sketches_left() == 0 {
+            return None;
+        }
+        self.connections
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| state.counter.exact_len() > 0)
+            .max_by_key(|(slot, state)| (state.counter.exact_len(), std::cmp::Reverse(*slot)))
+            .map(|(slot, _)| slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn record(source_port: u16) -> Record<'static> {
+        Record {
+            source_ip: "10.1.10.1".parse().unwrap(),
+            source_port,
+            destination_ip: "10.1.1.10".parse().unwrap(),
+            destination_port: 2,
+            protocol: Protocol::Tcp,
+            x_forwarded_for: None,
+            x_real_ip: None,
+        }
+    }
+
+    fn origin(n: u32) -> Origin {
+        let ip = IpAddr::V4(Ipv4Addr::from(n));
+        Origin {
+            ip,
+            x_forwarded_for: Some(ip),
+            x_real_ip: None,
+        }
+    }
+
+    fn limits() -> AggregatorLimits {
+        AggregatorLimits {
+            requests_per_interval: -1,
+            exact_distinct_per_connection: 100,
+            max_connections: 10,
+            max_exact_ips: 150,
+            max_sketches: 1,
+        }
+    }
+
+    #[test]
+    fn an_empty_pool_promotes_the_largest_exact_connection() {
+        let mut aggregator = Aggregator::with_sketch_hasher(limits(), SketchHasher::with_salt(1));
+        for n in 0..90 {
+            aggregator.observe(&record(1), Some(&origin(n)));
+        }
+        for n in 0..60 {
+            aggregator.observe(&record(2), Some(&origin(1000 + n)));
+        }
+        // The pool (150) is empty; the next new IP on port 2 promotes port 1 (90 IPs).
+        aggregator.observe(&record(2), Some(&origin(5000)));
+        // Port 3 can still be exact: port 1's entries went back to the pool.
+        aggregator.observe(&record(3), Some(&origin(6000)));
+        let report = aggregator.close_interval();
+        let accuracies: Vec<_> = report.connections.iter().map(|c| c.accuracy).collect();
+        assert_eq!(
+            accuracies,
+            [Accuracy::Estimated, Accuracy::Exact, Accuracy::Exact]
+        );
+        let values: Vec<_> = report
+            .connections
+            .iter()
+            .map(|c| c.distinct_original_ips)
+            .collect();
+        assert_eq!(values, [90, 61, 1]);
+        // The pool size also caps http_data when requests_per_interval is negative.
+        assert_eq!(report.connections[1].http_data.len(), 60);
+        assert!(report.connections[2].http_data.is_empty());
+    }
+
+    #[test]
+    fn without_sketches_an_empty_pool_saturates() {
+        let limits = AggregatorLimits {
+            max_sketches: 0,
+            ..limits()
+        };
+        let mut aggregator = Aggregator::new(limits);
+        for n in 0..200 {
+            aggregator.observe(&record(1 + (n % 2) as u16), Some(&origin(n)));
+        }
+        let report = aggregator.close_interval();
+        let total: u64 = report
+            .connections
+            .iter()
+            .map(|c| c.distinct_original_ips)
+            .sum();
+        assert_eq!(total, 150);
+        assert!(report
+            .connections
+            .iter()
+            .all(|c| c.accuracy == Accuracy::LowerBound));
+    }
+
+    #[test]
+    fn negative_cap_is_still_bounded_by_the_exact_pool() {
+        let limits = AggregatorLimits {
+            max_exact_ips: 20,
+            ..limits()
+        };
+        assert_eq!(limits.http_data_cap(), 20);
+        assert_eq!(
+            AggregatorLimits {
+                requests_per_interval: 5,
+                ..limits
+            }
+            .http_data_cap(),
+            5
+        );
+    }
+
+    #[test]
+    fn state_is_reset_between_intervals() {
+        let mut aggregator = Aggregator::new(limits());
+        aggregator.observe(&record(1), Some(&origin(1)));
+        let first = aggregator.close_interval();
+        assert_eq!(first.records, 1);
+        assert_eq!(aggregator.connection_count(), 0);
+        assert_eq!(aggregator.memory_estimate_bytes(), 0);
+        aggregator.observe(&record(1), Some(&origin(1)));
+        let second = aggregator.close_interval();
+        assert_eq!(first, second);
+    }
+}

@@ -3,6 +3,11 @@
 
 pub mod aggregate;
 pub mod cardinality;
+pub mod config;
+pub mod felix;
+pub mod felix_recorder;
+pub mod metrics;
 pub mod origin;
 pub mod parse;
+pub mod stdout;
 pub mod tail;

@@ -1,1 +1,268 @@
-//! (in progress)
+//! Which address a request really came from.
+//!
+//! Felix reads each reported `HTTPData` as "X-Real-IP when non-empty, else X-Forwarded-For",
+//! and parses that one value as a single bare IP address; anything else (a list, a port,
+//! `unknown`) is dropped with a warning. So this module never forwards header text: it picks
+//! one IP per request under a [`ClientIpPolicy`] and describes it as an [`Origin`] whose
+//! fields, rendered by [`Origin::http_entry`], always make Felix read exactly that IP.
+//!
+//! The policies:
+//! - [`ClientIpPolicy::Reference`] — the reference collector's rule, which users rely on:
+//!   X-Real-IP when it is a valid IP, else the first valid X-Forwarded-For entry. Headers are
+//!   believed whoever sent them.
+//! - [`ClientIpPolicy::TrustedProxies`] — headers are believed only from listed proxies, the way
+//!   nginx's `set_real_ip_from` with `real_ip_recursive on` reads them.
+//! - [`ClientIpPolicy::TrustedHops`] — a fixed number of proxies in front of the ingress, the
+//!   way Envoy's `xff_num_trusted_hops` reads them.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::parse::Record;
+
+/// The original source of one request, ready to become a Felix `HTTPData`.
+///
+/// Invariant: Felix's reading of the rendered entry is `ip` — `x_real_ip` is either `None` or
+/// `Some(ip)`, and when it is `None`, `x_forwarded_for` is `Some(ip)`. Fields hold bare IPs
+/// (not header text) so that holds whatever the client sent, and so that an origin costs no
+/// allocation until an entry is actually kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The address the request is attributed to.
+    pub ip: IpAddr,
+    /// What goes into `HTTPData.x_forwarded_for`; `None` renders as `""`.
+    pub x_forwarded_for: Option<IpAddr>,
+    /// What goes into `HTTPData.x_real_ip`; `None` renders as `""`.
+    pub x_real_ip: Option<IpAddr>,
+}
+
+impl Origin {
+    /// An origin carried only in `x_forwarded_for`, which Felix reads because `x_real_ip` is
+    /// empty.
+    fn forwarded(ip: IpAddr) -> Origin {
+        Origin {
+            ip,
+            x_forwarded_for: Some(ip),
+            x_real_ip: None,
+        }
+    }
+
+    /// The pair of strings Felix's `HTTPData` carries for this origin.
+    pub fn http_entry(&self) -> HttpEntry {
+        HttpEntry {
+            x_forwarded_for: self
+                .x_forwarded_for
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            x_real_ip: self.x_real_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// The original-source part of Felix's `HTTPData`: bare IPs or empty strings, never header
+/// text. The L7 fields of `HTTPData` (and its `type`, which must stay empty) are not carried.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct HttpEntry {
+    pub x_forwarded_for: String,
+    pub x_real_ip: String,
+}
+
+/// Proxies whose X-Forwarded-For entries may be believed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    pub fn new(networks: Vec<IpNet>) -> TrustedProxies {
+        TrustedProxies { networks }
+    }
+
+    /// Whether `ip` is one of the trusted proxies. IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`, as
+    /// a dual-stack listener reports IPv4 clients) match IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let canonical = canonical_ip(ip);
+        self.networks
+            .iter()
+            .any(|network| network.contains(&canonical))
+    }
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// How the client is told apart from the proxies in front of the ingress.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ClientIpPolicy {
+    /// X-Real-IP when valid, else the leftmost valid X-Forwarded-For entry. Easy to spoof, but
+    /// it is what the reference collector reports and what existing deployments expect.
+    #[default]
+    Reference,
+    /// Headers count only when the connection's peer is a trusted proxy. X-Forwarded-For is
+    /// walked right to left past trusted entries; the first untrusted entry is the client. When
+    /// every entry is trusted, the leftmost is the client. An entry that is not an address
+    /// breaks the chain: the client is then the last address reached before it, since nothing
+    /// further left can be believed. A trusted peer that sent no X-Forwarded-For entry but a
+    /// valid X-Real-IP is believed for that. An untrusted peer is itself the client.
+    TrustedProxies(TrustedProxies),
+    /// Exactly this many proxies append to X-Forwarded-For in front of the ingress: the client
+    /// is the entry this many places from the right end (0 = the rightmost entry). A shorter
+    /// list, or an entry there that is not an address, means the peer is the client.
+    TrustedHops(usize),
+}
+
+impl ClientIpPolicy {
+    /// The original source of `record`, or `None` when no header carried a usable address (the
+    /// reference policy only; the others fall back to the connection's peer).
+    pub fn original_ip(&self, record: &Record<'_>) -> Option<Origin> {
+        match self {
+            ClientIpPolicy::Reference => original_ip(record),
+            ClientIpPolicy::TrustedProxies(trusted) => {
+                Some(trusted_proxies_origin(record, trusted))
+            }
+            ClientIpPolicy::TrustedHops(hops) => Some(trusted_hops_origin(record, *hops)),
+        }
+    }
+}
+
+/// The reference rule: X-Real-IP when it is a valid IP, else the first X-Forwarded-For entry
+/// that is one. `None` when neither header carries a valid IP.
+///
+/// Case 1 of the spec (XFF `1.1.1.1`, XRI `2.2.2.2`) keeps both addresses in the entry, and
+/// Felix reads `2.2.2.2`. A non-address X-Real-IP such as `unknown` is left out of the entry
+/// entirely so it cannot hide a good X-Forwarded-For.
+pub fn original_ip(record: &Record<'_>) -> Option<Origin> {
+    let forwarded = record
+        .x_forwarded_for
+        .as_deref()
+        .and_then(|list| forwarded_entries(list).find_map(parse_client_address));
+    let real_ip = record.x_real_ip.as_deref().and_then(parse_client_address);
+    match real_ip {
+        Some(ip) => Some(Origin {
+            ip,
+            x_forwarded_for: forwarded,
+            x_real_ip: Some(ip),
+        }),
+        None => forwarded.map(Origin::forwarded),
+    }
+}
+
+fn trusted_proxies_origin(record: &Record<'_>, trusted: &TrustedProxies) -> Origin {
+    let peer = record.source_ip;
+    if !trusted.contains(peer) {
+        return Origin::forwarded(peer);
+    }
+    let list = record.x_forwarded_for.as_deref().unwrap_or_default();
+    let mut reached = None;
+    for entry in forwarded_entries(list).rev() {
+        let Some(ip) = parse_client_address(entry) else {
+            break;
+        };
+        reached = Some(ip);
+        if !trusted.contains(ip) {
+            break;
+        }
+    }
+    let client = reached
+        .or_else(|| record.x_real_ip.as_deref().and_then(parse_client_address))
+        .unwrap_or(peer);
+    Origin::forwarded(client)
+}
+
+fn trusted_hops_origin(record: &Record<'_>, hops: usize) -> Origin {
+    let list = record.x_forwarded_for.as_deref().unwrap_or_default();
+    let client = forwarded_entries(list)
+        .rev()
+        .nth(hops)
+        .and_then(parse_client_address)
+        .unwrap_or(record.source_ip);
+    Origin::forwarded(client)
+}
+
+/// The entries of an X-Forwarded-For value, trimmed, without the empty ones a stray comma
+/// leaves.
+pub fn forwarded_entries(list: &str) -> impl DoubleEndedIterator<Item = &str> {
+    list.split(',')
+        .map(|entry| entry.trim_matches([' ', '\t']))
+        .filter(|entry| !entry.is_empty())
+}
+
+/// One header entry as a bare IP: `a.b.c.d`, `a.b.c.d:port`, an IPv6 address, `[v6]` or
+/// `[v6]:port`. Anything else (`unknown`, `_hidden`, a zone index, a hostname) is `None`.
+pub fn parse_client_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim_matches([' ', '\t']);
+    if let Some(bracketed) = entry.strip_prefix('[') {
+        let (inside, after) = bracketed.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        return inside.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    // An IPv6 address with a port but no brackets is ambiguous, so only IPv4 may carry one.
+    let (host, port) = entry.split_once(':')?;
+    if !is_port(port) {
+        return None;
+    }
+    host.parse().ok().map(IpAddr::V4)
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && text.parse::<u16>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_ports_and_brackets() {
+        let cases = [
+            ("1.2.3.4", Some("1.2.3.4")),
+            (" 1.2.3.4 ", Some("1.2.3.4")),
+            ("1.2.3.4:8080", Some("1.2.3.4")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("::ffff:1.2.3.4", Some("::ffff:1.2.3.4")),
+            ("1.2.3.4:", None),
+            ("1.2.3.4:99999", None),
+            ("1.2.3.4:+80", None),
+            ("[2001:db8::1]443", None),
+            ("[2001:db8::1", None),
+            ("[1.2.3.4]", None),
+            ("fe80::1%eth0", None),
+            ("unknown", None),
+            ("_hidden", None),
+            ("01.2.3.4", None),
+            ("", None),
+        ];
+        for (entry, expected) in cases {
+            let expected: Option<IpAddr> = expected.map(|ip| ip.parse().unwrap());
+            assert_eq!(parse_client_address(entry), expected, "{entry:?}");
+        }
+    }
+
+    #[test]
+    fn entries_skip_empty_elements_from_both_ends() {
+        let entries: Vec<_> = forwarded_entries(" a ,, b,\tc ,").collect();
+        assert_eq!(entries, ["a", "b", "c"]);
+        let reversed: Vec<_> = forwarded_entries(" a ,, b,\tc ,").rev().collect();
+        assert_eq!(reversed, ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn mapped_peers_match_ipv4_networks() {
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        assert!(trusted.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!trusted.contains("::ffff:11.1.2.3".parse().unwrap()));
+    }
+}

@@ -1,1 +1,751 @@
-//! (in progress)
+//! One access-log line → one ingress [`Record`].
+//!
+//! The ingress controller writes the template from the ingress-log spec somewhere in each line:
+//! a marker followed by a JSON-looking object. It is only JSON-looking: nginx prints an unset
+//! variable as a bare `-`, its default escaping writes `\xHH` (not a JSON escape), and the
+//! controller or a syslog relay may add text before and after the object. So this module does
+//! not hand the object to a JSON library; it scans it once with a small tolerant scanner that
+//!
+//! - finds the marker anywhere in the line and ignores everything outside the object after it;
+//! - tracks strings (which may hold braces, commas and escaped quotes) so the object ends at the
+//!   right brace;
+//! - accepts quoted and bare values, `-`, `null` and the empty string as "no value";
+//! - decodes both nginx `\xHH` escapes and JSON escapes (`\"`, `\\`, `\uXXXX`, …);
+//! - borrows field text from the line whenever it holds no escape, so the common line costs no
+//!   allocation at all.
+//!
+//! Header values are attacker data. Their decoded length is capped at [`MAX_HEADER_BYTES`], and
+//! a longer value makes the whole line [`Malformed::FieldTooLong`] rather than being truncated:
+//! a cut X-Forwarded-For would keep its leftmost entry but lose the rightmost hops that the
+//! trusted-proxy policies in [`super::origin`] read, so a silently shortened list could name the
+//! wrong client. A rejected line is visible in the malformed-lines metric instead.
+//!
+//! Bytes that are not UTF-8 never panic: inside header values they are replaced with U+FFFD
+//! (the other entries of an X-Forwarded-For list stay usable), inside addresses, ports and the
+//! protocol they make the field invalid.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::LazyLock;
+
+use memchr::memmem;
+use serde::Serialize;
+
+/// The text that introduces the ingress template in a log line.
+pub const MARKER: &str = "tigera_secure_ee_ingress:";
+
+/// Longest decoded X-Forwarded-For or X-Real-IP value accepted, in bytes.
+///
+/// Real proxy chains are a few hundred bytes at most; anything longer is a client stuffing the
+/// header, and keeping it would let one request pin kilobytes in every interval.
+pub const MAX_HEADER_BYTES: usize = 1024;
+
+/// Longest text accepted for an address, port or protocol field; the longest IPv6 text form is
+/// 45 bytes, so anything longer cannot be valid and is not worth decoding.
+const MAX_SCALAR_BYTES: usize = 64;
+
+/// How many marker occurrences one line may try before giving up.
+///
+/// A request URI or a header printed before the template can contain the marker too; trying
+/// the next occurrence when one fails to parse finds the real template. The bound keeps a
+/// crafted line full of markers linear in its length.
+const MAX_MARKER_ATTEMPTS: usize = 4;
+
+static MARKER_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(MARKER));
+
+/// The transport protocol of the connection, as Felix names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The template carries no protocol field, and nginx's HTTP traffic is TCP.
+    #[default]
+    Tcp,
+    /// HTTP/3 (QUIC) listeners.
+    Udp,
+    /// Rare, but Felix knows it by name.
+    Sctp,
+}
+
+impl Protocol {
+    /// The protocol name Felix expects in `Protocol.name`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Protocol> {
+        if name.eq_ignore_ascii_case("tcp") {
+            Some(Protocol::Tcp)
+        } else if name.eq_ignore_ascii_case("udp") {
+            Some(Protocol::Udp)
+        } else if name.eq_ignore_ascii_case("sctp") {
+            Some(Protocol::Sctp)
+        } else {
+            None
+        }
+    }
+}
+
+/// One request as the ingress controller logged it.
+///
+/// Header values borrow from the line when they hold no escape, so a record lives no longer
+/// than the line it came from; call [`Record::into_owned`] to keep it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The direct peer of the connection (`$realip_remote_addr`): a load balancer or the client.
+    pub source_ip: IpAddr,
+    /// `$realip_remote_port`.
+    pub source_port: u16,
+    /// The ingress pod's address on this connection (`$server_addr`).
+    pub destination_ip: IpAddr,
+    /// `$server_port`.
+    pub destination_port: u16,
+    /// `tcp` unless the line carries a `protocol` field saying otherwise.
+    pub protocol: Protocol,
+    /// The raw X-Forwarded-For value, decoded; `None` when nginx printed `-` or nothing.
+    pub x_forwarded_for: Option<Cow<'a, str>>,
+    /// The raw X-Real-IP value, decoded; `None` when nginx printed `-` or nothing.
+    pub x_real_ip: Option<Cow<'a, str>>,
+}
+
+impl Record<'_> {
+    /// Detaches the record from the line buffer it borrows from.
+    pub fn into_owned(self) -> Record<'static> {
+        Record {
+            source_ip: self.source_ip,
+            source_port: self.source_port,
+            destination_ip: self.destination_ip,
+            destination_port: self.destination_port,
+            protocol: self.protocol,
+            x_forwarded_for: self.x_forwarded_for.map(|v| Cow::Owned(v.into_owned())),
+            x_real_ip: self.x_real_ip.map(|v| Cow::Owned(v.into_owned())),
+        }
+    }
+}
+
+/// Why a line that carries the marker could not be turned into a [`Record`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// Nothing but whitespace separates the marker from something that is not `{`.
+    #[error("no JSON object follows the ingress marker")]
+    NoJsonObject,
+    /// The line ends inside the object: a truncated or partially written line.
+    #[error("the ingress object is not terminated before the end of the line")]
+    UnterminatedObject,
+    /// The object breaks the (tolerant) syntax: a missing colon, comma or quote.
+    #[error("the ingress object is not valid JSON")]
+    InvalidJson,
+    /// A required field is absent or holds no value (`-`, `null`, empty).
+    #[error("required field `{0}` is missing or has no value")]
+    MissingField(&'static str),
+    /// A field holds a value of the wrong shape (not an IP address, not a port, …).
+    #[error("field `{0}` has an invalid value")]
+    InvalidField(&'static str),
+    /// A field appears twice; which copy to believe would be a guess an attacker could steer.
+    #[error("field `{0}` appears more than once")]
+    DuplicateField(&'static str),
+    /// A header value decodes to more than [`MAX_HEADER_BYTES`].
+    #[error("field `{0}` is longer than {MAX_HEADER_BYTES} bytes")]
+    FieldTooLong(&'static str),
+}
+
+impl Malformed {
+    /// A stable, low-cardinality reason label for metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Malformed::NoJsonObject => "no_json_object",
+            Malformed::UnterminatedObject => "unterminated_object",
+            Malformed::InvalidJson => "invalid_json",
+            Malformed::MissingField(_) => "missing_field",
+            Malformed::InvalidField(_) => "invalid_field",
+            Malformed::DuplicateField(_) => "duplicate_field",
+            Malformed::FieldTooLong(_) => "field_too_long",
+        }
+    }
+
+    /// The field the reason refers to, when there is one (a second metric label).
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Malformed::MissingField(field)
+            | Malformed::InvalidField(field)
+            | Malformed::DuplicateField(field)
+            | Malformed::FieldTooLong(field) => Some(field),
+            Malformed::NoJsonObject | Malformed::UnterminatedObject | Malformed::InvalidJson => {
+                None
+            }
+        }
+    }
+}
+
+/// Parses one log line (without or with its trailing newline).
+///
+/// `Ok(None)` means the line carries no marker, so it is not an ingress record at all (other
+/// access-log formats may share the file). When the marker occurs more than once, the first
+/// occurrence followed by a well-formed object wins, and if none is, the first occurrence's
+/// error is returned.
+pub fn parse_line(line: &[u8]) -> Result<Option<Record<'_>>, Malformed> {
+    let mut first_error = None;
+    for marker_start in MARKER_FINDER.find_iter(line).take(MAX_MARKER_ATTEMPTS) {
+        let after_marker = line.get(marker_start + MARKER.len()..).unwrap_or_default();
+        match parse_object(after_marker) {
+            Ok(record) => return Ok(Some(record)),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        None => Ok(None),
+        Some(error) => Err(error),
+    }
+}
+
+/// The fields of the template, in the order the scanner fills them.
+#[derive(Clone, Copy)]
+enum Field {
+    SourceIp,
+    SourcePort,
+    DestinationIp,
+    DestinationPort,
+    Protocol,
+    XForwardedFor,
+    XRealIp,
+}
+
+impl Field {
+    fn from_key(raw_key: &[u8]) -> Option<Field> {
+        Some(match raw_key {
+            b"source_ip" => Field::SourceIp,
+            b"source_port" => Field::SourcePort,
+            b"destination_ip" => Field::DestinationIp,
+            b"destination_port" => Field::DestinationPort,
+            b"protocol" => Field::Protocol,
+            b"x-forwarded-for" => Field::XForwardedFor,
+            b"x-real-ip" => Field::XRealIp,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::SourceIp => "source_ip",
+            Field::SourcePort => "source_port",
+            Field::DestinationIp => "destination_ip",
+            Field::DestinationPort => "destination_port",
+            Field::Protocol => "protocol",
+            Field::XForwardedFor => "x-forwarded-for",
+            Field::XRealIp => "x-real-ip",
+        }
+    }
+}
+
+/// A value as it sits in the line, before it is decoded for its field.
+#[derive(Clone, Copy)]
+enum RawValue<'a> {
+    /// The bytes between the quotes; `escaped` when they hold at least one backslash.
+    Quoted { body: &'a [u8], escaped: bool },
+    /// An unquoted token such as `443`, `-` or `null`.
+    Bare(&'a [u8]),
+    /// An object or array: never a valid value for a template field.
+    Nested,
+}
+
+/// The template's fields as found, each at most once.
+#[derive(Default)]
+struct Slots<'a> {
+    values: [Option<RawValue<'a>>; 7],
+}
+
+impl<'a> Slots<'a> {
+    fn set(&mut self, field: Field, value: RawValue<'a>) -> Result<(), Malformed> {
+        let slot = self
+            .values
+            .get_mut(field as usize)
+            .ok_or(Malformed::InvalidJson)?;
+        if slot.is_some() {
+            return Err(Malformed::DuplicateField(field.name()));
+        }
+        *slot = Some(value);
+        Ok(())
+    }
+
+    fn get(&self, field: Field) -> Option<RawValue<'a>> {
+        self.values.get(field as usize).copied().flatten()
+    }
+}
+
+fn parse_object(input: &[u8]) -> Result<Record<'_>, Malformed> {
+    let mut scanner = Scanner { input, pos: 0 };
+    scanner.skip_whitespace();
+    match scanner.peek() {
+        Some(b'{') => scanner.pos += 1,
+        _ => return Err(Malformed::NoJsonObject),
+    }
+
+    let mut slots = Slots::default();
+    scanner.skip_whitespace();
+    if scanner.peek() == Some(b'}') {
+        return build_record(&slots);
+    }
+    loop {
+        scanner.skip_whitespace();
+        let (key, _) = scanner.expect_string()?;
+        scanner.skip_whitespace();
+        scanner.expect_byte(b':')?;
+        scanner.skip_whitespace();
+        let value = scanner.value()?;
+        if let Some(field) = Field::from_key(key) {
+            slots.set(field, value)?;
+        }
+        scanner.skip_whitespace();
+        match scanner.next_byte() {
+            Some(b',') => continue,
+            Some(b'}') => break,
+            Some(_) => return Err(Malformed::InvalidJson),
+            None => return Err(Malformed::UnterminatedObject),
+        }
+    }
+    build_record(&slots)
+}
+
+fn build_record<'a>(slots: &Slots<'a>) -> Result<Record<'a>, Malformed> {
+    Ok(Record {
+        source_ip: required(slots, Field::SourceIp, parse_ip)?,
+        source_port: required(slots, Field::SourcePort, parse_port)?,
+        destination_ip: required(slots, Field::DestinationIp, parse_ip)?,
+        destination_port: required(slots, Field::DestinationPort, parse_port)?,
+        protocol: scalar(slots, Field::Protocol, Protocol::from_name)?.unwrap_or_default(),
+        x_forwarded_for: header(slots, Field::XForwardedFor)?,
+        x_real_ip: header(slots, Field::XRealIp)?,
+    })
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.parse().ok()
+}
+
+fn parse_port(text: &str) -> Option<u16> {
+    // `u16::from_str` accepts a leading `+`; a port is digits only.
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn required<T>(
+    slots: &Slots<'_>,
+    field: Field,
+    convert: impl Fn(&str) -> Option<T>,
+) -> Result<T, Malformed> {
+    scalar(slots, field, convert)?.ok_or(Malformed::MissingField(field.name()))
+}
+
+/// Decodes a short field (address, port, protocol): `Ok(None)` when it is absent or holds no
+/// value.
+fn scalar<T>(
+    slots: &Slots<'_>,
+    field: Field,
+    convert: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, Malformed> {
+    let invalid = Malformed::InvalidField(field.name());
+    let text = match slots.get(field) {
+        None => return Ok(None),
+        Some(RawValue::Nested) => return Err(invalid),
+        Some(value) => match decode_value(value, MAX_SCALAR_BYTES).map_err(|_| invalid)? {
+            None => return Ok(None),
+            Some(bytes) => match bytes {
+                Cow::Borrowed(bytes) => {
+                    Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| invalid)?)
+                }
+                Cow::Owned(bytes) => Cow::Owned(String::from_utf8(bytes).map_err(|_| invalid)?),
+            },
+        },
+    };
+    convert(&text).map(Some).ok_or(invalid)
+}
+
+/// Decodes a header field, replacing bytes that are not UTF-8 rather than rejecting the line.
+fn header<'a>(slots: &Slots<'a>, field: Field) -> Result<Option<Cow<'a, str>>, Malformed> {
+    let bytes = match slots.get(field) {
+        None => return Ok(None),
+        Some(RawValue::Nested) => return Err(Malformed::InvalidField(field.name())),
+        Some(value) => match decode_value(value, MAX_HEADER_BYTES)
+            .map_err(|TooLong| Malformed::FieldTooLong(field.name()))?
+        {
+            None => return Ok(None),
+            Some(bytes) => bytes,
+        },
+    };
+    Ok(Some(match bytes {
+        Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
+        Cow::Owned(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Cow::Owned(text),
+            Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
+        },
+    }))
+}
+
+/// A decoded value exceeded its length cap.
+struct TooLong;
+
+/// Turns a raw value into its bytes: `None` for the "no value" spellings (`-`, `null`, empty).
+fn decode_value(value: RawValue<'_>, max_len: usize) -> Result<Option<Cow<'_, [u8]>>, TooLong> {
+    let bytes = match value {
+        RawValue::Nested => return Ok(None),
+        RawValue::Bare(token) if token == b"null" => return Ok(None),
+        RawValue::Bare(token) => Cow::Borrowed(token),
+        RawValue::Quoted {
+            body,
+            escaped: false,
+        } => Cow::Borrowed(body),
+        RawValue::Quoted {
+            body,
+            escaped: true,
+        } => Cow::Owned(unescape(body, max_len)?),
+    };
+    if bytes.is_empty() || bytes.as_ref() == b"-" {
+        return Ok(None);
+    }
+    if bytes.len() > max_len {
+        return Err(TooLong);
+    }
+    Ok(Some(bytes))
+}
+
+/// Decodes nginx `\xHH` and JSON escapes, stopping as soon as the output exceeds `max_len` so a
+/// huge attacker value costs no more than the cap.
+///
+/// An escape that is neither (a stray backslash, `\x` without two hex digits, a bad `\u`) is
+/// kept literally: the value is data to inspect, and guessing at it would be worse.
+fn unescape(body: &[u8], max_len: usize) -> Result<Vec<u8>, TooLong> {
+    let mut out = Vec::with_capacity(body.len().min(max_len + 1));
+    let mut rest = body;
+    while let Some(backslash) = memchr::memchr(b'\\', rest) {
+        let (literal, escape) = rest.split_at(backslash);
+        out.extend_from_slice(literal);
+        let consumed = decode_escape(escape, &mut out);
+        rest = escape.get(consumed..).unwrap_or_default();
+        if out.len() > max_len {
+            return Err(TooLong);
+        }
+    }
+    out.extend_from_slice(rest);
+    if out.len() > max_len {
+        return Err(TooLong);
+    }
+    Ok(out)
+}
+
+/// Decodes the escape at the start of `escape` (which begins with a backslash) into `out` and
+/// returns how many input bytes it used.
+fn decode_escape(escape: &[u8], out: &mut Vec<u8>) -> usize {
+    let simple = match escape.get(1) {
+        Some(b'"') => Some(b'"'),
+        Some(b'\\') => Some(b'\\'),
+        Some(b'/') => Some(b'/'),
+        Some(b'b') => Some(0x08),
+        Some(b'f') => Some(0x0c),
+        Some(b'n') => Some(b'\n'),
+        Some(b'r') => Some(b'\r'),
+        Some(b't') => Some(b'\t'),
+        _ => None,
+    };
+    if let Some(byte) = simple {
+        out.push(byte);
+        return 2;
+    }
+    match escape.get(1) {
+        Some(b'x') => {
+            if let Some(byte) = escape.get(2..4).and_then(hex_byte) {
+                out.push(byte);
+                return 4;
+            }
+        }
+        Some(b'u') => {
+            if let Some((ch, consumed)) = decode_unicode_escape(escape) {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                return consumed;
+            }
+        }
+        _ => {}
+    }
+    out.push(b'\\');
+    1
+}
+
+/// Decodes `\uXXXX`, joining a surrogate pair when one follows; a lone surrogate becomes
+/// U+FFFD, as a lossy UTF-8 conversion would.
+fn decode_unicode_escape(escape: &[u8]) -> Option<(char, usize)> {
+    let high = hex_u16(escape.get(2..6)?)?;
+    if !(0xD800..0xDC00).contains(&high) {
+        let ch = char::from_u32(u32::from(high)).unwrap_or(char::REPLACEMENT_CHARACTER);
+        return Some((ch, 6));
+    }
+    let low = match (escape.get(6..8), escape.get(8..12).and_then(hex_u16)) {
+        (Some(b"\\u"), Some(low)) if (0xDC00..0xE000).contains(&low) => low,
+        _ => return Some((char::REPLACEMENT_CHARACTER, 6)),
+    };
+    let code = 0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(low) - 0xDC00);
+    Some((
+        char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER),
+        12,
+    ))
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    match pair {
+        [high, low] => Some(hex_digit(*high)? << 4 | hex_digit(*low)?),
+        _ => None,
+    }
+}
+
+fn hex_u16(quad: &[u8]) -> Option<u16> {
+    quad.iter().try_fold(0u16, |acc, &byte| {
+        Some(acc << 4 | u16::from(hex_digit(byte)?))
+    })
+}
+
+/// A cursor over the bytes after the marker. Every method checks bounds, so no input can make
+/// it panic.
+struct Scanner<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    fn next_byte(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.pos += 1;
+        Some(byte)
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.input.get(self.pos..).unwrap_or_default()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.pos += 1;
+        }
+    }
+
+    fn expect_byte(&mut self, expected: u8) -> Result<(), Malformed> {
+        match self.next_byte() {
+            Some(byte) if byte == expected => Ok(()),
+            Some(_) => Err(Malformed::InvalidJson),
+            None => Err(Malformed::UnterminatedObject),
+        }
+    }
+
+    /// Reads a quoted string and returns its raw body and whether it holds an escape.
+    fn expect_string(&mut self) -> Result<(&'a [u8], bool), Malformed> {
+        self.expect_byte(b'"')?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let offset =
+                memchr::memchr2(b'"', b'\\', self.rest()).ok_or(Malformed::UnterminatedObject)?;
+            let stop = self.pos + offset;
+            if self.input.get(stop) == Some(&b'"') {
+                self.pos = stop + 1;
+                let body = self.input.get(start..stop).unwrap_or_default();
+                return Ok((body, escaped));
+            }
+            // A backslash: whatever byte follows it cannot end the string.
+            escaped = true;
+            self.pos = stop + 2;
+            if self.pos > self.input.len() {
+                return Err(Malformed::UnterminatedObject);
+            }
+        }
+    }
+
+    fn value(&mut self) -> Result<RawValue<'a>, Malformed> {
+        match self.peek() {
+            None => Err(Malformed::UnterminatedObject),
+            Some(b'"') => {
+                let (body, escaped) = self.expect_string()?;
+                Ok(RawValue::Quoted { body, escaped })
+            }
+            Some(b'{' | b'[') => {
+                self.skip_nested()?;
+                Ok(RawValue::Nested)
+            }
+            Some(_) => {
+                let rest = self.rest();
+                let len = rest
+                    .iter()
+                    .position(|&b| matches!(b, b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n'))
+                    .unwrap_or(rest.len());
+                self.pos += len;
+                Ok(RawValue::Bare(rest.get(..len).unwrap_or_default()))
+            }
+        }
+    }
+
+    /// Skips an object or array value of a field the collector does not use, tracking depth
+    /// with a counter rather than recursion so deep nesting cannot exhaust the stack.
+    fn skip_nested(&mut self) -> Result<(), Malformed> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek() {
+                None => return Err(Malformed::UnterminatedObject),
+                Some(b'"') => {
+                    self.expect_string()?;
+                }
+                Some(b'{' | b'[') => {
+                    depth += 1;
+                    self.pos += 1;
+                }
+                Some(b'}' | b']') => {
+                    depth = depth.saturating_sub(1);
+                    self.pos += 1;
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                }
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(body: &str) -> String {
+        format!("{MARKER} {{{body}}}")
+    }
+
+    const ADDRESSES: &str = r#""source_ip": "10.1.10.1", "source_port": 1, "destination_ip": "10.1.1.10", "destination_port": 2"#;
+
+    fn with_headers(xff: &str, xri: &str) -> String {
+        line(&format!(
+            r#"{ADDRESSES}, "x-forwarded-for": "{xff}", "x-real-ip": "{xri}""#
+        ))
+    }
+
+    fn parse_ok(line: &str) -> Record<'_> {
+        parse_line(line.as_bytes()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn borrows_header_values_without_escapes() {
+        let text = with_headers("1.1.1.1, 10.0.0.1", "2.2.2.2");
+        let record = parse_ok(&text);
+        assert!(matches!(
+            record.x_forwarded_for,
+            Some(Cow::Borrowed("1.1.1.1, 10.0.0.1"))
+        ));
+        assert!(matches!(record.x_real_ip, Some(Cow::Borrowed("2.2.2.2"))));
+    }
+
+    #[test]
+    fn unescape_stops_at_the_cap() {
+        let body = "\\x41".repeat(MAX_HEADER_BYTES + 1);
+        assert!(unescape(body.as_bytes(), MAX_HEADER_BYTES).is_err());
+        let body = "\\x41".repeat(MAX_HEADER_BYTES);
+        assert_eq!(
+            unescape(body.as_bytes(), MAX_HEADER_BYTES)
+                .ok()
+                .unwrap()
+                .len(),
+            MAX_HEADER_BYTES
+        );
+    }
+
+    #[test]
+    fn unknown_escapes_are_kept_literally() {
+        assert_eq!(
+            unescape(br"a\qb\x4", 64).ok().unwrap(),
+            br"a\qb\x4".to_vec()
+        );
+        assert_eq!(
+            unescape(br"\ud83d\ude00", 64).ok().unwrap(),
+            "😀".as_bytes()
+        );
+        assert_eq!(
+            unescape(br"\ud83dx", 64).ok().unwrap(),
+            "\u{FFFD}x".as_bytes()
+        );
+    }
+
+    #[test]
+    fn ports_reject_signs_and_overflow() {
+        for bad in ["+1", "65536", "-1", "1.5", "0x10"] {
+            let text = line(&format!(
+                r#""source_ip": "10.1.10.1", "source_port": "{bad}", "destination_ip": "10.1.1.10", "destination_port": 2"#
+            ));
+            assert_eq!(
+                parse_line(text.as_bytes()),
+                Err(Malformed::InvalidField("source_port")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn skips_nested_values_of_unknown_fields() {
+        let text = line(&format!(
+            r#""extra": {{"a": [1, {{"b": "}}]"}}], "c": "{{"}}, {ADDRESSES}"#
+        ));
+        assert_eq!(parse_ok(&text).destination_port, 2);
+    }
+
+    #[test]
+    fn nested_value_for_a_template_field_is_invalid() {
+        let text = line(&format!(r#"{ADDRESSES}, "x-real-ip": ["1.1.1.1"]"#));
+        assert_eq!(
+            parse_line(text.as_bytes()),
+            Err(Malformed::InvalidField("x-real-ip"))
+        );
+    }
+
+    #[test]
+    fn protocol_field_overrides_the_default() {
+        let text = line(&format!(r#"{ADDRESSES}, "protocol": "UDP""#));
+        assert_eq!(parse_ok(&text).protocol, Protocol::Udp);
+        let text = line(&format!(r#"{ADDRESSES}, "protocol": -"#));
+        assert_eq!(parse_ok(&text).protocol, Protocol::Tcp);
+        let text = line(&format!(r#"{ADDRESSES}, "protocol": "icmp""#));
+        assert_eq!(
+            parse_line(text.as_bytes()),
+            Err(Malformed::InvalidField("protocol"))
+        );
+    }
+
+    #[test]
+    fn reason_labels_are_distinct() {
+        let all = [
+            Malformed::NoJsonObject,
+            Malformed::UnterminatedObject,
+            Malformed::InvalidJson,
+            Malformed::MissingField("a"),
+            Malformed::InvalidField("a"),
+            Malformed::DuplicateField("a"),
+            Malformed::FieldTooLong("a"),
+        ];
+        let labels: std::collections::HashSet<_> = all.iter().map(Malformed::as_str).collect();
+        assert_eq!(labels.len(), all.len());
+    }
+}

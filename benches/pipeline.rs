@@ -1,0 +1,81 @@
+//! Collector throughput: parse + original IP + aggregate over a realistic 1,000,000-line log,
+//! next to a newline count over the same bytes (what `wc -l` does, minus the file I/O), so the
+//! cost ratio is read from one run.
+//!
+//! Targets: ≥ 1,000,000 lines/s on one core, and no more than 10× the time of `wc -l`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use ingress_tap::collect::aggregate::{Aggregator, AggregatorLimits, IntervalReport};
+use ingress_tap::collect::origin::original_ip;
+use ingress_tap::collect::parse::parse_line;
+
+#[path = "support/synthetic_log.rs"]
+mod synthetic_log;
+
+const LINES: u64 = 1_000_000;
+/// Shared with the `gen_log` example.
+const SEED: u64 = 0x1e55_1e55;
+
+/// The collector's per-interval work over a buffer of complete lines.
+fn collect(log: &[u8], aggregator: &mut Aggregator) -> IntervalReport {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', log) {
+        let line = &log[start..end];
+        start = end + 1;
+        if let Ok(Some(record)) = parse_line(line) {
+            let origin = original_ip(&record);
+            aggregator.observe(&record, origin.as_ref());
+        }
+    }
+    aggregator.close_interval()
+}
+
+fn generate_log() -> Vec<u8> {
+    let mut log = Vec::new();
+    synthetic_log::write_log(&mut log, LINES, SEED).expect("writing to memory cannot fail");
+    log
+}
+
+fn count_lines(log: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', log).count()
+}
+
+fn pipeline(c: &mut Criterion) {
+    let log = generate_log();
+    let mut aggregator = Aggregator::new(AggregatorLimits::with_requests_per_interval(-1));
+
+    // Sanity: the workload is what it claims to be.
+    let report = collect(&log, &mut aggregator);
+    assert_eq!(count_lines(&log) as u64, LINES);
+    assert_eq!(report.records, LINES);
+    eprintln!(
+        "workload: {LINES} lines, {:.1} MB, {} connections, {} distinct IPs summed over connections",
+        log.len() as f64 / 1e6,
+        report.connections.len(),
+        report.connections.iter().map(|c| c.distinct_original_ips).sum::<u64>()
+    );
+
+    for (name, throughput) in [
+        ("lines", Throughput::Elements(LINES)),
+        ("bytes", Throughput::Bytes(log.len() as u64)),
+    ] {
+        let mut group = c.benchmark_group(format!("pipeline_{name}"));
+        group.sampling_mode(SamplingMode::Flat);
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(3));
+        group.throughput(throughput);
+        group.bench_function("parse_origin_aggregate", |b| {
+            b.iter(|| collect(black_box(&log), &mut aggregator))
+        });
+        group.bench_function("newline_count_baseline", |b| {
+            b.iter(|| count_lines(black_box(&log)))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);

@@ -1,0 +1,94 @@
+//! The webhook's metric families.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a review: the outcome and, for skips and denials, the reason code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub outcome: &'static str,
+    pub reason: &'static str,
+}
+
+/// Labels of a reload attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+/// Every metric the webhook exports.
+pub struct WebhookMetrics {
+    /// Reviews answered, by outcome (injected, skipped, denied, error) and reason.
+    pub reviews: Family<ReviewLabels, Counter>,
+    /// Time from a complete request body to the serialised answer.
+    pub review_seconds: Histogram,
+    /// Injection config reloads by result (ok, error).
+    pub config_reloads: Family<ReloadLabels, Counter>,
+    /// Serving certificate reloads by result (ok, error).
+    pub certificate_reloads: Family<ReloadLabels, Counter>,
+    /// 1 while the loaded config is the file's latest content, 0 while a bad file is ignored.
+    pub config_valid: Gauge,
+    /// Connections open on the admission port.
+    pub open_connections: Gauge,
+}
+
+impl WebhookMetrics {
+    /// Creates the families and registers them under `ingress_tap_webhook_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        // Reviews take microseconds; the API server times out at seconds.
+        let buckets = [
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+        ];
+        let metrics = Self {
+            reviews: Family::default(),
+            review_seconds: Histogram::new(buckets),
+            config_reloads: Family::default(),
+            certificate_reloads: Family::default(),
+            config_valid: Gauge::default(),
+            open_connections: Gauge::default(),
+        };
+        let registry = registry.sub_registry_with_prefix("ingress_tap_webhook");
+        registry.register(
+            "reviews",
+            "AdmissionReviews answered, by outcome and reason",
+            metrics.reviews.clone(),
+        );
+        registry.register(
+            "review_duration_seconds",
+            "Time to decide and serialise one review",
+            metrics.review_seconds.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Injection config reloads by result",
+            metrics.config_reloads.clone(),
+        );
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads by result",
+            metrics.certificate_reloads.clone(),
+        );
+        registry.register(
+            "config_valid",
+            "1 when the config file in use is the file's latest content",
+            metrics.config_valid.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Connections open on the admission port",
+            metrics.open_connections.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one review.
+    pub fn count(&self, outcome: &'static str, reason: &'static str) {
+        self.reviews
+            .get_or_create(&ReviewLabels { outcome, reason })
+            .inc();
+    }
+}

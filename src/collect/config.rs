@@ -1,0 +1,162 @@
+//! `ingress-tap collect` settings: the environment variables users of the reference collector
+//! already set, each also a flag, with the same defaults.
+//!
+//! Each value's placeholder in help and error messages is the variable's name, so a bad value
+//! in a pod spec is reported as, for example, "invalid value 'abc' for
+//! '--interval-seconds <INGRESS_LOG_INTERVAL_SECONDS>'".
+
+use crate::telemetry::LogLevel;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The reference collector's default log path, which the injected emptyDir serves.
+pub const DEFAULT_LOG_PATH: &str = "/var/log/calico/ingress/ingress.log";
+
+/// `ingress-tap collect` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollectOptions {
+    /// Length of an aggregation interval, in seconds (1-3600).
+    #[arg(
+        long = "interval-seconds",
+        env = "INGRESS_LOG_INTERVAL_SECONDS",
+        value_name = "INGRESS_LOG_INTERVAL_SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub interval_seconds: u64,
+
+    /// Distinct original IPs carried to Felix per interval, across all connections; a negative
+    /// value removes the cap. IPs over the cap still count in each connection's value.
+    #[arg(
+        long = "requests-per-interval",
+        env = "INGRESS_LOG_REQUESTS_PER_INTERVAL",
+        value_name = "INGRESS_LOG_REQUESTS_PER_INTERVAL",
+        default_value_t = 10,
+        allow_negative_numbers = true
+    )]
+    pub requests_per_interval: i64,
+
+    /// The ingress access log to follow.
+    #[arg(
+        long = "log-path",
+        env = "INGRESS_LOG_PATH",
+        value_name = "INGRESS_LOG_PATH",
+        default_value = DEFAULT_LOG_PATH
+    )]
+    pub log_path: PathBuf,
+
+    /// Felix's Policy Sync socket (a path, or unix://PATH). Without it, reports are written
+    /// to stdout as JSON lines.
+    #[arg(
+        long = "felix-dial-target",
+        env = "FELIX_DIAL_TARGET",
+        value_name = "FELIX_DIAL_TARGET"
+    )]
+    pub felix_dial_target: Option<String>,
+
+    /// Trace, Debug, Info, Warning, Error, Fatal or Panic (any case).
+    #[arg(
+        long = "log-level",
+        env = "LOG_LEVEL",
+        value_name = "LOG_LEVEL",
+        default_value = "Panic"
+    )]
+    pub log_level: LogLevel,
+
+    /// Address of the health and metrics listener (/healthz, /metrics).
+    #[arg(
+        long = "metrics-listen",
+        env = "INGRESS_TAP_METRICS_LISTEN",
+        value_name = "INGRESS_TAP_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub metrics_listen: SocketAddr,
+
+    /// Lines longer than this many bytes are skipped and counted.
+    #[arg(
+        long = "max-line-bytes",
+        env = "INGRESS_TAP_MAX_LINE_BYTES",
+        value_name = "INGRESS_TAP_MAX_LINE_BYTES",
+        default_value_t = 64 * 1024,
+        value_parser = clap::value_parser!(u64).range(256..=16 * 1024 * 1024)
+    )]
+    pub max_line_bytes: u64,
+
+    /// Where the read position is kept; default: beside the log, `.<file name>.checkpoint`.
+    #[arg(
+        long = "checkpoint-path",
+        env = "INGRESS_TAP_CHECKPOINT_PATH",
+        value_name = "INGRESS_TAP_CHECKPOINT_PATH"
+    )]
+    pub checkpoint_path: Option<PathBuf>,
+
+    /// Closed intervals held while Felix is unreachable; the oldest is dropped beyond this.
+    #[arg(
+        long = "queue-intervals",
+        env = "INGRESS_TAP_QUEUE_INTERVALS",
+        value_name = "INGRESS_TAP_QUEUE_INTERVALS",
+        default_value_t = 12,
+        value_parser = clap::value_parser!(u64).range(1..=10_000)
+    )]
+    pub queue_intervals: u64,
+
+    /// How long SIGTERM waits for the last reports to reach Felix.
+    #[arg(
+        long = "shutdown-timeout-seconds",
+        env = "INGRESS_TAP_SHUTDOWN_TIMEOUT_SECONDS",
+        value_name = "INGRESS_TAP_SHUTDOWN_TIMEOUT_SECONDS",
+        default_value_t = 5
+    )]
+    pub shutdown_timeout_seconds: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: CollectOptions,
+    }
+
+    #[test]
+    fn defaults_match_the_reference_collector() {
+        let cli = Cli::try_parse_from(["collect"]).unwrap();
+        let o = cli.options;
+        // The environment may set these in a developer shell; only check when it does not.
+        if std::env::var_os("INGRESS_LOG_INTERVAL_SECONDS").is_none() {
+            assert_eq!(o.interval_seconds, 5);
+        }
+        if std::env::var_os("INGRESS_LOG_REQUESTS_PER_INTERVAL").is_none() {
+            assert_eq!(o.requests_per_interval, 10);
+        }
+        if std::env::var_os("INGRESS_LOG_PATH").is_none() {
+            assert_eq!(o.log_path, PathBuf::from(DEFAULT_LOG_PATH));
+        }
+        if std::env::var_os("LOG_LEVEL").is_none() {
+            assert_eq!(o.log_level, LogLevel::Panic);
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = Cli::try_parse_from(["collect", "--interval-seconds", "0"]).unwrap_err();
+        assert!(
+            err.to_string().contains("INGRESS_LOG_INTERVAL_SECONDS"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["collect", "--requests-per-interval", "ten"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("INGRESS_LOG_REQUESTS_PER_INTERVAL"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["collect", "--log-level", "loud"]).unwrap_err();
+        assert!(err.to_string().contains("LOG_LEVEL"), "{err}");
+        assert!(err.to_string().contains("Warning"), "{err}");
+        let ok = Cli::try_parse_from(["collect", "--requests-per-interval", "-1"]).unwrap();
+        assert_eq!(ok.options.requests_per_interval, -1);
+    }
+}

@@ -1,0 +1,143 @@
+//! The collector's metric families. No label takes attacker-chosen values: reasons are fixed
+//! codes, so the series count stays bounded whatever the log contains.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label of a malformed line: why it was skipped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MalformedLabels {
+    pub reason: &'static str,
+}
+
+/// Every metric the collector exports.
+#[derive(Default)]
+pub struct CollectorMetrics {
+    /// Complete lines read from the log.
+    pub lines_read: Counter,
+    /// Bytes read from the log.
+    pub bytes_read: Counter,
+    /// Lines without the ingress marker (other access-log lines).
+    pub lines_other: Counter,
+    /// Ingress records parsed.
+    pub records_parsed: Counter,
+    /// Ingress lines skipped, by reason.
+    pub malformed: Family<MalformedLabels, Counter>,
+    /// Lines longer than the cap, skipped unread.
+    pub oversized_lines: Counter,
+    /// Rename rotations followed.
+    pub rotations: Counter,
+    /// Truncations (copytruncate) followed.
+    pub truncations: Counter,
+    /// Intervals closed.
+    pub intervals: Counter,
+    /// Records not aggregated because an interval reached its connection cap.
+    pub records_over_connection_cap: Counter,
+    /// Reports Felix accepted.
+    pub reports_sent: Counter,
+    /// Reports Felix answered with successful=false (dataplane stats off); not retried.
+    pub reports_rejected: Counter,
+    /// Report calls that failed in transport (retried).
+    pub reports_failed: Counter,
+    /// Reports dropped because the queue was full while Felix was away.
+    pub reports_dropped: Counter,
+    /// Reports waiting to be sent.
+    pub queue_depth: Gauge,
+    /// Bytes in the log not read yet.
+    pub lag_bytes: Gauge,
+}
+
+impl CollectorMetrics {
+    /// Creates the families and registers them under `ingress_tap_collector_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let r = registry.sub_registry_with_prefix("ingress_tap_collector");
+        r.register(
+            "lines_read",
+            "Complete lines read from the log",
+            metrics.lines_read.clone(),
+        );
+        r.register(
+            "bytes_read",
+            "Bytes read from the log",
+            metrics.bytes_read.clone(),
+        );
+        r.register(
+            "lines_other",
+            "Lines without the ingress marker",
+            metrics.lines_other.clone(),
+        );
+        r.register(
+            "records_parsed",
+            "Ingress records parsed",
+            metrics.records_parsed.clone(),
+        );
+        r.register(
+            "malformed_lines",
+            "Ingress lines skipped, by reason",
+            metrics.malformed.clone(),
+        );
+        r.register(
+            "oversized_lines",
+            "Lines over the length cap, skipped",
+            metrics.oversized_lines.clone(),
+        );
+        r.register(
+            "rotations",
+            "Rename rotations followed",
+            metrics.rotations.clone(),
+        );
+        r.register(
+            "truncations",
+            "Truncations followed",
+            metrics.truncations.clone(),
+        );
+        r.register("intervals", "Intervals closed", metrics.intervals.clone());
+        r.register(
+            "records_over_connection_cap",
+            "Records not aggregated because the interval's connection cap was reached",
+            metrics.records_over_connection_cap.clone(),
+        );
+        r.register(
+            "reports_sent",
+            "Reports Felix accepted",
+            metrics.reports_sent.clone(),
+        );
+        r.register(
+            "reports_rejected",
+            "Reports Felix answered with successful=false",
+            metrics.reports_rejected.clone(),
+        );
+        r.register(
+            "reports_failed",
+            "Report calls that failed in transport",
+            metrics.reports_failed.clone(),
+        );
+        r.register(
+            "reports_dropped",
+            "Reports dropped from the full queue",
+            metrics.reports_dropped.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Reports waiting to be sent",
+            metrics.queue_depth.clone(),
+        );
+        r.register(
+            "lag_bytes",
+            "Bytes in the log not read yet",
+            metrics.lag_bytes.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a malformed line.
+    pub fn malformed(&self, reason: &'static str) {
+        self.malformed
+            .get_or_create(&MalformedLabels { reason })
+            .inc();
+    }
+}

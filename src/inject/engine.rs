@@ -1,0 +1,505 @@
+//! `decide`: one pod and the config in, a verdict and the patch out.
+//!
+//! The pod is read through the typed model (so malformed objects are refused with a precise
+//! message) and patched as raw JSON (so fields the model does not know survive). Every check
+//! is a single pass over the pod's lists with hash sets, and the patch only carries what is
+//! added, so the cost stays linear however many containers or env vars a pod has.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Volume};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::config::{
+    paths_overlap, same_path, FelixVolumeKind, InjectConfig, FELIX_CSI_DRIVER, FELIX_FLEX_DRIVER,
+};
+use super::decision::{Decision, DenyReason, SkipReason};
+use super::overrides::{
+    PodSettings, CONTAINER_ANNOTATION, INJECT_DISABLED, INJECT_LABEL, STATUS_ANNOTATION,
+};
+use super::patch::{PatchBuilder, PatchShapeError};
+
+/// How many hex characters of the config hash the status annotation keeps: enough to tell
+/// configs apart, short enough to read in `kubectl describe`.
+pub const STATUS_HASH_CHARS: usize = 16;
+
+/// The value of the `ingress-tap/status` annotation, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectionStatus {
+    /// Version of the injector that patched the pod.
+    pub version: String,
+    /// Prefix of [`InjectConfig::hash`] of the config used.
+    pub config_hash: String,
+    /// Name of the injected container.
+    pub sidecar: String,
+    /// Whether the sidecar went into `initContainers` as a native sidecar.
+    pub native_sidecar: bool,
+}
+
+/// Decides what to do with one pod-shaped object (`{"metadata": …, "spec": …}`: a Pod from an
+/// admission review or a workload's pod template) and builds the patch when injecting.
+pub fn decide(pod: &Value, config: &InjectConfig) -> Decision {
+    match plan(pod, config) {
+        Ok(decision) => decision,
+        Err(reason) => Decision::Deny(reason),
+    }
+}
+
+fn invalid_pod(problem: impl Into<String>) -> DenyReason {
+    DenyReason::InvalidPod {
+        problem: problem.into(),
+    }
+}
+
+impl From<PatchShapeError> for DenyReason {
+    fn from(error: PatchShapeError) -> Self {
+        invalid_pod(error.to_string())
+    }
+}
+
+fn plan(pod: &Value, config: &InjectConfig) -> Result<Decision, DenyReason> {
+    let template = PodTemplateSpec::deserialize(pod).map_err(|error| {
+        invalid_pod(format!("the object does not match the pod schema: {error}"))
+    })?;
+    let labels = template
+        .metadata
+        .as_ref()
+        .and_then(|metadata| metadata.labels.as_ref());
+    let annotations = template
+        .metadata
+        .as_ref()
+        .and_then(|metadata| metadata.annotations.as_ref());
+    let opted_out = labels
+        .and_then(|labels| labels.get(INJECT_LABEL))
+        .is_some_and(|value| value == INJECT_DISABLED);
+    if opted_out {
+        return Ok(Decision::Skip(SkipReason::DisabledByLabel));
+    }
+    if annotations.is_some_and(|annotations| annotations.contains_key(STATUS_ANNOTATION)) {
+        return Ok(Decision::Skip(SkipReason::AlreadyInjected));
+    }
+    let spec = template
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid_pod("it has no spec"))?;
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    let sidecar_present = spec
+        .containers
+        .iter()
+        .chain(init_containers)
+        .any(|container| container.name == config.sidecar_name);
+    if sidecar_present {
+        return Ok(Decision::Skip(SkipReason::SidecarPresent));
+    }
+    if spec.containers.is_empty() {
+        return Err(invalid_pod("it has no containers"));
+    }
+    let container_index = index_container_names(&spec.containers, init_containers)?;
+    let volumes = spec.volumes.as_deref().unwrap_or_default();
+    check_unique_volume_names(volumes)?;
+
+    let settings = PodSettings::resolve(annotations, config)?;
+    let target_index = select_target(&spec.containers, &container_index, annotations, config)?;
+    let target = spec
+        .containers
+        .get(target_index)
+        .ok_or_else(|| invalid_pod("the target container disappeared"))?;
+
+    let log_volume = log_volume_json(config);
+    let felix_volume = felix_volume_json(config);
+    let add_log_volume = needs_volume(pod, volumes, &log_volume, |existing| {
+        existing.empty_dir.is_some()
+    })?;
+    let add_felix_volume = needs_volume(pod, volumes, &felix_volume, |_| false)?;
+    let add_target_mount = needs_target_mount(target, config)?;
+
+    let mut builder = PatchBuilder::new(pod);
+    add_pull_secrets(&mut builder, spec, config)?;
+    if add_log_volume {
+        builder.append(&["spec", "volumes"], log_volume)?;
+    }
+    if add_felix_volume {
+        builder.append(&["spec", "volumes"], felix_volume)?;
+    }
+    if add_target_mount {
+        let index = target_index.to_string();
+        builder.append(
+            &["spec", "containers", index.as_str(), "volumeMounts"],
+            json!({"name": config.log_volume_name, "mountPath": config.log_dir}),
+        )?;
+    }
+    let sidecar_list = if settings.native_sidecar {
+        "initContainers"
+    } else {
+        "containers"
+    };
+    builder.append(&["spec", sidecar_list], sidecar_json(config, &settings))?;
+    builder.insert(
+        &["metadata", "annotations"],
+        STATUS_ANNOTATION,
+        Value::String(status_json(config, settings.native_sidecar)),
+    )?;
+    Ok(Decision::Inject {
+        patch: builder.finish(),
+    })
+}
+
+/// Maps regular container names to their index, and refuses names used twice anywhere (the
+/// API server would reject the pod, and a patched pod must stay unambiguous).
+fn index_container_names<'pod>(
+    containers: &'pod [Container],
+    init_containers: &'pod [Container],
+) -> Result<HashMap<&'pod str, usize>, DenyReason> {
+    let mut index = HashMap::with_capacity(containers.len());
+    for (position, container) in containers.iter().enumerate() {
+        if index.insert(container.name.as_str(), position).is_some() {
+            return Err(invalid_pod(format!(
+                "container name {:?} is used twice",
+                container.name
+            )));
+        }
+    }
+    let mut init_names = HashSet::with_capacity(init_containers.len());
+    for container in init_containers {
+        let name = container.name.as_str();
+        if index.contains_key(name) || !init_names.insert(name) {
+            return Err(invalid_pod(format!(
+                "container name {name:?} is used twice"
+            )));
+        }
+    }
+    Ok(index)
+}
+
+fn check_unique_volume_names(volumes: &[Volume]) -> Result<(), DenyReason> {
+    let mut names = HashSet::with_capacity(volumes.len());
+    for volume in volumes {
+        if !names.insert(volume.name.as_str()) {
+            return Err(invalid_pod(format!(
+                "volume name {:?} is used twice",
+                volume.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The annotation wins; then the first configured name the pod has; then the first container,
+/// which is where single-container controllers write their log.
+fn select_target(
+    containers: &[Container],
+    index: &HashMap<&str, usize>,
+    annotations: Option<&BTreeMap<String, String>>,
+    config: &InjectConfig,
+) -> Result<usize, DenyReason> {
+    if let Some(requested) =
+        annotations.and_then(|annotations| annotations.get(CONTAINER_ANNOTATION))
+    {
+        return index.get(requested.as_str()).copied().ok_or_else(|| {
+            DenyReason::UnknownTargetContainer {
+                requested: requested.clone(),
+                available: containers
+                    .iter()
+                    .map(|container| container.name.clone())
+                    .collect(),
+            }
+        });
+    }
+    Ok(config
+        .target_containers
+        .iter()
+        .find_map(|name| index.get(name.as_str()).copied())
+        .unwrap_or(0))
+}
+
+/// Whether the volume `ours` still has to be added. A pod volume with the same name is reused
+/// when it is identical to ours, or when `compatible` accepts it (any emptyDir serves as the
+/// log volume, keeping the pod's own medium and size limit); any other source is a conflict.
+fn needs_volume(
+    pod: &Value,
+    volumes: &[Volume],
+    ours: &Value,
+    compatible: impl Fn(&Volume) -> bool,
+) -> Result<bool, DenyReason> {
+    let name = ours.get("name").and_then(Value::as_str).unwrap_or_default();
+    let Some(position) = volumes.iter().position(|volume| volume.name == name) else {
+        return Ok(true);
+    };
+    let raw = pod
+        .get("spec")
+        .and_then(|spec| spec.get("volumes"))
+        .and_then(|volumes| volumes.get(position));
+    let existing = volumes.get(position);
+    if raw == Some(ours) || existing.is_some_and(compatible) {
+        return Ok(false);
+    }
+    Err(DenyReason::VolumeConflict {
+        volume: name.to_owned(),
+        expected: describe_volume(ours),
+        found: raw.map_or_else(|| "an unknown source".to_owned(), describe_volume),
+    })
+}
+
+/// A short human description of a volume's source: `emptyDir`, `csi driver csi.tigera.io`.
+fn describe_volume(volume: &Value) -> String {
+    let Some(members) = volume.as_object() else {
+        return "an unknown source".to_owned();
+    };
+    let sources: Vec<String> = members
+        .iter()
+        .filter(|(key, _)| key.as_str() != "name")
+        .map(|(kind, source)| {
+            let detail = source
+                .get("driver")
+                .map(|driver| ("driver", driver))
+                .or_else(|| source.get("path").map(|path| ("path", path)));
+            match detail {
+                Some((label, Value::String(value))) => format!("{kind} {label} {value}"),
+                _ => kind.clone(),
+            }
+        })
+        .collect();
+    if sources.is_empty() {
+        "no source".to_owned()
+    } else {
+        sources.join(" + ")
+    }
+}
+
+/// Whether the target container still needs the log mount. Any other mount at, above or
+/// below the log directory would hide the log or be hidden by it, so it is a conflict; the
+/// log volume itself already mounted read-write at the log directory is accepted as is.
+fn needs_target_mount(target: &Container, config: &InjectConfig) -> Result<bool, DenyReason> {
+    let mut already_mounted = false;
+    for mount in target.volume_mounts.iter().flatten() {
+        if !paths_overlap(&mount.mount_path, &config.log_dir) {
+            continue;
+        }
+        let whole_volume = mount.sub_path.as_deref().unwrap_or_default().is_empty()
+            && mount
+                .sub_path_expr
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty();
+        let is_log_mount = mount.name == config.log_volume_name
+            && whole_volume
+            && same_path(&mount.mount_path, &config.log_dir);
+        if !is_log_mount {
+            return Err(DenyReason::MountConflict {
+                container: target.name.clone(),
+                volume: mount.name.clone(),
+                mount_path: mount.mount_path.clone(),
+                log_dir: config.log_dir.clone(),
+            });
+        }
+        if mount.read_only == Some(true) {
+            return Err(DenyReason::LogMountReadOnly {
+                container: target.name.clone(),
+                volume: mount.name.clone(),
+            });
+        }
+        already_mounted = true;
+    }
+    Ok(!already_mounted)
+}
+
+fn add_pull_secrets(
+    builder: &mut PatchBuilder<'_>,
+    spec: &PodSpec,
+    config: &InjectConfig,
+) -> Result<(), PatchShapeError> {
+    let present: HashSet<&str> = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|secret| secret.name.as_str())
+        .collect();
+    for name in &config.image_pull_secrets {
+        if !present.contains(name.as_str()) {
+            builder.append(&["spec", "imagePullSecrets"], json!({ "name": name }))?;
+        }
+    }
+    Ok(())
+}
+
+fn log_volume_json(config: &InjectConfig) -> Value {
+    json!({"name": config.log_volume_name, "emptyDir": {}})
+}
+
+fn felix_volume_json(config: &InjectConfig) -> Value {
+    let felix = &config.felix_volume;
+    match felix.kind {
+        FelixVolumeKind::Csi => json!({"name": felix.name, "csi": {"driver": FELIX_CSI_DRIVER}}),
+        FelixVolumeKind::FlexVolume => {
+            json!({"name": felix.name, "flexVolume": {"driver": FELIX_FLEX_DRIVER}})
+        }
+        FelixVolumeKind::HostPath => json!({
+            "name": felix.name,
+            "hostPath": {"path": felix.host_path, "type": "DirectoryOrCreate"}
+        }),
+    }
+}
+
+fn quantities(map: &BTreeMap<String, String>) -> Value {
+    Value::Object(
+        map.iter()
+            .map(|(name, quantity)| (name.clone(), Value::String(quantity.clone())))
+            .collect(),
+    )
+}
+
+fn sidecar_json(config: &InjectConfig, settings: &PodSettings) -> Value {
+    let mut env = vec![
+        json!({"name": "INGRESS_LOG_INTERVAL_SECONDS", "value": settings.interval_seconds.to_string()}),
+        json!({"name": "INGRESS_LOG_REQUESTS_PER_INTERVAL", "value": settings.requests_per_interval.to_string()}),
+        json!({"name": "INGRESS_LOG_PATH", "value": config.log_path()}),
+        json!({"name": "FELIX_DIAL_TARGET", "value": config.felix_dial_target()}),
+        json!({"name": "LOG_LEVEL", "value": settings.log_level.as_str()}),
+    ];
+    env.extend(
+        config
+            .extra_env
+            .iter()
+            .map(|variable| json!({"name": variable.name, "value": variable.value})),
+    );
+
+    let mut container = Map::new();
+    container.insert("name".into(), json!(config.sidecar_name));
+    container.insert("image".into(), json!(config.image));
+    container.insert(
+        "imagePullPolicy".into(),
+        json!(config.image_pull_policy.as_str()),
+    );
+    if !config.command.is_empty() {
+        container.insert("command".into(), json!(config.command));
+    }
+    if !config.args.is_empty() {
+        container.insert("args".into(), json!(config.args));
+    }
+    container.insert("env".into(), Value::Array(env));
+    let mut resources = Map::new();
+    if !config.resources.requests.is_empty() {
+        resources.insert("requests".into(), quantities(&config.resources.requests));
+    }
+    if !config.resources.limits.is_empty() {
+        resources.insert("limits".into(), quantities(&config.resources.limits));
+    }
+    if !resources.is_empty() {
+        container.insert("resources".into(), Value::Object(resources));
+    }
+    container.insert(
+        "securityContext".into(),
+        json!({
+            "runAsNonRoot": true,
+            "runAsUser": config.run_as_user,
+            "runAsGroup": config.run_as_group,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
+        }),
+    );
+    container.insert(
+        "volumeMounts".into(),
+        json!([
+            {"name": config.log_volume_name, "mountPath": config.log_dir},
+            {"name": config.felix_volume.name, "mountPath": config.felix_volume.mount_path}
+        ]),
+    );
+    if settings.native_sidecar {
+        container.insert("restartPolicy".into(), json!("Always"));
+    }
+    Value::Object(container)
+}
+
+fn status_json(config: &InjectConfig, native_sidecar: bool) -> String {
+    let hash = config.hash();
+    let status = InjectionStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        config_hash: hash.get(..STATUS_HASH_CHARS).unwrap_or(&hash).to_owned(),
+        sidecar: config.sidecar_name.clone(),
+        native_sidecar,
+    };
+    // A struct of strings and a bool always serialises; the fallback keeps the same content
+    // (with sorted keys) rather than panicking on an impossible error.
+    serde_json::to_string(&status).unwrap_or_else(|_| {
+        json!({
+            "version": status.version,
+            "configHash": status.config_hash,
+            "sidecar": status.sidecar,
+            "nativeSidecar": status.native_sidecar,
+        })
+        .to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_its_type() {
+        let text = status_json(&InjectConfig::default(), true);
+        let status: InjectionStatus = serde_json::from_str(&text).unwrap();
+        assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(status.sidecar, "ingress-collector");
+        assert!(status.native_sidecar);
+        assert_eq!(status.config_hash.len(), STATUS_HASH_CHARS);
+        assert!(InjectConfig::default()
+            .hash()
+            .starts_with(&status.config_hash));
+        assert!(text.starts_with(r#"{"version":"#), "{text}");
+    }
+
+    #[test]
+    fn our_volumes_parse_as_typed_volumes() {
+        let mut config = InjectConfig::default();
+        for kind in [
+            FelixVolumeKind::Csi,
+            FelixVolumeKind::FlexVolume,
+            FelixVolumeKind::HostPath,
+        ] {
+            config.felix_volume.kind = kind;
+            let volume: Volume = serde_json::from_value(felix_volume_json(&config)).unwrap();
+            assert_eq!(volume.name, "ingress-tap-felix");
+        }
+        let volume: Volume = serde_json::from_value(log_volume_json(&config)).unwrap();
+        assert!(volume.empty_dir.is_some());
+    }
+
+    #[test]
+    fn sidecar_parses_as_a_typed_container() {
+        let config = InjectConfig {
+            command: vec!["/ingress-tap".to_owned()],
+            ..InjectConfig::default()
+        };
+        let settings = PodSettings::resolve(None, &config).unwrap();
+        let container: Container =
+            serde_json::from_value(sidecar_json(&config, &settings)).unwrap();
+        assert_eq!(container.command, Some(vec!["/ingress-tap".to_owned()]));
+        assert_eq!(container.args, Some(vec!["collect".to_owned()]));
+        assert_eq!(container.restart_policy, None);
+        let security = container.security_context.unwrap();
+        assert_eq!(security.run_as_user, Some(65532));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+    }
+
+    #[test]
+    fn volumes_are_described_by_source() {
+        assert_eq!(
+            describe_volume(&json!({"name": "a", "emptyDir": {}})),
+            "emptyDir"
+        );
+        assert_eq!(
+            describe_volume(&json!({"name": "a", "csi": {"driver": "x"}})),
+            "csi driver x"
+        );
+        assert_eq!(
+            describe_volume(&json!({"name": "a", "hostPath": {"path": "/p"}})),
+            "hostPath path /p"
+        );
+        assert_eq!(describe_volume(&json!({"name": "a"})), "no source");
+    }
+}

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Starts a real Kubernetes 1.20 control plane on 127.0.0.1: etcd, kube-apiserver and
+# kube-controller-manager, each on free loopback ports, with state, logs and credentials in DIR.
+#
+# Usage: up.sh DIR
+#
+# On success DIR holds:
+#   kubeconfig   admin access (https://127.0.0.1:PORT, embedded CA, bearer token)
+#   env          KUBECONFIG=, APISERVER_URL=, TOKEN=, CA_FILE=, ETCD_URL= (shell-sourceable)
+#   pids         "name pid" per started process, consumed by down.sh
+#   *.log        one log per process
+# and the API server answers /readyz, the controller-manager answers /healthz, the default
+# service account of namespace default has its token (so pods are admitted), and the
+# namespaces that exist have the kubernetes.io/metadata.name label newer API servers set.
+#
+# There is no scheduler and no kubelet: pods are admitted and stored but never run.
+#
+# Environment:
+#   INGRESS_TAP_CP_OWNER_PID   when set, a watchdog stops the control plane as soon as that
+#                              process is gone, so a killed test run leaves nothing behind
+#   INGRESS_TAP_CP_TIMEOUT     seconds allowed for each readiness wait (default 120)
+#   INGRESS_TAP_CACHE          passed on to build.sh
+#
+# On failure everything already started is stopped again and the exit status is non-zero.
+set -euo pipefail
+
+readonly SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly TIMEOUT="${INGRESS_TAP_CP_TIMEOUT:-120}"
+
+log() { printf 'up.sh: %s\n' "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+[[ $# -eq 1 ]] || die "usage: up.sh DIR"
+mkdir -p "$1"
+DIR="$(cd "$1" && pwd)"
+readonly DIR
+[[ ! -s $DIR/pids ]] || die "$DIR/pids exists: a control plane may still run there (down.sh $DIR first)"
+
+STARTED_OK=0
+cleanup_on_failure() {
+    if [[ $STARTED_OK -eq 0 && -s $DIR/pids ]]; then
+        log "stopping what was started"
+        "$SCRIPT_DIR/down.sh" "$DIR" || true
+    fi
+}
+trap cleanup_on_failure EXIT
+
+BIN_DIR="$("$SCRIPT_DIR/build.sh")" || die "kube-apiserver/kube-controller-manager are not available (see build.sh output above)"
+command -v etcd >/dev/null || die "etcd not found although build.sh ensures etcd-server"
+
+# Local ports of every TCP socket on the machine in any state, read from the kernel so that no
+# connection has to be attempted. A port chosen here can still be taken by someone else before
+# the process binds it; the process then fails to start and its log says so.
+ports_in_use() {
+    awk 'FNR > 1 { split($2, local_address, ":"); print strtonum("0x" local_address[2]) }' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -un
+}
+
+CHOSEN_PORTS=" "
+free_port() {
+    local in_use port attempt
+    in_use=" $(ports_in_use | tr '\n' ' ') "
+    for attempt in $(seq 1 200); do
+        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        if [[ $in_use != *" $port "* && $CHOSEN_PORTS != *" $port "* ]]; then
+            CHOSEN_PORTS+="$port "
+            printf '%s' "$port"
+            return 0
+        fi
+    done
+    die "no free port found on 127.0.0.1"
+}
+
+# Polls CHECK (a shell command) until it succeeds, the process named NAME dies, or TIMEOUT
+# passes; on failure prints the tail of NAME's log.
+wait_until() {
+    local what=$1 name=$2 pid=$3 check=$4
+    local deadline=$((SECONDS + TIMEOUT))
+    until eval "$check" >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 30 "$DIR/$name.log" >&2 || true
+            die "$name exited before $what"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail -n 30 "$DIR/$name.log" >&2 || true
+            die "timed out after ${TIMEOUT}s waiting for $what"
+        fi
+        sleep 0.5
+    done
+}
+
+start() {
+    local name=$1
+    shift
+    "$@" </dev/null >"$DIR/$name.log" 2>&1 &
+    local pid=$!
+    printf '%s %s\n' "$name" "$pid" >>"$DIR/pids"
+    printf '%s' "$pid"
+}
+
+# --- credentials --------------------------------------------------------------------------
+log "generating CA, serving certificate, service account keys and tokens in $DIR"
+PKI="$DIR/pki"
+mkdir -p "$PKI"
+openssl_quiet() { openssl "$@" 2>>"$DIR/openssl.log" || die "openssl $1 failed (see $DIR/openssl.log)"; }
+openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=ingress-tap-control-plane-ca" -keyout "$PKI/ca.key" -out "$PKI/ca.crt"
+openssl_quiet req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=kube-apiserver" -keyout "$PKI/apiserver.key" -out "$PKI/apiserver.csr"
+cat >"$PKI/apiserver.ext" <<'EOF'
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc
+EOF
+openssl_quiet x509 -req -days 30 -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    -CAcreateserial -extfile "$PKI/apiserver.ext" -out "$PKI/apiserver.crt"
+openssl_quiet genrsa -out "$PKI/sa.key" 2048
+openssl_quiet rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
+
+ADMIN_TOKEN="$(openssl rand -hex 24)"
+CONTROLLER_MANAGER_TOKEN="$(openssl rand -hex 24)"
+# token,user,uid,"groups" — the controller-manager user is the one RBAC's bootstrap policy binds.
+cat >"$PKI/tokens.csv" <<EOF
+$ADMIN_TOKEN,admin,admin,"system:masters"
+$CONTROLLER_MANAGER_TOKEN,system:kube-controller-manager,system:kube-controller-manager
+EOF
+chmod 600 "$PKI"/*.key "$PKI/tokens.csv"
+
+ETCD_CLIENT_PORT="$(free_port)"
+ETCD_PEER_PORT="$(free_port)"
+APISERVER_PORT="$(free_port)"
+CONTROLLER_MANAGER_PORT="$(free_port)"
+readonly ETCD_URL="http://127.0.0.1:$ETCD_CLIENT_PORT"
+readonly APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
+
+write_kubeconfig() {
+    local path=$1 user=$2 token=$3
+    cat >"$path" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: ingress-tap
+  cluster:
+    server: $APISERVER_URL
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $user
+  user:
+    token: $token
+contexts:
+- name: ingress-tap
+  context:
+    cluster: ingress-tap
+    user: $user
+current-context: ingress-tap
+EOF
+    chmod 600 "$path"
+}
+write_kubeconfig "$DIR/kubeconfig" admin "$ADMIN_TOKEN"
+write_kubeconfig "$DIR/controller-manager.kubeconfig" system:kube-controller-manager "$CONTROLLER_MANAGER_TOKEN"
+
+# --- etcd ---------------------------------------------------------------------------------
+log "starting etcd on 127.0.0.1:$ETCD_CLIENT_PORT"
+ETCD_PID="$(start etcd etcd \
+    --name control-plane \
+    --data-dir "$DIR/etcd" \
+    --listen-client-urls "$ETCD_URL" \
+    --advertise-client-urls "$ETCD_URL" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "control-plane=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster-state new)"
+wait_until "etcd health" etcd "$ETCD_PID" \
+    "curl -sf --max-time 2 '$ETCD_URL/health' | grep -q '\"health\":\"true\"'"
+
+# --- kube-apiserver -----------------------------------------------------------------------
+log "starting kube-apiserver on $APISERVER_URL"
+APISERVER_PID="$(start kube-apiserver "$BIN_DIR/kube-apiserver" \
+    --etcd-servers="$ETCD_URL" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --secure-port="$APISERVER_PORT" \
+    --insecure-port=0 \
+    --tls-cert-file="$PKI/apiserver.crt" \
+    --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --token-auth-file="$PKI/tokens.csv" \
+    --authorization-mode=RBAC \
+    --enable-admission-plugins=NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true \
+    --cert-dir="$DIR/apiserver-certs")"
+
+api() {
+    curl -sf --max-time 5 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" "$@"
+}
+wait_until "kube-apiserver /readyz" kube-apiserver "$APISERVER_PID" \
+    "api '$APISERVER_URL/readyz' | grep -qx ok"
+
+# --- kube-controller-manager --------------------------------------------------------------
+log "starting kube-controller-manager (secure port 127.0.0.1:$CONTROLLER_MANAGER_PORT)"
+CONTROLLER_MANAGER_PID="$(start kube-controller-manager "$BIN_DIR/kube-controller-manager" \
+    --kubeconfig="$DIR/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 \
+    --secure-port="$CONTROLLER_MANAGER_PORT" \
+    --port=0 \
+    --cert-dir="$DIR/controller-manager-certs" \
+    --controllers=deployment,replicaset,daemonset,job,serviceaccount,serviceaccount-token,namespace \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file="$PKI/sa.key" \
+    --root-ca-file="$PKI/ca.crt" \
+    --leader-elect=false)"
+wait_until "kube-controller-manager /healthz" kube-controller-manager "$CONTROLLER_MANAGER_PID" \
+    "curl -skf --max-time 2 'https://127.0.0.1:$CONTROLLER_MANAGER_PORT/healthz' | grep -qx ok"
+
+# The ServiceAccount admission plugin rejects pods until the namespace's default service
+# account has a token; waiting here spares every caller that race.
+wait_until "a token for serviceaccount default/default" kube-controller-manager "$CONTROLLER_MANAGER_PID" \
+    "api '$APISERVER_URL/api/v1/namespaces/default/serviceaccounts/default' | grep -q '\"secrets\"'"
+
+# --- namespace labels ---------------------------------------------------------------------
+# Kubernetes 1.21+ labels every namespace with kubernetes.io/metadata.name; webhook
+# namespaceSelectors rely on it, so the 1.20 server gets it added by hand.
+for namespace in default kube-system kube-public kube-node-lease; do
+    wait_until "namespace $namespace" kube-apiserver "$APISERVER_PID" \
+        "api '$APISERVER_URL/api/v1/namespaces/$namespace'"
+    "$SCRIPT_DIR/namespace.sh" "$DIR" "$namespace" >/dev/null
+done
+
+# --- hand-over ----------------------------------------------------------------------------
+cat >"$DIR/env" <<EOF
+KUBECONFIG=$DIR/kubeconfig
+APISERVER_URL=$APISERVER_URL
+TOKEN=$ADMIN_TOKEN
+CA_FILE=$PKI/ca.crt
+ETCD_URL=$ETCD_URL
+KUBE_BIN_DIR=$BIN_DIR
+EOF
+
+if [[ -n ${INGRESS_TAP_CP_OWNER_PID:-} ]]; then
+    owner=$INGRESS_TAP_CP_OWNER_PID
+    kill -0 "$owner" 2>/dev/null || die "INGRESS_TAP_CP_OWNER_PID $owner is not a running process"
+    # Polling is the only portable way to notice that an unrelated process has gone.
+    nohup bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; exec "$2" "$3"' \
+        control-plane-watchdog "$owner" "$SCRIPT_DIR/down.sh" "$DIR" \
+        </dev/null >"$DIR/watchdog.log" 2>&1 &
+    printf 'watchdog %s\n' "$!" >>"$DIR/pids"
+fi
+
+STARTED_OK=1
+log "control plane ready at $APISERVER_URL (KUBECONFIG=$DIR/kubeconfig)"
