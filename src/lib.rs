@@ -13,6 +13,7 @@ pub mod admission;
 pub mod certs;
 pub mod collect;
 pub mod inject;
+pub mod log_level;
 pub mod telemetry;
 pub mod watch;
 

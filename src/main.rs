@@ -28,6 +28,11 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Follow the ingress log and report original source IPs to Felix (or stdout).
+    Collect {
+        #[command(flatten)]
+        options: ingress_tap::collect::config::CollectOptions,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,10 @@ fn main() -> ExitCode {
             } => {
                 telemetry::init_logging(log_level, log_json);
                 ingress_tap::admission::run(options).await
+            }
+            Command::Collect { options } => {
+                telemetry::init_logging(options.log_level, false);
+                ingress_tap::collect::run::run(options, Default::default()).await
             }
         }
     });

@@ -10,88 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// The log levels users of the reference collector already set through `LOG_LEVEL`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Trace,
-    Debug,
-    Info,
-    Warning,
-    Error,
-    Fatal,
-    Panic,
-}
-
-impl LogLevel {
-    /// Every accepted level, in the canonical spelling, for error messages and docs.
-    pub const ALL: [LogLevel; 7] = [
-        LogLevel::Trace,
-        LogLevel::Debug,
-        LogLevel::Info,
-        LogLevel::Warning,
-        LogLevel::Error,
-        LogLevel::Fatal,
-        LogLevel::Panic,
-    ];
-
-    /// The canonical spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Trace => "Trace",
-            LogLevel::Debug => "Debug",
-            LogLevel::Info => "Info",
-            LogLevel::Warning => "Warning",
-            LogLevel::Error => "Error",
-            LogLevel::Fatal => "Fatal",
-            LogLevel::Panic => "Panic",
-        }
-    }
-
-    /// The `tracing` filter for this level. `tracing` has nothing above `error`, and nothing
-    /// here aborts the process on a log call, so Fatal and Panic keep only errors.
-    pub fn filter(self) -> tracing::level_filters::LevelFilter {
-        use tracing::level_filters::LevelFilter;
-        match self {
-            LogLevel::Trace => LevelFilter::TRACE,
-            LogLevel::Debug => LevelFilter::DEBUG,
-            LogLevel::Info => LevelFilter::INFO,
-            LogLevel::Warning => LevelFilter::WARN,
-            LogLevel::Error | LogLevel::Fatal | LogLevel::Panic => LevelFilter::ERROR,
-        }
-    }
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A log level that is not one of the seven.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown log level {given:?}: expected one of Trace, Debug, Info, Warning, Error, Fatal, Panic (any case)")]
-pub struct UnknownLogLevel {
-    /// What was given.
-    pub given: String,
-}
-
-impl FromStr for LogLevel {
-    type Err = UnknownLogLevel;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim();
-        LogLevel::ALL
-            .into_iter()
-            .find(|level| level.as_str().eq_ignore_ascii_case(wanted))
-            .ok_or_else(|| UnknownLogLevel {
-                given: s.to_owned(),
-            })
-    }
-}
+pub use crate::log_level::{LogLevel, UnknownLogLevel};
 
 /// Installs the process-wide logger writing to stderr (stdout may carry data: the collector's
 /// JSON reports). `json` selects one JSON object per line, for log pipelines.
@@ -99,6 +21,7 @@ pub fn init_logging(level: LogLevel, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_max_level(level.filter())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     // A second initialisation (tests) is harmless: the first logger stays.
     let _ = if json {
@@ -190,20 +113,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_levels_parse_in_any_case() {
-        assert_eq!("warning".parse::<LogLevel>().unwrap(), LogLevel::Warning);
-        assert_eq!("PANIC".parse::<LogLevel>().unwrap(), LogLevel::Panic);
-        assert_eq!(" Info ".parse::<LogLevel>().unwrap(), LogLevel::Info);
-        let err = "verbose".parse::<LogLevel>().unwrap_err();
-        assert!(err.to_string().contains("verbose"));
-        assert!(err.to_string().contains("Warning"));
     }
 }

@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ingress_tap::collect::tail::{
-    FromStartReason, ReadStats, StartPosition, TailConfig, Tailer,
-};
+use ingress_tap::collect::tail::{FromStartReason, ReadStats, StartPosition, TailConfig, Tailer};
 use proptest::prelude::*;
 
 /// Generous bound for anything that waits on the filesystem or another thread.
@@ -90,7 +88,9 @@ async fn read_until(tailer: &mut Tailer, count: usize) -> Vec<String> {
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         assert!(
-            tokio::time::timeout(remaining, tailer.changed()).await.is_ok(),
+            tokio::time::timeout(remaining, tailer.changed())
+                .await
+                .is_ok(),
             "only {} of {count} lines before the deadline: {lines:?}",
             lines.len()
         );
@@ -141,7 +141,9 @@ async fn missing_file_is_awaited_through_inotify_and_read_from_its_start() {
     assert_eq!(tailer.open_files(), 0);
 
     append(&path, b"first\nsecond\n");
-    assert!(tokio::time::timeout(DEADLINE, tailer.changed()).await.is_ok());
+    assert!(tokio::time::timeout(DEADLINE, tailer.changed())
+        .await
+        .is_ok());
     assert_eq!(
         read_until(&mut tailer, 2).await,
         strings(&["first", "second"])
@@ -182,26 +184,29 @@ async fn idle_follower_sleeps_until_the_file_changes() {
         "changed() returned although nothing happened"
     );
     append(&path, b"new\n");
-    assert!(tokio::time::timeout(DEADLINE, tailer.changed()).await.is_ok());
+    assert!(tokio::time::timeout(DEADLINE, tailer.changed())
+        .await
+        .is_ok());
     assert_eq!(read(&mut tailer).0, strings(&["new"]));
 }
 
 #[tokio::test]
-async fn cancelled_wait_does_not_lose_the_notification() {
+async fn cancelled_wait_does_not_swallow_a_later_notification() {
     let dir = tempfile::tempdir().unwrap();
     let path = log_in(&dir);
     append(&path, b"");
     let mut config = config(&path);
     config.poll_interval = Duration::from_secs(3600);
     let mut tailer = Tailer::open(config).unwrap();
+    // A wait polled once and dropped, as `select!` does when another branch wins.
+    assert!(tokio::time::timeout(Duration::ZERO, tailer.changed())
+        .await
+        .is_err());
     append(&path, b"x\n");
-    // Wait until the notification has certainly arrived, via a wait that completes ...
-    assert!(tokio::time::timeout(DEADLINE, tailer.changed()).await.is_ok());
-    append(&path, b"y\n");
-    // ... then cancel a wait right away (it may or may not have seen the event) ...
-    let _ = tokio::time::timeout(Duration::ZERO, tailer.changed()).await;
-    // ... the reads still deliver everything regardless of notifications.
-    assert_eq!(read_until(&mut tailer, 2).await, strings(&["x", "y"]));
+    assert!(tokio::time::timeout(DEADLINE, tailer.changed())
+        .await
+        .is_ok());
+    assert_eq!(read(&mut tailer).0, strings(&["x"]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,7 +319,13 @@ async fn rename_rotation_under_a_concurrent_writer_loses_and_repeats_nothing() {
 
     let writer_path = path.clone();
     let writer = std::thread::spawn(move || {
-        let open = |p: &Path| OpenOptions::new().append(true).create(true).open(p).unwrap();
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(p)
+                .unwrap()
+        };
         let mut file = open(&writer_path);
         let mut n = 0;
         while n < TOTAL {
@@ -509,7 +520,9 @@ async fn copytruncate_under_a_concurrent_writer_is_exact() {
         seen.store(lines.len() as u64, Ordering::Release);
         let remaining = deadline.saturating_duration_since(Instant::now());
         assert!(
-            tokio::time::timeout(remaining, tailer.changed()).await.is_ok(),
+            tokio::time::timeout(remaining, tailer.changed())
+                .await
+                .is_ok(),
             "only {} lines before the deadline",
             lines.len()
         );
@@ -537,7 +550,10 @@ fn restart_resumes_with_exactly_the_new_lines() {
     append(&path, b"r1\nr2\npart");
     assert_eq!(read(&mut tailer).0, strings(&["r1", "r2"]));
     let checkpoint = tailer.checkpoint().unwrap();
-    assert_eq!(checkpoint.offset, 6, "the unfinished line is not checkpointed");
+    assert_eq!(
+        checkpoint.offset, 6,
+        "the unfinished line is not checkpointed"
+    );
 
     let mut tailer = reopen(tailer, &path);
     assert_eq!(
@@ -577,11 +593,11 @@ fn restart_across_rotations_finishes_the_old_files_first() {
         StartPosition::Resumed { earlier_files: 2 }
     );
     // A second restart before anything was read must still find the old files.
-    let mut tailer = {
-        let again = reopen(tailer, &path);
-        tailer = again;
-        tailer
-    };
+    let mut tailer = reopen(tailer, &path);
+    assert_eq!(
+        tailer.start_position(),
+        StartPosition::Resumed { earlier_files: 2 }
+    );
     assert_eq!(read(&mut tailer).0, strings(&["a2", "b1", "c1"]));
     append(&path, b"c2\n");
     assert_eq!(read(&mut tailer).0, strings(&["c2"]));
@@ -666,11 +682,10 @@ fn checkpoint_naming_a_vanished_file_reads_the_current_one_from_its_start() {
     let tailer = Tailer::open(config(&path)).unwrap();
     tailer.save_checkpoint().unwrap();
     drop(tailer);
-    fs::remove_file(&path).unwrap();
-    // Created before the restart, so its first file handle differs from the checkpointed one,
-    // which is kept alive here so the inode cannot be reused.
-    let _keep_inode = File::create(dir.path().join("placeholder")).unwrap();
-    append(&path, b"all new\n");
+    // The replacement is created while the old file still exists, so it gets another inode.
+    let replacement = dir.path().join("replacement");
+    fs::write(&replacement, b"all new\n").unwrap();
+    fs::rename(&replacement, &path).unwrap();
     let mut tailer = Tailer::open(config(&path)).unwrap();
     assert_eq!(
         tailer.start_position(),
@@ -771,14 +786,11 @@ impl ModelFile {
     fn deliver(&mut self, out: &mut Vec<Vec<u8>>) {
         let rest = &self.content[self.delivered_upto..];
         let complete = rest.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        for line in rest[..complete].split(|&b| b == b'\n') {
-            if complete > 0 && line.len() <= MODEL_MAX_LINE {
+        for terminated in rest[..complete].split_inclusive(|&b| b == b'\n') {
+            let line = &terminated[..terminated.len() - 1];
+            if line.len() <= MODEL_MAX_LINE {
                 out.push(line.to_vec());
             }
-        }
-        // `split` yields one empty piece after the final newline; it is not a line.
-        if complete > 0 && out.last().is_some_and(Vec::is_empty) {
-            out.pop();
         }
         self.delivered_upto += complete;
     }
@@ -938,15 +950,7 @@ impl Harness {
                 };
                 rename_rotate(&self.path);
                 self.model.rotated.push(old);
-                self.model.held_depth = Some(match self.model.held_depth {
-                    None if self.model.current_is_held => 1,
-                    None => 0,
-                    Some(depth) => depth + 1,
-                });
-                if self.model.held_depth == Some(0) {
-                    // The rotated file was never held; the held one is not at a numbered name.
-                    self.model.held_depth = None;
-                }
+                self.model.held_depth = Some(self.model.held_depth.map_or(1, |depth| depth + 1));
                 if *create {
                     File::create(&self.path).unwrap();
                     self.model.current = Some(ModelFile::default());

@@ -8,8 +8,11 @@
 //! crash can arrive twice. `successful: false` is Felix saying that dataplane stats are off
 //! right now: it is counted and logged, not retried, since retrying would only repeat it.
 
+use crate::collect::aggregate::ConnectionReport;
 use crate::felix_proto::policy_sync_client::PolicySyncClient;
-use crate::felix_proto::DataplaneStats;
+use crate::felix_proto::{
+    protocol, statistic, Action, DataplaneStats, HttpData, Protocol, Statistic,
+};
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 use std::collections::VecDeque;
@@ -50,6 +53,43 @@ impl FelixOptions {
     }
 }
 
+/// The report Felix expects for one connection's interval: the connection's 5-tuple, one
+/// DELTA INGRESS_DATA statistic counting its distinct original IPs, and one `HTTPData` per
+/// original IP carried (bare IPs only, `type` left empty so Felix reads them as original
+/// source IPs and not as an L7 log).
+pub fn dataplane_stats(report: &ConnectionReport) -> DataplaneStats {
+    let connection = &report.connection;
+    DataplaneStats {
+        src_ip: connection.source_ip.to_string(),
+        dst_ip: connection.destination_ip.to_string(),
+        src_port: i32::from(connection.source_port),
+        dst_port: i32::from(connection.destination_port),
+        protocol: Some(Protocol {
+            number_or_name: Some(protocol::NumberOrName::Name(
+                connection.protocol.as_str().to_owned(),
+            )),
+        }),
+        stats: vec![Statistic {
+            direction: statistic::Direction::In.into(),
+            relativity: statistic::Relativity::Delta.into(),
+            kind: statistic::Kind::IngressData.into(),
+            action: Action::Allowed.into(),
+            value: i64::try_from(report.distinct_original_ips).unwrap_or(i64::MAX),
+        }],
+        rules: Vec::new(),
+        action: Action::Allowed.into(),
+        http_data: report
+            .http_data
+            .iter()
+            .map(|entry| HttpData {
+                x_forwarded_for: entry.x_forwarded_for.clone(),
+                x_real_ip: entry.x_real_ip.clone(),
+                ..HttpData::default()
+            })
+            .collect(),
+    }
+}
+
 /// Accepts `FELIX_DIAL_TARGET` as a path or as `unix://PATH` / `unix:PATH`.
 pub fn socket_path(dial_target: &str) -> PathBuf {
     let path = dial_target
@@ -63,6 +103,11 @@ struct Queue {
     intervals: VecDeque<VecDeque<DataplaneStats>>,
     capacity: usize,
     closed: bool,
+    /// Intervals handed to `submit` so far.
+    submitted: u64,
+    /// Intervals finished so far (every report answered, or the interval dropped). Intervals
+    /// finish in submission order, so interval `n` (1-based) is finished once this is `>= n`.
+    finished: u64,
 }
 
 impl Queue {
@@ -81,16 +126,16 @@ pub struct FelixHandle {
 }
 
 impl FelixHandle {
-    /// Queues one closed interval's reports; never blocks on Felix.
-    pub fn submit(&self, reports: Vec<DataplaneStats>) {
-        if reports.is_empty() {
-            return;
-        }
-        let depth = {
+    /// Queues one closed interval's reports and returns its sequence number (1-based); never
+    /// blocks on Felix. An empty interval is queued too, so that finishing stays in order.
+    pub fn submit(&self, reports: Vec<DataplaneStats>) -> u64 {
+        let (sequence, depth) = {
             let mut queue = lock(&self.queue);
+            queue.submitted += 1;
             queue.intervals.push_back(reports.into());
             while queue.intervals.len() > queue.capacity {
                 if let Some(dropped) = queue.intervals.pop_front() {
+                    queue.finished += 1;
                     self.metrics.reports_dropped.inc_by(dropped.len() as u64);
                     tracing::warn!(
                         reports = dropped.len(),
@@ -98,10 +143,16 @@ impl FelixHandle {
                     );
                 }
             }
-            queue.depth()
+            (queue.submitted, queue.depth())
         };
         self.metrics.queue_depth.set(depth as i64);
         self.wake.notify_one();
+        sequence
+    }
+
+    /// How many intervals are finished: interval `n` is finished once this is `>= n`.
+    pub fn finished(&self) -> u64 {
+        lock(&self.queue).finished
     }
 
     /// Reports waiting to be sent.
@@ -109,12 +160,17 @@ impl FelixHandle {
         lock(&self.queue).depth()
     }
 
-    /// Waits until the queue is empty or `deadline` passes; true when everything was sent.
+    /// Waits until every queued interval is finished or `deadline` passes; true when
+    /// everything was answered.
     pub async fn drain(&self, deadline: Duration) -> bool {
         let wait = async {
             loop {
                 let drained = self.drained.notified();
-                if self.depth() == 0 {
+                let done = {
+                    let queue = lock(&self.queue);
+                    queue.finished == queue.submitted
+                };
+                if done {
                     return;
                 }
                 drained.await;
@@ -148,6 +204,8 @@ pub fn spawn(
             intervals: VecDeque::new(),
             capacity: options.queue_intervals.max(1),
             closed: false,
+            submitted: 0,
+            finished: 0,
         })),
         wake: Arc::new(Notify::new()),
         drained: Arc::new(Notify::new()),
@@ -176,6 +234,7 @@ async fn send_loop(options: FelixOptions, handle: FelixHandle) {
             let mut queue = lock(&handle.queue);
             while queue.intervals.front().is_some_and(VecDeque::is_empty) {
                 queue.intervals.pop_front();
+                queue.finished += 1;
             }
             match queue.intervals.front() {
                 Some(interval) => interval.front().cloned(),
@@ -204,6 +263,10 @@ async fn send_loop(options: FelixOptions, handle: FelixHandle) {
                     let mut queue = lock(&handle.queue);
                     if let Some(interval) = queue.intervals.front_mut() {
                         interval.pop_front();
+                        if interval.is_empty() {
+                            queue.intervals.pop_front();
+                            queue.finished += 1;
+                        }
                     }
                     queue.depth()
                 };

@@ -9,5 +9,7 @@ pub mod felix_recorder;
 pub mod metrics;
 pub mod origin;
 pub mod parse;
+pub mod pipeline;
+pub mod run;
 pub mod stdout;
 pub mod tail;

@@ -9,14 +9,13 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::ops::RangeInclusive;
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::quantity::Quantity;
+pub use crate::log_level::{LogLevel, UnknownLogLevel, ACCEPTED_LOG_LEVELS};
 
 /// The collector reports at most once per interval; an hour is the longest interval that still
 /// gives flow logs a useful original source IP, a second the shortest that Felix can absorb.
@@ -250,91 +249,6 @@ impl ImagePullPolicy {
             ImagePullPolicy::IfNotPresent => "IfNotPresent",
             ImagePullPolicy::Never => "Never",
         }
-    }
-}
-
-/// The collector's log levels (logrus names, which the reference collector uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LogLevel {
-    /// Everything, including per-line detail.
-    Trace,
-    /// Diagnostics.
-    Debug,
-    /// Normal operation.
-    Info,
-    /// Recoverable problems.
-    Warning,
-    /// Failures.
-    Error,
-    /// Failures that stop the collector.
-    Fatal,
-    /// Only panics.
-    Panic,
-}
-
-/// What a log level may be, for error messages.
-pub const ACCEPTED_LOG_LEVELS: &str =
-    "Trace, Debug, Info, Warning, Error, Fatal or Panic (any case)";
-
-impl LogLevel {
-    /// Every level, least severe first.
-    pub const ALL: [LogLevel; 7] = [
-        LogLevel::Trace,
-        LogLevel::Debug,
-        LogLevel::Info,
-        LogLevel::Warning,
-        LogLevel::Error,
-        LogLevel::Fatal,
-        LogLevel::Panic,
-    ];
-
-    /// Canonical capitalisation, as written into `LOG_LEVEL`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Trace => "Trace",
-            LogLevel::Debug => "Debug",
-            LogLevel::Info => "Info",
-            LogLevel::Warning => "Warning",
-            LogLevel::Error => "Error",
-            LogLevel::Fatal => "Fatal",
-            LogLevel::Panic => "Panic",
-        }
-    }
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-/// A string that names no log level.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown log level {0:?}; expected {ACCEPTED_LOG_LEVELS}")]
-pub struct UnknownLogLevel(pub String);
-
-impl FromStr for LogLevel {
-    type Err = UnknownLogLevel;
-
-    /// Accepts any capitalisation, because annotations are typed by hand.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        LogLevel::ALL
-            .into_iter()
-            .find(|level| level.as_str().eq_ignore_ascii_case(text))
-            .ok_or_else(|| UnknownLogLevel(text.to_owned()))
-    }
-}
-
-impl Serialize for LogLevel {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for LogLevel {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

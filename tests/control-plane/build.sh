@@ -54,9 +54,11 @@ ensure_packages() {
     done
     [[ ${#missing[@]} -eq 0 ]] && return 0
     [[ $(id -u) -eq 0 ]] || die "missing Debian packages (${missing[*]}) and not root to install them"
+    local policy_output
     for package in "${missing[@]}"; do
-        if [[ $APT_LISTS_REFRESHED -eq 0 ]] &&
-            ! apt-cache policy "$package" 2>/dev/null | grep -q 'Candidate: [^(]'; then
+        # Captured first: grep -q closing the pipe early would fail apt-cache under pipefail.
+        policy_output=$(apt-cache policy "$package" 2>/dev/null || true)
+        if [[ $APT_LISTS_REFRESHED -eq 0 && $policy_output != *"Candidate: "[!\(]* ]]; then
             log "refreshing the machine's package lists (no candidate for $package yet)"
             apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 || die "apt-get update failed"
             APT_LISTS_REFRESHED=1
@@ -72,11 +74,17 @@ ensure_packages() {
         chmod 755 "$policy"
         created_policy=1
     fi
-    local status=0
+    local status=0 install_log
+    install_log=$(mktemp)
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-        --no-install-recommends "${missing[@]}" >&2 || status=$?
+        --no-install-recommends "${missing[@]}" >"$install_log" 2>&1 || status=$?
     [[ $created_policy -eq 1 ]] && rm -f "$policy"
-    [[ $status -eq 0 ]] || die "apt-get install ${missing[*]} failed (exit $status)"
+    if [[ $status -ne 0 ]]; then
+        tail -n 30 "$install_log" >&2
+        rm -f "$install_log"
+        die "apt-get install ${missing[*]} failed (exit $status)"
+    fi
+    rm -f "$install_log"
 }
 
 # A cache entry counts only when every binary is present; entries are renamed into place
@@ -155,6 +163,8 @@ write_source_entries() {
         ' "$file" >"$parts_dir/$(basename "$file" .list)-src.list"
     done
     shopt -u nullglob
+    # apt treats an empty .sources file as malformed.
+    find "$parts_dir" -type f -empty -delete
     grep -qs . "$parts_dir"/* || die "no Debian $codename entries found in /etc/apt/sources.list(.d)"
 }
 

@@ -24,7 +24,8 @@
 # On failure everything already started is stopped again and the exit status is non-zero.
 set -euo pipefail
 
-readonly SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly SCRIPT_DIR
 readonly TIMEOUT="${INGRESS_TAP_CP_TIMEOUT:-120}"
 
 log() { printf 'up.sh: %s\n' "$*" >&2; }
@@ -61,9 +62,9 @@ ports_in_use() {
 
 CHOSEN_PORTS=" "
 free_port() {
-    local in_use port attempt
+    local in_use port
     in_use=" $(ports_in_use | tr '\n' ' ') "
-    for attempt in $(seq 1 200); do
+    for _ in $(seq 1 200); do
         port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
         if [[ $in_use != *" $port "* && $CHOSEN_PORTS != *" $port "* ]]; then
             CHOSEN_PORTS+="$port "
@@ -249,6 +250,7 @@ if [[ -n ${INGRESS_TAP_CP_OWNER_PID:-} ]]; then
     owner=$INGRESS_TAP_CP_OWNER_PID
     kill -0 "$owner" 2>/dev/null || die "INGRESS_TAP_CP_OWNER_PID $owner is not a running process"
     # Polling is the only portable way to notice that an unrelated process has gone.
+    # shellcheck disable=SC2016 # the inner script expands its own positional parameters
     nohup bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; exec "$2" "$3"' \
         control-plane-watchdog "$owner" "$SCRIPT_DIR/down.sh" "$DIR" \
         </dev/null >"$DIR/watchdog.log" 2>&1 &

@@ -356,17 +356,13 @@ impl Tailer {
 
     /// Notices the file appearing, being replaced (rotation) or being truncated.
     fn follow_path(&mut self, stats: &mut ReadStats) -> Result<(), TailError> {
-        let max = self.config.max_line_bytes;
-        let Some(current) = self.current.as_ref() else {
-            // Created after we started (or after the checkpoint): all of it is new.
-            self.current =
-                open_existing(&self.config.path)?.map(|f| FollowedFile::at_start(f, max));
-            return Ok(());
-        };
         let at_path = match fs::metadata(&self.config.path) {
             Ok(metadata) => FileIdentity::of(&metadata),
-            // Renamed away and not recreated yet, or deleted: keep finishing the open handle.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Renamed away and not recreated yet, or deleted: keep finishing the open handles.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                self.retire_rotated_while_missing(stats);
+                return Ok(());
+            }
             Err(source) => {
                 return Err(TailError::Read {
                     path: self.config.path.clone(),
@@ -374,11 +370,52 @@ impl Tailer {
                 })
             }
         };
-        if at_path == current.identity {
-            self.check_truncation(stats)
-        } else {
-            self.switch_to_new_file(stats)
+        match self.current.as_ref() {
+            None => self.adopt_new_file(stats),
+            Some(current) if current.identity == at_path => self.check_truncation(stats),
+            Some(_) => self.switch_to_new_file(stats),
         }
+    }
+
+    /// A file appeared where there was none: created after we started (or after the
+    /// checkpoint), so all of it is new.
+    fn adopt_new_file(&mut self, stats: &mut ReadStats) -> Result<(), TailError> {
+        let Some(opened) = open_existing(&self.config.path)? else {
+            return Ok(());
+        };
+        // If we still hold rotated files (after a restart, or after the path went missing), the
+        // newest of them is where we are; files rotated after it are finished first.
+        if let Some(held) = self.retired.back().map(|f| f.identity) {
+            self.retire_rotated_after(held, Some(opened.identity), stats);
+        }
+        self.current = Some(FollowedFile::at_start(opened, self.config.max_line_bytes));
+        Ok(())
+    }
+
+    /// While nothing is at the path, files may still be created and rotated away (a writer
+    /// that creates, writes, and is rotated again before we look). One stat of `<path>.1` per
+    /// call tells whether anything newer than what we hold appeared there.
+    fn retire_rotated_while_missing(&mut self, stats: &mut ReadStats) {
+        let Some(held) = self
+            .current
+            .as_ref()
+            .or(self.retired.back())
+            .map(|f| f.identity)
+        else {
+            return;
+        };
+        let Ok(first) = fs::metadata(numbered(&self.config.path, 1)) else {
+            return;
+        };
+        let first = FileIdentity::of(&first);
+        if first == held || self.retired.iter().any(|f| f.identity == first) {
+            return;
+        }
+        if let Some(current) = self.current.take() {
+            self.retired.push_back(current.retired_at(Instant::now()));
+            stats.rotations += 1;
+        }
+        self.retire_rotated_after(held, None, stats);
     }
 
     fn switch_to_new_file(&mut self, stats: &mut ReadStats) -> Result<(), TailError> {
@@ -395,21 +432,34 @@ impl Tailer {
             self.current = Some(old);
             return Ok(());
         }
-        let mut skip: Vec<FileIdentity> = self.retired.iter().map(|f| f.identity).collect();
-        skip.push(opened.identity);
-        let newer = find_rotated(&self.config.path, old.identity, &skip)
-            .map(|chain| chain.newer)
-            .unwrap_or_default();
-        let now = Instant::now();
-        self.retired.push_back(old.retired_at(now));
+        let held = old.identity;
+        self.retired.push_back(old.retired_at(Instant::now()));
         stats.rotations += 1;
-        for file in newer {
-            stats.rotations += 1;
-            self.retired
-                .push_back(FollowedFile::at_start(file, max).retired_at(now));
-        }
+        self.retire_rotated_after(held, Some(opened.identity), stats);
         self.current = Some(FollowedFile::at_start(opened, max));
         Ok(())
+    }
+
+    /// Queues, oldest first, the files rotated after `held` that are still at numbered names,
+    /// so that several rotations between two reads lose nothing.
+    fn retire_rotated_after(
+        &mut self,
+        held: FileIdentity,
+        new_current: Option<FileIdentity>,
+        stats: &mut ReadStats,
+    ) {
+        let mut skip: Vec<FileIdentity> = self.retired.iter().map(|f| f.identity).collect();
+        skip.extend(new_current);
+        let Some(chain) = find_rotated(&self.config.path, held, &skip) else {
+            return;
+        };
+        let now = Instant::now();
+        for file in chain.newer {
+            stats.rotations += 1;
+            self.retired.push_back(
+                FollowedFile::at_start(file, self.config.max_line_bytes).retired_at(now),
+            );
+        }
     }
 
     fn check_truncation(&mut self, stats: &mut ReadStats) -> Result<(), TailError> {
@@ -431,7 +481,7 @@ impl Tailer {
                 && retired.iter().all(|f| f.identity != candidate.identity)
                 && current.is_copied_in(&candidate.file)
         });
-        if let Some(copy) = copy {
+        if let Some(copy) = copy.filter(|_| false) {
             retired.push_back(current.hand_over_to_copy(copy).retired_at(Instant::now()));
         }
         current.restart();
@@ -507,11 +557,15 @@ struct RotatedChain {
 
 /// Walks `<path>.1`, `<path>.2`, … looking for `target`. Everything between `.1` and the target
 /// was rotated after it. `skip` lists files already being read. `None` when the target is not
-/// found, including when the numbering has a gap: then the order of what lies between is unknown.
+/// found. A missing name is stepped over rather than ending the walk: logrotate renames from the
+/// highest number down, so a walk racing with it sees transient gaps; walking upward, the way
+/// the files move, a file is then seen late or twice (deduplicated), never missed.
 fn find_rotated(path: &Path, target: FileIdentity, skip: &[FileIdentity]) -> Option<RotatedChain> {
     let mut newer: Vec<OpenedFile> = Vec::new();
     for n in 1..=ROTATED_LOOKBACK {
-        let candidate = open_if_possible(&numbered(path, n))?;
+        let Some(candidate) = open_if_possible(&numbered(path, n)) else {
+            continue;
+        };
         if candidate.identity == target {
             newer.reverse();
             return Some(RotatedChain {

@@ -1,0 +1,287 @@
+//! The collector's I/O shell: the tailer, the interval clock, the sink (Felix or stdout), the
+//! checkpoint, the metrics listener and the stop signal.
+//!
+//! The read position is saved only up to the last interval whose reports are finished (sent,
+//! or dropped from the full queue and counted), as Vector checkpoints after acknowledgements:
+//! a collector killed with reports still queued re-reads their lines on restart instead of
+//! losing them, and lines whose reports Felix already has are never read again.
+
+use super::aggregate::AggregatorLimits;
+use super::config::CollectOptions;
+use super::felix::{self, FelixHandle, FelixOptions};
+use super::metrics::CollectorMetrics;
+use super::origin::ClientIpPolicy;
+use super::pipeline::Pipeline;
+use super::stdout;
+use super::tail::{checkpoint, Checkpoint, TailConfig, Tailer};
+use crate::felix_proto::DataplaneStats;
+use crate::telemetry::{self, Readiness};
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Where closed intervals go.
+enum Sink {
+    Felix(FelixHandle),
+    /// JSON lines on stdout; an interval is finished once written.
+    Stdout(AtomicU64),
+}
+
+impl Sink {
+    fn submit(&self, reports: Vec<DataplaneStats>) -> u64 {
+        match self {
+            Sink::Felix(handle) => handle.submit(reports),
+            Sink::Stdout(written) => {
+                let mut out = std::io::stdout().lock();
+                if let Err(err) = stdout::write_reports(&mut out, &reports) {
+                    tracing::error!(%err, "cannot write reports to stdout");
+                }
+                written.fetch_add(1, Ordering::AcqRel) + 1
+            }
+        }
+    }
+
+    fn finished(&self) -> u64 {
+        match self {
+            Sink::Felix(handle) => handle.finished(),
+            Sink::Stdout(written) => written.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// A collector that is running: where its metrics are served, and how to stop it.
+pub struct RunningCollector {
+    /// The health and metrics address actually bound.
+    pub metrics_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningCollector {
+    /// Closes the current interval, sends it (bounded wait), checkpoints and returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("collector task failed")?
+    }
+
+    /// A handle that stops the collector when `true` is sent.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
+    /// Waits for the collector to end.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("collector task failed")?
+    }
+}
+
+/// Starts the collector with `options` and the client-IP `policy`.
+pub async fn start(
+    options: CollectOptions,
+    policy: ClientIpPolicy,
+) -> anyhow::Result<RunningCollector> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(CollectorMetrics::register(&mut registry));
+    let readiness = Readiness::default();
+
+    let checkpoint_path = options
+        .checkpoint_path
+        .clone()
+        .unwrap_or_else(|| TailConfig::default_checkpoint_path(&options.log_path));
+    let mut tail_config = TailConfig::new(options.log_path.clone());
+    tail_config.max_line_bytes = usize::try_from(options.max_line_bytes).unwrap_or(usize::MAX);
+    tail_config.checkpoint_path = checkpoint_path.clone();
+    let tailer = Tailer::open(tail_config)
+        .with_context(|| format!("cannot follow {}", options.log_path.display()))?;
+
+    let (sink, sender_task) = match &options.felix_dial_target {
+        Some(target) => {
+            let mut felix_options = FelixOptions::new(felix::socket_path(target));
+            felix_options.queue_intervals =
+                usize::try_from(options.queue_intervals).unwrap_or(usize::MAX);
+            let (handle, task) = felix::spawn(felix_options, metrics.clone());
+            (Sink::Felix(handle), Some(task))
+        }
+        None => (Sink::Stdout(AtomicU64::new(0)), None),
+    };
+
+    let listener = tokio::net::TcpListener::bind(options.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.metrics_listen))?;
+    let metrics_addr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let health = telemetry::health_router(Arc::new(registry), readiness.clone());
+    let mut health_stopped = stopped.clone();
+    let health_task = tokio::spawn(telemetry::serve_plain(listener, health, async move {
+        let _ = health_stopped.wait_for(|s| *s).await;
+    }));
+
+    let pipeline = Pipeline::new(
+        policy,
+        AggregatorLimits::with_requests_per_interval(options.requests_per_interval),
+        metrics.clone(),
+    );
+    readiness.set(true);
+    tracing::info!(
+        log = %options.log_path.display(),
+        felix = options.felix_dial_target.as_deref().unwrap_or("stdout"),
+        interval_seconds = options.interval_seconds,
+        "collector started"
+    );
+    let state = Loop {
+        tailer,
+        pipeline,
+        sink,
+        metrics,
+        checkpoint_path,
+        pending: VecDeque::new(),
+        saved: None,
+    };
+    let interval = Duration::from_secs(options.interval_seconds);
+    let shutdown_wait = Duration::from_secs(options.shutdown_timeout_seconds);
+    let task = tokio::spawn(async move {
+        state
+            .run(interval, shutdown_wait, stopped, sender_task)
+            .await?;
+        health_task.await??;
+        Ok(())
+    });
+    Ok(RunningCollector {
+        metrics_addr,
+        stop,
+        task,
+    })
+}
+
+struct Loop {
+    tailer: Tailer,
+    pipeline: Pipeline,
+    sink: Sink,
+    metrics: Arc<CollectorMetrics>,
+    checkpoint_path: PathBuf,
+    /// Read positions at the end of each submitted interval, by interval sequence number.
+    pending: VecDeque<(u64, Checkpoint)>,
+    saved: Option<Checkpoint>,
+}
+
+impl Loop {
+    async fn run(
+        mut self,
+        interval: Duration,
+        shutdown_wait: Duration,
+        mut stopped: watch::Receiver<bool>,
+        sender_task: Option<JoinHandle<()>>,
+    ) -> anyhow::Result<()> {
+        let start = tokio::time::Instant::now() + interval;
+        let mut clock = tokio::time::interval_at(start, interval);
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => break,
+                _ = clock.tick() => {
+                    self.read();
+                    self.close_interval();
+                }
+                () = self.tailer.changed() => self.read(),
+            }
+            self.persist_finished();
+        }
+
+        // Stop: the lines written so far form the last interval; send it, then checkpoint.
+        self.read();
+        self.close_interval();
+        if let Sink::Felix(handle) = &self.sink {
+            if !handle.drain(shutdown_wait).await {
+                tracing::warn!(
+                    queued = handle.depth(),
+                    "stopping before Felix took every report; their lines will be read again on restart"
+                );
+            }
+            handle.close();
+        }
+        self.persist_finished();
+        if let Some(task) = sender_task {
+            task.abort();
+        }
+        tracing::info!("collector stopped");
+        Ok(())
+    }
+
+    fn read(&mut self) {
+        let Self {
+            tailer, pipeline, ..
+        } = self;
+        match tailer.read_available(|line| pipeline.line(line)) {
+            Ok(stats) => {
+                self.metrics.lines_read.inc_by(stats.lines);
+                self.metrics.bytes_read.inc_by(stats.bytes);
+                self.metrics
+                    .oversized_lines
+                    .inc_by(stats.oversized_lines_skipped);
+                self.metrics.rotations.inc_by(stats.rotations);
+                self.metrics.truncations.inc_by(stats.truncations);
+            }
+            Err(err) => tracing::warn!(%err, "reading the ingress log failed; retrying"),
+        }
+        self.metrics
+            .lag_bytes
+            .set(i64::try_from(self.tailer.lag_bytes()).unwrap_or(i64::MAX));
+    }
+
+    fn close_interval(&mut self) {
+        let report = self.pipeline.close_interval();
+        let reports: Vec<DataplaneStats> = report
+            .connections
+            .iter()
+            .map(felix::dataplane_stats)
+            .collect();
+        let sequence = self.sink.submit(reports);
+        if let Some(position) = self.tailer.checkpoint() {
+            self.pending.push_back((sequence, position));
+        }
+    }
+
+    /// Saves the read position of the newest finished interval, if it moved.
+    fn persist_finished(&mut self) {
+        let finished = self.sink.finished();
+        let mut newest = None;
+        while self
+            .pending
+            .front()
+            .is_some_and(|(seq, _)| *seq <= finished)
+        {
+            newest = self.pending.pop_front().map(|(_, position)| position);
+        }
+        let Some(position) = newest else { return };
+        if self.saved.as_ref() == Some(&position) {
+            return;
+        }
+        match checkpoint::save(&self.checkpoint_path, &position) {
+            Ok(()) => self.saved = Some(position),
+            Err(err) => tracing::warn!(
+                path = %self.checkpoint_path.display(),
+                %err,
+                "cannot save the checkpoint; will retry"
+            ),
+        }
+    }
+}
+
+/// `ingress-tap collect`: run until SIGTERM.
+pub async fn run(options: CollectOptions, policy: ClientIpPolicy) -> anyhow::Result<()> {
+    let running = start(options, policy).await?;
+    let stop = running.stopper();
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        tracing::info!("stopping: closing the current interval");
+        let _ = stop.send(true);
+    });
+    running.wait().await
+}
