@@ -424,10 +424,55 @@ fn assert_only_adds(original: &Value, patch: &Patch) {
     }
 }
 
-/// The full set of checks on a fixture: injected as expected, nothing original changed,
-/// and a second pass is a no-op.
+/// The AdmissionReview the API server sends for creating `pod`.
+fn admission_review(pod: &Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "7c1e5b0a-1d2f-4c53-9a8e-0f6b2d4e9a11",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": pod["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+/// Calls the webhook's handler as the API server would, and returns the patch it answered
+/// (decoded from base64) or `None` for an answer without one.
+fn review_through_handler(pod: &Value, config: &InjectConfig) -> Option<Patch> {
+    use base64::Engine;
+    let review = admission_review(pod);
+    let answer =
+        ingress_tap::admission::handler::review(&serde_json::to_vec(&review).unwrap(), config)
+            .expect("a well-formed review is answered");
+    let body: Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(body["kind"], "AdmissionReview");
+    assert_eq!(body["response"]["uid"], review["request"]["uid"]);
+    assert_eq!(body["response"]["allowed"], true);
+    let patch = body["response"].get("patch")?;
+    assert_eq!(body["response"]["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch.as_str().expect("the patch is a base64 string"))
+        .unwrap();
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+/// The full set of checks on a fixture, through the admission handler: injected as expected,
+/// nothing original changed, and a second pass is a no-op.
 fn check_fixture(original: &Value, config: &InjectConfig, target: &str, native: bool) {
-    let (patch, mutated) = inject(original, config);
+    let patch = review_through_handler(original, config).expect("the fixture is injected");
+    assert_eq!(patch, expect_patch(decide(original, config)));
+    let mutated = apply(original, &patch);
     assert_only_adds(original, &patch);
     let pod = typed(&mutated);
     assert_well_formed(&pod);
@@ -450,6 +495,10 @@ fn check_fixture(original: &Value, config: &InjectConfig, target: &str, native: 
     assert_eq!(
         decide(&mutated, config),
         Decision::Skip(SkipReason::AlreadyInjected)
+    );
+    assert!(
+        review_through_handler(&mutated, config).is_none(),
+        "the second pass (reinvocation) must answer without a patch"
     );
 }
 

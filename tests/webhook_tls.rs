@@ -49,6 +49,7 @@ async fn serve_with_files(max_body_bytes: usize) -> Served {
         dev_dir: None,
         max_body_bytes,
         max_connections: 64,
+        client_timeout_seconds: 10,
     })
     .await
     .unwrap();

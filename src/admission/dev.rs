@@ -46,7 +46,7 @@ pub fn write_and_describe(
          \n\
          Post a sample AdmissionReview (an ingress-nginx controller pod that opted in):\n\
          \n\
-         \x20 curl --fail --cacert {ca} -H 'Content-Type: application/json' --data @{review} {url}\n\
+         \x20 curl -sS --fail --cacert {ca} -H 'Content-Type: application/json' --data @{review} {url}\n\
          \n\
          The answer carries a base64 JSON patch (response.patch). Stop with Ctrl-C.",
         ca = ca_path.display(),

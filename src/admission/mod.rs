@@ -57,6 +57,10 @@ pub struct WebhookOptions {
     /// Connections open at once on the admission port.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
+    /// Seconds a client has for its TLS handshake, for its request headers, and for its
+    /// request body (each): a slow client is disconnected after this.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub client_timeout_seconds: u64,
 }
 
 /// A webhook that is serving: its bound addresses and a way to stop it.
@@ -157,9 +161,13 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
 
     let (stop, stopped) = watch::channel(false);
     let readiness = Readiness::default();
+    let client_timeout = std::time::Duration::from_secs(options.client_timeout_seconds);
     let limits = server::Limits {
         body_limit: options.max_body_bytes,
         max_connections: options.max_connections,
+        handshake_timeout: client_timeout,
+        header_read_timeout: client_timeout,
+        body_timeout: client_timeout,
         ..server::Limits::default()
     };
     let app = server::router(

@@ -1,0 +1,100 @@
+//! The README's first command: `ingress-tap webhook` with no certificate flags generates a CA,
+//! prints what a user needs, and the printed curl command succeeds. SIGTERM then stops it with
+//! exit code 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn local_mode_prints_a_working_curl_command_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+            .args([
+                "webhook",
+                "--listen",
+                "127.0.0.1:0",
+                "--health-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--dev-dir")
+            .arg(dir.path())
+            .env("LOG_LEVEL", "Info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let curl = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the webhook printed no curl command");
+        printed.push(line.clone());
+        if line.trim_start().starts_with("curl ") {
+            break line;
+        }
+    };
+    let text = printed.join("\n");
+    assert!(text.contains("caBundle (base64):"), "{text}");
+    assert!(dir.path().join("ca.pem").exists());
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    assert!(ca.contains("BEGIN CERTIFICATE") && !ca.contains("PRIVATE KEY"));
+
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(curl.trim())
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM must end the webhook with exit code 0"
+    );
+}
