@@ -100,18 +100,31 @@ pub async fn serve_plain(
 }
 
 /// Resolves on SIGTERM or SIGINT: the signals Kubernetes and a terminal send to stop.
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this is called, not when the future is first polled, so a
+/// signal that arrives during startup is not lost (it would otherwise end the process with the
+/// default action instead of a clean stop).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::error!(%err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (term, int) => {
+                let err = term
+                    .err()
+                    .or(int.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                tracing::error!(%err, "cannot listen for stop signals; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

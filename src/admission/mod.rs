@@ -300,6 +300,7 @@ async fn reload_certificate(
 /// `ingress-tap webhook`: serve until SIGTERM.
 pub async fn run(options: WebhookOptions) -> anyhow::Result<()> {
     let dev_dir = options.dev_dir.clone();
+    let signal = telemetry::shutdown_signal();
     let running = start(options).await?;
     if let Some(ca_pem) = &running.generated_ca_pem {
         let instructions =
@@ -308,7 +309,7 @@ pub async fn run(options: WebhookOptions) -> anyhow::Result<()> {
     }
     let stop = running.stopper();
     tokio::spawn(async move {
-        telemetry::shutdown_signal().await;
+        signal.await;
         tracing::info!("stopping: finishing in-flight reviews");
         let _ = stop.send(true);
     });

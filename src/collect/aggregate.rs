@@ -31,13 +31,14 @@
 //! [`Aggregator::memory_estimate_bytes`] measures the live state against it.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use serde::Serialize;
 
 use super::cardinality::{
-    Accuracy, CardinalityBudget, DistinctCounter, Insertion, SketchHasher, COUNTER_OVERHEAD_BYTES,
-    EXACT_ENTRY_BYTES, SKETCH_BYTES,
+    ip_key_bytes, Accuracy, CardinalityBudget, DistinctCounter, Insertion, SketchHasher,
+    COUNTER_OVERHEAD_BYTES, EXACT_ENTRY_BYTES, SKETCH_BYTES,
 };
 use super::origin::{HttpEntry, Origin};
 use super::parse::{Protocol, Record};
@@ -119,7 +120,7 @@ fn connection_fixed_bytes() -> usize {
 }
 
 /// A connection as the ingress pod sees it; the key Felix matches reports to flows with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Connection {
     /// The direct peer: a load balancer or the client itself.
     pub source_ip: IpAddr,
@@ -128,6 +129,20 @@ pub struct Connection {
     pub destination_ip: IpAddr,
     pub destination_port: u16,
     pub protocol: Protocol,
+}
+
+/// Hashed with three writes instead of the derived ten or so: the connection table is looked up
+/// once per log line.
+impl Hash for Connection {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(&ip_key_bytes(self.source_ip));
+        state.write(&ip_key_bytes(self.destination_ip));
+        state.write_u64(
+            u64::from(self.source_port) << 32
+                | u64::from(self.destination_port) << 16
+                | self.protocol as u64,
+        );
+    }
 }
 
 impl Connection {

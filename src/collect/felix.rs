@@ -99,8 +99,16 @@ pub fn socket_path(dial_target: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// The reports of one queued interval, and how many interval sequence numbers finish with it:
+/// intervals without reports queue nothing, they only finish together with the interval before
+/// them, so an idle log does not fill the queue while Felix is away.
+struct Pending {
+    reports: VecDeque<DataplaneStats>,
+    covers: u64,
+}
+
 struct Queue {
-    intervals: VecDeque<VecDeque<DataplaneStats>>,
+    intervals: VecDeque<Pending>,
     capacity: usize,
     closed: bool,
     /// Intervals handed to `submit` so far.
@@ -112,7 +120,7 @@ struct Queue {
 
 impl Queue {
     fn depth(&self) -> usize {
-        self.intervals.iter().map(VecDeque::len).sum()
+        self.intervals.iter().map(|p| p.reports.len()).sum()
     }
 }
 
@@ -127,18 +135,29 @@ pub struct FelixHandle {
 
 impl FelixHandle {
     /// Queues one closed interval's reports and returns its sequence number (1-based); never
-    /// blocks on Felix. An empty interval is queued too, so that finishing stays in order.
+    /// blocks on Felix.
     pub fn submit(&self, reports: Vec<DataplaneStats>) -> u64 {
         let (sequence, depth) = {
             let mut queue = lock(&self.queue);
             queue.submitted += 1;
-            queue.intervals.push_back(reports.into());
+            if !reports.is_empty() {
+                queue.intervals.push_back(Pending {
+                    reports: reports.into(),
+                    covers: 1,
+                });
+            } else if let Some(last) = queue.intervals.back_mut() {
+                last.covers += 1;
+            } else {
+                queue.finished += 1;
+            }
             while queue.intervals.len() > queue.capacity {
                 if let Some(dropped) = queue.intervals.pop_front() {
-                    queue.finished += 1;
-                    self.metrics.reports_dropped.inc_by(dropped.len() as u64);
+                    queue.finished += dropped.covers;
+                    self.metrics
+                        .reports_dropped
+                        .inc_by(dropped.reports.len() as u64);
                     tracing::warn!(
-                        reports = dropped.len(),
+                        reports = dropped.reports.len(),
                         "Felix unreachable for too long: dropped the oldest queued interval"
                     );
                 }
@@ -231,13 +250,9 @@ async fn send_loop(options: FelixOptions, handle: FelixHandle) {
     let mut failures: u32 = 0;
     loop {
         let next = {
-            let mut queue = lock(&handle.queue);
-            while queue.intervals.front().is_some_and(VecDeque::is_empty) {
-                queue.intervals.pop_front();
-                queue.finished += 1;
-            }
+            let queue = lock(&handle.queue);
             match queue.intervals.front() {
-                Some(interval) => interval.front().cloned(),
+                Some(interval) => interval.reports.front().cloned(),
                 None if queue.closed => return,
                 None => None,
             }
@@ -262,10 +277,11 @@ async fn send_loop(options: FelixOptions, handle: FelixHandle) {
                 let depth = {
                     let mut queue = lock(&handle.queue);
                     if let Some(interval) = queue.intervals.front_mut() {
-                        interval.pop_front();
-                        if interval.is_empty() {
+                        interval.reports.pop_front();
+                        if interval.reports.is_empty() {
+                            let covers = interval.covers;
                             queue.intervals.pop_front();
-                            queue.finished += 1;
+                            queue.finished += covers;
                         }
                     }
                     queue.depth()

@@ -520,6 +520,18 @@ fn hex_u16(quad: &[u8]) -> Option<u16> {
     })
 }
 
+/// Template strings are mostly short (keys, addresses), where a plain loop beats the setup of a
+/// vectorised search; long header values go to `memchr2`.
+fn find_quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const SHORT: usize = 24;
+    let head = bytes.get(..SHORT).unwrap_or(bytes);
+    if let Some(offset) = head.iter().position(|&b| b == b'"' || b == b'\\') {
+        return Some(offset);
+    }
+    let tail = bytes.get(SHORT..)?;
+    memchr::memchr2(b'"', b'\\', tail).map(|offset| offset + SHORT)
+}
+
 /// A cursor over the bytes after the marker. Every method checks bounds, so no input can make
 /// it panic.
 struct Scanner<'a> {
@@ -563,7 +575,7 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         loop {
             let offset =
-                memchr::memchr2(b'"', b'\\', self.rest()).ok_or(Malformed::UnterminatedObject)?;
+                find_quote_or_backslash(self.rest()).ok_or(Malformed::UnterminatedObject)?;
             let stop = self.pos + offset;
             if self.input.get(stop) == Some(&b'"') {
                 self.pos = stop + 1;

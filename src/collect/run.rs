@@ -276,10 +276,11 @@ impl Loop {
 
 /// `ingress-tap collect`: run until SIGTERM.
 pub async fn run(options: CollectOptions, policy: ClientIpPolicy) -> anyhow::Result<()> {
+    let signal = telemetry::shutdown_signal();
     let running = start(options, policy).await?;
     let stop = running.stopper();
     tokio::spawn(async move {
-        telemetry::shutdown_signal().await;
+        signal.await;
         tracing::info!("stopping: closing the current interval");
         let _ = stop.send(true);
     });

@@ -178,21 +178,54 @@ impl Tailer {
         let mut stats = ReadStats::default();
         self.ensure_watch();
         self.follow_path(&mut stats)?;
-        let Self {
-            retired,
-            current,
-            buffer,
-            ..
-        } = self;
-        for file in retired.iter_mut().chain(current.iter_mut()) {
-            file.drain(buffer, &mut on_line, &mut stats)
-                .map_err(|source| TailError::Read {
-                    path: file.path.clone(),
-                    source,
-                })?;
+        self.drain_retired(&mut on_line, &mut stats)?;
+        if self.drain_current(&mut on_line, &mut stats)? == DrainEnd::Truncated {
+            // Truncated while we were reading it: the copy (if found) holds the rest of what we
+            // were reading, so it goes first, then the file from its new start. A second
+            // truncation within this call waits for the next one.
+            self.handle_truncation(&mut stats);
+            self.drain_retired(&mut on_line, &mut stats)?;
+            self.drain_current(&mut on_line, &mut stats)?;
         }
         self.prune_retired(Instant::now());
         Ok(stats)
+    }
+
+    fn drain_retired(
+        &mut self,
+        on_line: &mut dyn FnMut(&[u8]),
+        stats: &mut ReadStats,
+    ) -> Result<(), TailError> {
+        let Self {
+            retired, buffer, ..
+        } = self;
+        for file in retired.iter_mut() {
+            let end = file
+                .drain(buffer, on_line, stats)
+                .map_err(|e| read_error(&file.path, e))?;
+            if end == DrainEnd::Truncated {
+                // A rotated file emptied after rotation: whatever is written to it now starts
+                // at 0 and is read next time.
+                stats.truncations += 1;
+                file.restart();
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_current(
+        &mut self,
+        on_line: &mut dyn FnMut(&[u8]),
+        stats: &mut ReadStats,
+    ) -> Result<DrainEnd, TailError> {
+        let Self {
+            current, buffer, ..
+        } = self;
+        let Some(file) = current.as_mut() else {
+            return Ok(DrainEnd::CaughtUp);
+        };
+        file.drain(buffer, on_line, stats)
+            .map_err(|e| read_error(&file.path, e))
     }
 
     /// Position just after the last line handed out; `None` before any file has been seen.
@@ -463,29 +496,40 @@ impl Tailer {
     }
 
     fn check_truncation(&mut self, stats: &mut ReadStats) -> Result<(), TailError> {
-        let Self {
-            current, retired, ..
-        } = self;
-        let Some(current) = current.as_mut() else {
+        let Some(current) = self.current.as_ref() else {
             return Ok(());
         };
         let truncated = current
             .changed_in_place()
             .map_err(|e| read_error(&current.path, e))?;
-        if !truncated {
-            return Ok(());
+        if truncated {
+            self.handle_truncation(stats);
         }
+        Ok(())
+    }
+
+    /// The current file was truncated: queue its copy (if `<path>.1` is one) with our position
+    /// and unfinished line, and restart the file at 0.
+    fn handle_truncation(&mut self, stats: &mut ReadStats) {
+        let Self {
+            current,
+            retired,
+            config,
+            ..
+        } = self;
+        let Some(current) = current.as_mut() else {
+            return;
+        };
         stats.truncations += 1;
-        let copy = open_if_possible(&numbered(&self.config.path, 1)).filter(|candidate| {
+        let copy = open_if_possible(&numbered(&config.path, 1)).filter(|candidate| {
             candidate.identity != current.identity
                 && retired.iter().all(|f| f.identity != candidate.identity)
                 && current.is_copied_in(&candidate.file)
         });
-        if let Some(copy) = copy.filter(|_| false) {
+        if let Some(copy) = copy {
             retired.push_back(current.hand_over_to_copy(copy).retired_at(Instant::now()));
         }
         current.restart();
-        Ok(())
     }
 
     fn prune_retired(&mut self, now: Instant) {
@@ -602,6 +646,15 @@ fn prefix_matches(file: &File, offset: u64, fingerprint: Fingerprint) -> io::Res
 /// `min(FINGERPRINT_BYTES, offset)` as a length.
 fn prefix_len(offset: u64) -> usize {
     usize::try_from(offset).map_or(FINGERPRINT_BYTES, |o| o.min(FINGERPRINT_BYTES))
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrainEnd {
+    /// Read up to the size seen at the start.
+    CaughtUp,
+    /// The file is shorter than our position or starts with other bytes than we read.
+    Truncated,
 }
 
 /// One file being read, with its own line framing (a partial line belongs to its file).
@@ -761,21 +814,19 @@ impl FollowedFile {
         self.framer = LineFramer::new(self.max_line_bytes);
     }
 
-    /// Reads from our position up to the size seen now.
+    /// Reads from our position up to the size seen now, or until the file turns out to have
+    /// been truncated (then nothing of the offending chunk is handed out).
     fn drain(
         &mut self,
         buffer: &mut [u8],
         on_line: &mut dyn FnMut(&[u8]),
         stats: &mut ReadStats,
-    ) -> io::Result<()> {
+    ) -> io::Result<DrainEnd> {
         let size = self.file.metadata()?.len();
-        if size < self.read_offset {
-            // Only a rotated file gets here (the current one is checked before): it was
-            // emptied after rotation; whatever is written to it now starts at 0.
-            stats.truncations += 1;
-            self.restart();
-        }
         self.last_size = size;
+        if size < self.read_offset {
+            return Ok(DrainEnd::Truncated);
+        }
         while self.read_offset < size {
             let chunk_start = self.read_offset;
             let read = match self.file.read_at(buffer, chunk_start) {
@@ -784,6 +835,12 @@ impl FollowedFile {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error),
             };
+            // A truncation racing with this loop would hand us the next generation's bytes at
+            // our old offset (copytruncate, then the writer appending past it): the first bytes
+            // tell, checked after the read so the chunk is known to predate any change.
+            if self.starts_differently(&self.file)? {
+                return Ok(DrainEnd::Truncated);
+            }
             let Some(chunk) = buffer.get(..read) else {
                 break;
             };
@@ -799,7 +856,7 @@ impl FollowedFile {
         }
         self.last_size = self.last_size.max(self.read_offset);
         self.drained = true;
-        Ok(())
+        Ok(DrainEnd::CaughtUp)
     }
 
     /// Keeps `head` equal to the first `min(FINGERPRINT_BYTES, read_offset)` bytes; `chunk` was

@@ -46,6 +46,10 @@
 //! until it reopens (nginx after `USR1`); lines written there in that window are still delivered,
 //! though after lines already read from the new file.
 //!
+//! While nothing is at the path (renamed, not yet recreated; or deleted), the open handle is
+//! finished and kept; a file that is created and rotated away again before we look is found at
+//! `<path>.1` and read too.
+//!
 //! Several rotations between two reads: the intermediate files are found by walking `<path>.1`,
 //! `<path>.2`, … (at most five) until the file we were reading turns up; those in between are read
 //! whole, oldest first. This needs logrotate-style numbering with the files uncompressed
@@ -53,12 +57,18 @@
 //! more than five rotations happened, the intermediate files cannot be identified and are not
 //! read (the file we held open is still finished).
 //!
+//! The checkpoint names one file: the one at the path, or — after a restart that found earlier
+//! files to finish, until they have been read — the oldest of those. Late writes to a rotated
+//! file that were not read before a restart are therefore not recovered.
+//!
 //! # copytruncate
 //!
 //! The inode stays, the content restarts. Truncation is detected when the file is shorter than
 //! our read position, or when its first bytes differ from the ones we read (the file was
 //! truncated and has already grown past our position again). We then restart at offset 0. Lines
-//! already read are not read again; lines written after the truncate are read.
+//! already read are not read again; lines written after the truncate are read. The first bytes
+//! are checked again after every chunk read, so a truncation that races with a read is caught
+//! before bytes of the new generation are taken for the continuation of the old one.
 //!
 //! Lines written before the copy that we had not read yet are in the copy. If `<path>.1` starts
 //! with the bytes we read (and is another inode, at least as long as our position), we finish

@@ -1,0 +1,337 @@
+//! Load harness for the collector (not a test): throughput against `wc -l`, peak memory under a
+//! flood of distinct spoofed X-Forwarded-For values, and CPU while following a growing log.
+//!
+//! ```text
+//! cargo bench --bench collector_load                 # all three, full size
+//! cargo bench --bench collector_load -- throughput   # one of: throughput, memory, cpu
+//! ```
+//! Without `--bench` (as `cargo test --benches` runs it) it does a small smoke run of each.
+
+#[path = "support/synthetic_log.rs"]
+mod synthetic_log;
+
+use ingress_tap::collect::aggregate::AggregatorLimits;
+use ingress_tap::collect::metrics::CollectorMetrics;
+use ingress_tap::collect::origin::ClientIpPolicy;
+use ingress_tap::collect::pipeline::Pipeline;
+use std::io::{BufWriter, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SEED: u64 = 0x1e55_1e55;
+
+struct Sizes {
+    throughput_lines: u64,
+    flood_lines: u64,
+    follow_rate: u64,
+    follow_seconds: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let only: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    let wants = |name: &str| only.is_empty() || only.contains(&name);
+    let sizes = if full {
+        Sizes {
+            throughput_lines: 1_000_000,
+            flood_lines: 5_000_000,
+            follow_rate: 10_000,
+            follow_seconds: 20,
+        }
+    } else {
+        Sizes {
+            throughput_lines: 20_000,
+            flood_lines: 20_000,
+            follow_rate: 1_000,
+            follow_seconds: 1,
+        }
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    println!(
+        "collector load harness ({} run, {} cores)",
+        if full { "full" } else { "smoke" },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    if wants("throughput") {
+        throughput(dir.path(), sizes.throughput_lines, if full { 5 } else { 1 });
+    }
+    if wants("memory") {
+        memory(dir.path(), sizes.flood_lines);
+    }
+    if wants("cpu") {
+        cpu(dir.path(), sizes.follow_rate, sizes.follow_seconds);
+    }
+}
+
+/// Parse + origin + aggregate over a generated log on one core, against `wc -l` on the same
+/// file in the same run. Best of `rounds` for both.
+fn throughput(dir: &Path, lines: u64, rounds: u32) {
+    let path = dir.join("throughput.log");
+    let mut out = BufWriter::new(std::fs::File::create(&path).unwrap());
+    synthetic_log::write_log(&mut out, lines, SEED).unwrap();
+    out.into_inner().unwrap().sync_all().unwrap();
+    let bytes = std::fs::metadata(&path).unwrap().len();
+
+    let mut wc_best = Duration::MAX;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let output = Command::new("wc")
+            .arg("-l")
+            .arg(&path)
+            .output()
+            .expect("wc runs");
+        wc_best = wc_best.min(started.elapsed());
+        let counted: u64 = String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert_eq!(counted, lines, "wc -l disagrees with the generator");
+    }
+
+    let mut pipeline_best = Duration::MAX;
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let data = std::fs::read(&path).unwrap();
+        let metrics = Arc::new(CollectorMetrics::default());
+        let mut pipeline = Pipeline::new(
+            ClientIpPolicy::Reference,
+            AggregatorLimits::with_requests_per_interval(10),
+            metrics.clone(),
+        );
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &data) {
+            pipeline.line(&data[start..end]);
+            start = end + 1;
+        }
+        let report = pipeline.close_interval();
+        pipeline_best = pipeline_best.min(started.elapsed());
+        assert_eq!(
+            metrics.records_parsed.get(),
+            lines,
+            "every generated line parses"
+        );
+        assert!(!report.connections.is_empty());
+    }
+    let per_second = |d: Duration| lines as f64 / d.as_secs_f64();
+    let mb_per_second = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+    println!(
+        "throughput: {lines} lines, {:.1} MB | collector pipeline {:.0} lines/s, {:.0} MB/s ({:.3} s) | wc -l {:.0} lines/s ({:.3} s) | pipeline/wc time ratio {:.2}",
+        bytes as f64 / 1e6,
+        per_second(pipeline_best),
+        mb_per_second(pipeline_best),
+        pipeline_best.as_secs_f64(),
+        per_second(wc_best),
+        wc_best.as_secs_f64(),
+        pipeline_best.as_secs_f64() / wc_best.as_secs_f64()
+    );
+}
+
+/// A running `ingress-tap collect` child, killed when dropped.
+struct Collector {
+    child: Child,
+    metrics_port: u16,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_collector(log: &Path, interval_seconds: u64, requests_per_interval: i64) -> Collector {
+    let metrics_port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+        .arg("collect")
+        .env("INGRESS_LOG_PATH", log)
+        .env("INGRESS_LOG_INTERVAL_SECONDS", interval_seconds.to_string())
+        .env(
+            "INGRESS_LOG_REQUESTS_PER_INTERVAL",
+            requests_per_interval.to_string(),
+        )
+        .env(
+            "INGRESS_TAP_METRICS_LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .env("LOG_LEVEL", "Error")
+        .env_remove("FELIX_DIAL_TARGET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the collector starts");
+    let collector = Collector {
+        child,
+        metrics_port,
+    };
+    wait_for(Duration::from_secs(30), || {
+        metric(
+            collector.metrics_port,
+            "ingress_tap_collector_lines_read_total",
+        )
+        .is_some()
+    });
+    collector
+}
+
+/// One counter or gauge from the collector's /metrics, read over a plain HTTP/1.0 request.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nhost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+fn wait_for(deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < deadline,
+            "condition not reached in {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn proc_field(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with(key))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse().ok())
+}
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; here indexed from field 3.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak RSS of the whole collector while `lines` distinct spoofed X-Forwarded-For values
+/// arrive on one connection within one interval.
+fn memory(dir: &Path, lines: u64) {
+    for requests_per_interval in [10_i64, -1] {
+        let log = dir.join(format!("flood{requests_per_interval}.log"));
+        std::fs::File::create(&log).unwrap();
+        let collector = start_collector(&log, 3600, requests_per_interval);
+        let pid = collector.child.id();
+        let baseline_kib = proc_field(pid, "VmRSS:").unwrap_or(0);
+        let mut out = BufWriter::with_capacity(
+            1 << 20,
+            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+        );
+        for i in 0..lines {
+            // Distinct IPv4 addresses from a counter: 5,000,000 fit in 10.0.0.0/8 twice over.
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000_u32 + i as u32);
+            writeln!(
+                out,
+                r#"tigera_secure_ee_ingress: {{"source_port": 40000, "destination_ip": "10.1.1.10", "destination_port": 443, "source_ip": "192.0.2.1", "x-forwarded-for": "{ip}", "x-real-ip": "-"}}"#
+            )
+            .unwrap();
+        }
+        out.flush().unwrap();
+        drop(out);
+        let started = Instant::now();
+        wait_for(Duration::from_secs(600), || {
+            metric(
+                collector.metrics_port,
+                "ingress_tap_collector_records_parsed_total",
+            )
+            .is_some_and(|n| n as u64 >= lines)
+        });
+        let elapsed = started.elapsed();
+        let peak_kib = proc_field(pid, "VmHWM:").unwrap_or(0);
+        println!(
+            "memory: {lines} distinct X-Forwarded-For in one interval (INGRESS_LOG_REQUESTS_PER_INTERVAL={requests_per_interval}) | peak RSS {:.1} MiB (idle {:.1} MiB) | read in {:.2} s",
+            peak_kib as f64 / 1024.0,
+            baseline_kib as f64 / 1024.0,
+            elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// The collector's CPU use while the log grows by `rate` lines per second.
+fn cpu(dir: &Path, rate: u64, seconds: u64) {
+    let log = dir.join("follow.log");
+    std::fs::File::create(&log).unwrap();
+    let collector = start_collector(&log, 5, 10);
+    let pid = collector.child.id();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let batches_per_second = 100;
+    let per_batch = rate / batches_per_second;
+    let total = rate * seconds;
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut batch = Vec::with_capacity(256 * per_batch as usize);
+    let mut tick = 0u64;
+    while written < total {
+        batch.clear();
+        for _ in 0..per_batch {
+            let ip = std::net::Ipv4Addr::from(0xcb00_7100_u32 + (written % 50_000) as u32);
+            writeln!(
+                batch,
+                r#"tigera_secure_ee_ingress: {{"source_port": {}, "destination_ip": "10.1.1.10", "destination_port": 443, "source_ip": "192.0.2.{}", "x-forwarded-for": "{ip}", "x-real-ip": "-"}}"#,
+                40000 + written % 10,
+                1 + written % 20
+            )
+            .unwrap();
+            written += 1;
+        }
+        file.write_all(&batch).unwrap();
+        tick += 1;
+        let due = Duration::from_millis(tick * 1000 / batches_per_second);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    wait_for(Duration::from_secs(60), || {
+        metric(
+            collector.metrics_port,
+            "ingress_tap_collector_lines_read_total",
+        )
+        .is_some_and(|n| n as u64 >= total)
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let used = cpu_seconds(pid) - cpu_before;
+    println!(
+        "cpu: following {rate} lines/s for {seconds} s | collector CPU {:.3} s over {:.1} s wall = {:.2}% of one core",
+        used,
+        wall,
+        100.0 * used / wall
+    );
+}
