@@ -59,7 +59,8 @@ fn main() -> ExitCode {
             }
             Command::Collect { options } => {
                 telemetry::init_logging(options.log_level, false);
-                ingress_tap::collect::run::run(options, Default::default()).await
+                let policy = options.client_ip_policy();
+                ingress_tap::collect::run::run(options, policy).await
             }
         }
     });

@@ -5,7 +5,8 @@
 //! in a pod spec is reported as, for example, "invalid value 'abc' for
 //! '--interval-seconds <INGRESS_LOG_INTERVAL_SECONDS>'".
 
-use crate::telemetry::LogLevel;
+use super::origin::{ClientIpPolicy, TrustedProxies};
+use crate::log_level::LogLevel;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -100,6 +101,31 @@ pub struct CollectOptions {
     )]
     pub queue_intervals: u64,
 
+    /// Proxies whose X-Forwarded-For entries are believed (comma-separated CIDRs). With this,
+    /// headers count only on connections from these addresses, and X-Forwarded-For is walked
+    /// from the right past them: the first untrusted entry is the client. Default: the
+    /// reference rule (X-Real-IP, else the first valid X-Forwarded-For entry).
+    #[arg(
+        long = "trusted-proxies",
+        env = "INGRESS_TAP_TRUSTED_PROXIES",
+        value_name = "INGRESS_TAP_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_network,
+        conflicts_with = "trusted_hops"
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Number of proxies in front of the ingress that append to X-Forwarded-For: the client is
+    /// the entry this many places from the right (0 = the rightmost). Exclusive with
+    /// --trusted-proxies.
+    #[arg(
+        long = "trusted-hops",
+        env = "INGRESS_TAP_TRUSTED_HOPS",
+        value_name = "INGRESS_TAP_TRUSTED_HOPS",
+        value_parser = clap::value_parser!(u16).range(0..=64)
+    )]
+    pub trusted_hops: Option<u16>,
+
     /// How long SIGTERM waits for the last reports to reach Felix.
     #[arg(
         long = "shutdown-timeout-seconds",
@@ -108,6 +134,31 @@ pub struct CollectOptions {
         default_value_t = 5
     )]
     pub shutdown_timeout_seconds: u64,
+}
+
+/// A CIDR or a bare address (a single host), surrounding spaces ignored.
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!("{text:?} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)")
+        })
+}
+
+impl CollectOptions {
+    /// How the client is told apart from proxies, from the trusted-proxy settings.
+    pub fn client_ip_policy(&self) -> ClientIpPolicy {
+        if let Some(hops) = self.trusted_hops {
+            ClientIpPolicy::TrustedHops(usize::from(hops))
+        } else if !self.trusted_proxies.is_empty() {
+            ClientIpPolicy::TrustedProxies(TrustedProxies::new(
+                self.trusted_proxies.iter().map(|net| net.trunc()).collect(),
+            ))
+        } else {
+            ClientIpPolicy::Reference
+        }
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +209,53 @@ mod tests {
         assert!(err.to_string().contains("Warning"), "{err}");
         let ok = Cli::try_parse_from(["collect", "--requests-per-interval", "-1"]).unwrap();
         assert_eq!(ok.options.requests_per_interval, -1);
+        let err = Cli::try_parse_from(["collect", "--trusted-proxies", "10.0.0.0/33"]).unwrap_err();
+        assert!(
+            err.to_string().contains("INGRESS_TAP_TRUSTED_PROXIES"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_settings_choose_the_policy() {
+        let cli =
+            Cli::try_parse_from(["collect", "--trusted-proxies", "10.0.0.0/8, 192.168.1.7/32"]);
+        // Spaces after commas are a common way to write lists; clap passes them through.
+        assert!(
+            cli.is_err()
+                || matches!(
+                    cli.unwrap().options.client_ip_policy(),
+                    ClientIpPolicy::TrustedProxies(_)
+                )
+        );
+        let cli =
+            Cli::try_parse_from(["collect", "--trusted-proxies", "10.0.0.0/8,192.168.1.7/32"])
+                .unwrap();
+        let ClientIpPolicy::TrustedProxies(trusted) = cli.options.client_ip_policy() else {
+            panic!("expected trusted proxies");
+        };
+        assert!(trusted.contains("10.2.3.4".parse().unwrap()));
+        assert!(trusted.contains("192.168.1.7".parse().unwrap()));
+        assert!(!trusted.contains("192.168.1.8".parse().unwrap()));
+        let cli = Cli::try_parse_from(["collect", "--trusted-hops", "2"]).unwrap();
+        assert_eq!(
+            cli.options.client_ip_policy(),
+            ClientIpPolicy::TrustedHops(2)
+        );
+        let err = Cli::try_parse_from([
+            "collect",
+            "--trusted-hops",
+            "1",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
+        if std::env::var_os("INGRESS_TAP_TRUSTED_PROXIES").is_none()
+            && std::env::var_os("INGRESS_TAP_TRUSTED_HOPS").is_none()
+        {
+            let cli = Cli::try_parse_from(["collect"]).unwrap();
+            assert_eq!(cli.options.client_ip_policy(), ClientIpPolicy::Reference);
+        }
     }
 }
