@@ -587,7 +587,7 @@ fn restart_across_rotations_finishes_the_old_files_first() {
     rename_rotate(&path);
     append(&path, b"c1\n");
 
-    let mut tailer = Tailer::open(config(&path)).unwrap();
+    let tailer = Tailer::open(config(&path)).unwrap();
     assert_eq!(
         tailer.start_position(),
         StartPosition::Resumed { earlier_files: 2 }
