@@ -5,11 +5,14 @@
 //! configuration names. A dedicated, short-chain CA (rather than a self-signed leaf) lets the
 //! serving certificate be renewed without touching the caBundle.
 
+use base64::Engine;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
+use std::io::Write;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
 /// How long a generated CA stays valid. Long, because rotating it means re-patching every
@@ -117,6 +120,150 @@ pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
         format!("{service}.{namespace}.svc"),
         format!("{service}.{namespace}.svc.cluster.local"),
     ]
+}
+
+/// File names in a `certs generate` directory: the keys of a `kubernetes.io/tls` Secret, so
+/// the directory can be turned into one with `kubectl create secret generic --from-file`.
+pub const CA_FILE: &str = "ca.crt";
+/// The serving certificate.
+pub const CERT_FILE: &str = "tls.crt";
+/// The serving key, written with mode 0600.
+pub const KEY_FILE: &str = "tls.key";
+
+/// `ingress-tap certs` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CertsCommand {
+    /// Write a new CA and a serving certificate for the webhook Service to a directory, and
+    /// print the caBundle for the MutatingWebhookConfiguration.
+    Generate(GenerateOptions),
+    /// In the cluster: create or renew the webhook's TLS Secret and patch the caBundle of its
+    /// MutatingWebhookConfiguration. Does nothing when both are current.
+    Install(crate::certs_install::InstallOptions),
+}
+
+/// `ingress-tap certs generate` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateOptions {
+    /// Name of the webhook's Service.
+    #[arg(long)]
+    pub service: String,
+    /// Namespace of the webhook's Service.
+    #[arg(long)]
+    pub namespace: String,
+    /// Directory for ca.crt, tls.crt and tls.key (created when missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Why generated certificates could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{} already exists; pass --force to replace it", path.display())]
+    Exists { path: PathBuf },
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The `caBundle` value for a CA: the PEM, base64 encoded, as the API's `[]byte` fields are
+/// written in YAML and JSON.
+pub fn ca_bundle(ca_pem: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ca_pem.as_ref())
+}
+
+/// Writes `ca.crt`, `tls.crt` and `tls.key` into `dir`. Without `force`, nothing is written
+/// when any of them exists: a half-replaced set would not verify. The CA key is not written:
+/// `generate` makes a new CA each time, so nothing ever needs it again, and a key that is
+/// never stored cannot leak.
+pub fn write_generated(dir: &Path, certs: &GeneratedCerts, force: bool) -> Result<(), WriteError> {
+    let files = [
+        (CA_FILE, certs.ca_pem.as_str(), false),
+        (CERT_FILE, certs.cert_pem.as_str(), false),
+        (KEY_FILE, certs.key_pem.as_str(), true),
+    ];
+    if !force {
+        if let Some((name, _, _)) = files.iter().find(|(name, _, _)| dir.join(name).exists()) {
+            return Err(WriteError::Exists {
+                path: dir.join(name),
+            });
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|source| WriteError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for (name, contents, private) in files {
+        write_replacing(&dir.join(name), contents.as_bytes(), private)?;
+    }
+    Ok(())
+}
+
+/// Writes a sibling temporary file and renames it over `path`, so a reader (the webhook's
+/// file watcher) never sees half a PEM. A private file is created with mode 0600 from the
+/// start, so the key is never readable by others, not even for an instant.
+fn write_replacing(path: &Path, contents: &[u8], private: bool) -> Result<(), WriteError> {
+    let io_error = |source| WriteError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let result = options.open(&temporary).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    if let Err(source) = result.and_then(|()| std::fs::rename(&temporary, path)) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(io_error(source));
+    }
+    Ok(())
+}
+
+/// `ingress-tap certs generate`: writes the files and prints the caBundle on standard output
+/// (and only that, so a script can capture it).
+pub fn run_generate(options: &GenerateOptions) -> anyhow::Result<()> {
+    let names = service_names(&options.service, &options.namespace);
+    let certs = generate(
+        &names,
+        &format!(
+            "ingress-tap webhook CA ({}.{})",
+            options.service, options.namespace
+        ),
+    )?;
+    write_generated(&options.out, &certs, options.force)?;
+    eprintln!(
+        "wrote {CA_FILE}, {CERT_FILE} and {KEY_FILE} (mode 0600) to {} for {}; certificate valid until {}",
+        options.out.display(),
+        names.join(", "),
+        certs.not_after.date()
+    );
+    println!("{}", ca_bundle(&certs.ca_pem));
+    Ok(())
+}
+
+/// Runs an `ingress-tap certs` subcommand.
+pub async fn run(command: CertsCommand) -> anyhow::Result<()> {
+    match command {
+        CertsCommand::Generate(options) => run_generate(&options),
+        CertsCommand::Install(options) => crate::certs_install::run(&options).await,
+    }
 }
 
 #[cfg(test)]

@@ -11,11 +11,13 @@
 
 pub mod admission;
 pub mod certs;
+pub mod certs_install;
 pub mod collect;
 pub mod inject;
 pub mod log_level;
 pub mod telemetry;
 pub mod watch;
+pub mod workload;
 
 pub mod felix_proto {
     //! Types and gRPC stubs generated from `proto/felix.proto` at build time.

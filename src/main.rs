@@ -33,10 +33,25 @@ enum Command {
         #[command(flatten)]
         options: ingress_tap::collect::config::CollectOptions,
     },
+    /// Apply the webhook's injection to workload manifests offline (GitOps, CI). Exit codes:
+    /// 0 done (or nothing to change with --check), 1 --check found changes, 2 error.
+    Inject {
+        #[command(flatten)]
+        options: ingress_tap::workload::cli::InjectOptions,
+    },
+    /// Create and install the webhook's serving certificate.
+    Certs {
+        #[command(subcommand)]
+        command: ingress_tap::certs::CertsCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Inject { options } = &cli.command {
+        // Pure file work with its own exit codes: no runtime needed.
+        return ingress_tap::workload::cli::run(options);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,6 +77,9 @@ fn main() -> ExitCode {
                 let policy = options.client_ip_policy();
                 ingress_tap::collect::run::run(options, policy).await
             }
+            // Handled above, before the runtime starts.
+            Command::Inject { .. } => Ok(()),
+            Command::Certs { command } => ingress_tap::certs::run(command).await,
         }
     });
     match result {
