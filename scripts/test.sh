@@ -39,6 +39,45 @@ ensure_nginx() {
 ensure_nginx
 export PATH="$PATH:/usr/sbin"
 
+# ---- deployment (manifests/, Dockerfile): begin ---------------------------------------------
+# tests/manifests.rs renders manifests/ with `kubectl kustomize` (kustomize v5) and validates
+# every object with kubernetes-validate in strict mode, from a virtualenv under target/.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBERNETES_VALIDATE_VENV="$PWD/target/kubernetes-validate-venv"
+
+ensure_kubectl() {
+  if ! command -v kubectl >/dev/null 2>&1; then
+    echo "error: kubectl (with kustomize v5) is missing; tests/manifests.rs renders manifests/ with it. Install it and rerun" >&2
+    exit 1
+  fi
+}
+
+ensure_kubernetes_validate() {
+  local python="$KUBERNETES_VALIDATE_VENV/bin/python"
+  if [ -x "$python" ] && "$python" -c "import sys, kubernetes_validate; sys.exit(kubernetes_validate.__version__ != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
+    export INGRESS_TAP_VALIDATE_PYTHON="$python"
+    return
+  fi
+  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (manifest schema validation)"
+  mkdir -p "$(dirname "$KUBERNETES_VALIDATE_VENV")"
+  if ! python3 -m venv --clear "$KUBERNETES_VALIDATE_VENV" ||
+     ! "$KUBERNETES_VALIDATE_VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"; then
+    echo "error: kubernetes-validate $KUBERNETES_VALIDATE_VERSION could not be installed; tests/manifests.rs needs it (python3 with venv and pip, and PyPI)" >&2
+    exit 1
+  fi
+  export INGRESS_TAP_VALIDATE_PYTHON="$python"
+}
+
+ensure_kubectl
+ensure_kubernetes_validate
+
+# The Dockerfile builds the image's binary with exactly this command (tests/manifests.rs checks
+# that they match), so the image build is exercised here even where no container engine runs.
+say "cargo build --release --locked (the Dockerfile's build command)"
+cargo build --release --locked
+target/release/ingress-tap --version
+# ---- deployment (manifests/, Dockerfile): end -----------------------------------------------
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
