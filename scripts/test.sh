@@ -36,7 +36,19 @@ ensure_nginx() {
   fi
 }
 
+ensure_nft() {
+  if command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ]; then return; fi
+  say "installing Debian's nftables (block --target nftables syntax checks)"
+  need_root_for_install nft
+  apt_install nftables
+  if ! [ -x /usr/sbin/nft ] && ! command -v nft >/dev/null 2>&1; then
+    echo "error: nftables could not be installed; the block tests need nft" >&2
+    exit 1
+  fi
+}
+
 ensure_nginx
+ensure_nft
 export PATH="$PATH:/usr/sbin"
 
 # ---- deployment (manifests/, Dockerfile): begin ---------------------------------------------

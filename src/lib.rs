@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod block;
 pub mod certs;
 pub mod certs_install;
 pub mod collect;

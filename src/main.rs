@@ -44,6 +44,12 @@ enum Command {
         #[command(subcommand)]
         command: ingress_tap::certs::CertsCommand,
     },
+    /// Turn chosen IPs and CIDRs into blocking objects (Calico, ingress-nginx, NGINX Inc,
+    /// nftables): printed as YAML, or server-side applied with --apply.
+    Block {
+        #[command(flatten)]
+        options: Box<ingress_tap::block::BlockOptions>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +86,7 @@ fn main() -> ExitCode {
             // Handled above, before the runtime starts.
             Command::Inject { .. } => Ok(()),
             Command::Certs { command } => ingress_tap::certs::run(command).await,
+            Command::Block { options } => ingress_tap::block::run(*options).await,
         }
     });
     match result {

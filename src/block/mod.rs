@@ -1,0 +1,498 @@
+//! `ingress-tap block`: chosen IPs and CIDRs into the enforcement objects of the user's
+//! platform, merged into what is already there, never past the safety rules.
+//!
+//! The core is pure: [`plan`] takes candidates, the safety rules, the previous state and the
+//! clock, and returns the objects to write plus a report of every decision. [`run`] is the
+//! shell around it: it reads inputs and previous state (files, or the cluster with `--apply`),
+//! prints YAML or applies it through [`apply`]. The path from an event to a block and back is
+//! described in docs/block.md.
+
+pub mod apply;
+pub mod input;
+pub mod merge;
+pub mod net;
+mod run;
+pub mod safety;
+pub mod targets;
+
+pub use run::run;
+
+use input::{Candidate, InputFormat, SeenAs};
+use ipnet::IpNet;
+use jiff::{SignedDuration, Timestamp};
+use merge::{expiry_after, Blocklist, Lifetime};
+use safety::{RefusalReason, SafetyRules, DEFAULT_MAX_ENTRIES};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use targets::{
+    CalicoSettings, ExistingState, NamespacedName, ObjectRef, Rendered, TargetError, TargetKind,
+    TargetSettings,
+};
+
+/// Command-line options of `ingress-tap block`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BlockOptions {
+    /// IPs or CIDRs to block.
+    #[arg(value_name = "IP|CIDR")]
+    pub addresses: Vec<String>,
+    /// Read entries from a threat list, collector events (JSON lines) or a /suspicious
+    /// document; `-` is standard input. Repeatable.
+    #[arg(long = "from", value_name = "FILE")]
+    pub from: Vec<PathBuf>,
+    /// How to read --from documents.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: InputFormat,
+    /// Also take this many addresses from each ranking of a /suspicious document.
+    #[arg(long, default_value_t = 0)]
+    pub top: usize,
+    /// Reason recorded for the addresses given as arguments.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// How long a block lasts, from the event's time (or now): e.g. 4h, 30m, 2d, 1h30m.
+    #[arg(long, default_value = "4h", value_parser = parse_ttl)]
+    pub ttl: SignedDuration,
+    /// The current time (RFC 3339); defaults to the system clock.
+    #[arg(long, value_parser = parse_timestamp)]
+    pub now: Option<Timestamp>,
+    /// Where to enforce the blocks.
+    #[arg(long, value_enum)]
+    pub target: TargetKind,
+    /// Name of the blocklist: label value, part of object and set names.
+    #[arg(long, default_value = "blocklist", value_parser = parse_list_name)]
+    pub name: String,
+    /// A proxy or load balancer in front of the ingress; never blocked. Repeatable.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// A pod, service or node CIDR; never blocked. Repeatable.
+    #[arg(long = "cluster-range", value_name = "CIDR", value_parser = parse_cidr)]
+    pub cluster_ranges: Vec<IpNet>,
+    /// Most entries one blocklist may hold without --force.
+    #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES)]
+    pub max_entries: usize,
+    /// Allow more than --max-entries entries.
+    #[arg(long)]
+    pub force: bool,
+    /// The previously generated output (YAML or nftables) to merge into, for GitOps.
+    #[arg(long, value_name = "FILE", conflicts_with = "apply")]
+    pub existing: Option<PathBuf>,
+    /// Remove entries whose expiry has passed.
+    #[arg(long)]
+    pub prune: bool,
+    /// Unblock: remove this network and every entry inside it. Repeatable.
+    #[arg(long = "remove", value_name = "CIDR", value_parser = parse_cidr)]
+    pub remove: Vec<IpNet>,
+    /// Apply to the cluster with server-side apply instead of printing YAML.
+    #[arg(long)]
+    pub apply: bool,
+    /// With --apply: `server` asks the API server to validate without persisting.
+    #[arg(long, value_enum, default_value_t, requires = "apply")]
+    pub dry_run: DryRun,
+    /// With --apply: take over fields another manager owns (e.g. block-cidrs set by Helm).
+    #[arg(long, requires = "apply")]
+    pub force_conflicts: bool,
+    /// Calico: selector of the endpoints the deny applies to (default all() for workloads,
+    /// has(kubernetes-host) with --calico-host-endpoints).
+    #[arg(long)]
+    pub calico_selector: Option<String>,
+    /// Calico: order of the policy within its tier.
+    #[arg(long, default_value_t = 10.0)]
+    pub calico_order: f64,
+    /// Calico: tier holding the policy; it must come before the tier of your allow policies.
+    #[arg(long, default_value = "ingress-tap")]
+    pub calico_tier: String,
+    /// Calico: order of that tier (Calico's default tier comes at 1,000,000).
+    #[arg(long, default_value_t = 100.0)]
+    pub calico_tier_order: f64,
+    /// Calico: deny at the nodes' host endpoints before DNAT (preDNAT, applyOnForward).
+    #[arg(long)]
+    pub calico_host_endpoints: bool,
+    /// ingress-nginx: the controller ConfigMap (NAMESPACE/NAME).
+    #[arg(long, default_value = "ingress-nginx/ingress-nginx-controller")]
+    pub configmap: NamespacedName,
+    /// ingress-nginx: annotate this Ingress instead of the ConfigMap; nginx-inc: attach the
+    /// Policy to it. NAMESPACE/NAME, repeatable.
+    #[arg(long = "ingress", value_name = "NAMESPACE/NAME")]
+    pub ingresses: Vec<NamespacedName>,
+    /// nginx-inc: namespace of the Policy.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// nftables: table name.
+    #[arg(long, default_value = "ingress_tap")]
+    pub nft_table: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DryRun {
+    #[default]
+    None,
+    Server,
+}
+
+impl BlockOptions {
+    pub fn target_settings(&self) -> TargetSettings {
+        TargetSettings {
+            target: self.target,
+            name: self.name.clone(),
+            calico: CalicoSettings {
+                selector: self.calico_selector.clone(),
+                order: self.calico_order,
+                tier: self.calico_tier.clone(),
+                tier_order: self.calico_tier_order,
+                host_endpoints: self.calico_host_endpoints,
+            },
+            configmap: self.configmap.clone(),
+            ingresses: self.ingresses.clone(),
+            namespace: self.namespace.clone(),
+            nft_table: self.nft_table.clone(),
+        }
+    }
+}
+
+/// `4h`, `30m`, `2d`, `1h30m`, `90s`: the units CrowdSec decisions and nft use.
+pub fn parse_ttl(text: &str) -> Result<SignedDuration, String> {
+    let invalid = || format!("{text:?} is not a duration like 4h, 30m, 2d or 1h30m");
+    let mut seconds: i64 = 0;
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit: i64 = match c {
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(invalid()),
+        };
+        let count: i64 = digits.parse().map_err(|_| invalid())?;
+        seconds = count
+            .checked_mul(unit)
+            .and_then(|part| seconds.checked_add(part))
+            .ok_or_else(invalid)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || seconds <= 0 {
+        return Err(invalid());
+    }
+    Ok(SignedDuration::from_secs(seconds))
+}
+
+fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
+    text.parse()
+        .map_err(|error| format!("{text:?} is not an RFC 3339 time: {error}"))
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    net::parse_net(text).ok_or_else(|| format!("{text:?} is not an IP address or CIDR"))
+}
+
+/// Names end up in object names, label values and nft identifiers: keep to what all accept.
+fn parse_list_name(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 40
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?}: use 1-40 lower-case letters, digits and inner dashes"
+        ))
+    }
+}
+
+/// Everything [`plan`] decides from, besides the previous state.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub candidates: Vec<Candidate>,
+    pub removals: Vec<IpNet>,
+    pub settings: TargetSettings,
+    pub safety: SafetyRules,
+    pub ttl: SignedDuration,
+    pub now: Timestamp,
+    pub prune: bool,
+    pub max_entries: usize,
+    pub force: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BlockError {
+    #[error(transparent)]
+    Input(#[from] input::InputError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Merge(#[from] merge::MergeError),
+    #[error("refused: {object} would hold {entries} entries, over the cap of {cap}; check the input, or raise --max-entries or pass --force")]
+    OverCap {
+        object: String,
+        entries: usize,
+        cap: usize,
+    },
+}
+
+/// A candidate the safety rules kept out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub net: IpNet,
+    pub reason: RefusalReason,
+    pub origin: String,
+}
+
+/// What a run did to one object's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectReport {
+    pub object: ObjectRef,
+    pub added: Vec<(IpNet, Lifetime, Option<String>)>,
+    pub extended: Vec<(IpNet, Lifetime, Lifetime)>,
+    pub removed: Vec<IpNet>,
+    pub pruned: Vec<IpNet>,
+    /// `(covered, cover)`.
+    pub folded: Vec<(IpNet, IpNet)>,
+    /// Expired but kept, because `--prune` was not given.
+    pub expired: Vec<IpNet>,
+    pub entries: usize,
+    /// Whether the list differs from what the object held before.
+    pub changed: bool,
+}
+
+/// Every decision of a run, for the operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub refused: Vec<Refusal>,
+    /// Candidates whose block would already have ended (old events).
+    pub already_expired: Vec<(IpNet, String)>,
+    pub warnings: Vec<String>,
+    pub objects: Vec<ObjectReport>,
+}
+
+fn describe(lifetime: &Lifetime) -> String {
+    match lifetime {
+        Lifetime::Until(expiry) => format!("until {expiry}"),
+        Lifetime::Permanent => "permanently".to_owned(),
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
+        }
+        for refusal in &self.refused {
+            writeln!(
+                f,
+                "refused: {} ({}): {}",
+                refusal.net, refusal.origin, refusal.reason
+            )?;
+        }
+        for (net, origin) in &self.already_expired {
+            writeln!(
+                f,
+                "skipped: {net} ({origin}): its block would already have expired"
+            )?;
+        }
+        for object in &self.objects {
+            let name = &object.object;
+            for (net, lifetime, reason) in &object.added {
+                let reason = reason
+                    .as_deref()
+                    .map(|reason| format!(" [{reason}]"))
+                    .unwrap_or_default();
+                writeln!(f, "{name}: add {net} {}{reason}", describe(lifetime))?;
+            }
+            for (net, from, to) in &object.extended {
+                writeln!(
+                    f,
+                    "{name}: extend {net} from {} to {}",
+                    describe(from),
+                    describe(to)
+                )?;
+            }
+            for net in &object.removed {
+                writeln!(f, "{name}: remove {net}")?;
+            }
+            for net in &object.pruned {
+                writeln!(f, "{name}: prune {net} (expired)")?;
+            }
+            for (covered, cover) in &object.folded {
+                writeln!(f, "{name}: {covered} is covered by {cover}")?;
+            }
+            for net in &object.expired {
+                writeln!(
+                    f,
+                    "{name}: {net} has expired and stays listed until --prune"
+                )?;
+            }
+            let state = if object.changed {
+                "changed"
+            } else {
+                "no change"
+            };
+            writeln!(f, "{name}: {} entries, {state}", object.entries)?;
+        }
+        Ok(())
+    }
+}
+
+/// The objects to write and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub rendered: Rendered,
+    pub report: Report,
+}
+
+/// Screens, merges and renders. Pure: the same request over the same state always gives the
+/// same plan.
+pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, BlockError> {
+    let slots = targets::slots(&request.settings)?;
+    let mut report = Report::default();
+
+    // Screen the candidates once; they go into every slot alike.
+    let mut accepted: BTreeMap<IpNet, (Lifetime, Option<String>)> = BTreeMap::new();
+    let mut headers_only = Vec::new();
+    for candidate in &request.candidates {
+        if let Err(reason) = request.safety.check(&candidate.net) {
+            report.refused.push(Refusal {
+                net: candidate.net,
+                reason,
+                origin: candidate.origin.clone(),
+            });
+            continue;
+        }
+        let start = candidate.observed_at.unwrap_or(request.now);
+        let expiry = expiry_after(start, request.ttl);
+        if expiry <= request.now {
+            report
+                .already_expired
+                .push((candidate.net, candidate.origin.clone()));
+            continue;
+        }
+        if candidate.seen_as == SeenAs::HeadersOnly {
+            headers_only.push(candidate.net);
+        }
+        let lifetime = Lifetime::Until(expiry);
+        accepted
+            .entry(candidate.net)
+            .and_modify(|(kept, _)| *kept = (*kept).max(lifetime))
+            .or_insert((lifetime, candidate.reason.clone()));
+    }
+    report.warnings = target_warnings(&request.settings, &headers_only);
+
+    let mut lists = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let stored = targets::read_stored(&slot, existing)?;
+        let mut list = Blocklist::from_stored(&stored.nets, stored.expiries.as_deref())?;
+        let before = list.clone();
+        let mut object = ObjectReport {
+            object: slot.object.clone(),
+            added: Vec::new(),
+            extended: Vec::new(),
+            removed: Vec::new(),
+            pruned: Vec::new(),
+            folded: Vec::new(),
+            expired: Vec::new(),
+            entries: 0,
+            changed: false,
+        };
+        for (net, (lifetime, _)) in &accepted {
+            list.add(*net, *lifetime);
+        }
+        for removal in &request.removals {
+            object.removed.extend(list.remove_within(removal));
+        }
+        if request.prune {
+            object.pruned = list.prune(request.now);
+        }
+        object.folded = list.collapse();
+        if !request.prune {
+            object.expired = list.expired(request.now);
+        }
+        object.entries = list.len();
+        if list.len() > request.max_entries && !request.force {
+            return Err(BlockError::OverCap {
+                object: slot.object.to_string(),
+                entries: list.len(),
+                cap: request.max_entries,
+            });
+        }
+        // Reported from the difference itself, so that folding (which may lengthen a cover's
+        // lifetime without any add) is reported exactly as it changes the object.
+        for (net, lifetime) in list.entries() {
+            match before.lifetime(net) {
+                None => {
+                    let reason = accepted.get(net).and_then(|(_, reason)| reason.clone());
+                    object.added.push((*net, *lifetime, reason));
+                }
+                Some(previous) if previous < *lifetime => {
+                    object.extended.push((*net, previous, *lifetime));
+                }
+                Some(_) => {}
+            }
+        }
+        object.changed = list != before;
+        report.objects.push(object);
+        lists.push((slot, list));
+    }
+    let rendered = targets::render(&request.settings, &lists, existing, request.now)?;
+    Ok(Plan { rendered, report })
+}
+
+fn target_warnings(settings: &TargetSettings, headers_only: &[IpNet]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    match settings.target {
+        TargetKind::Calico if !headers_only.is_empty() => {
+            let listed: Vec<String> = headers_only.iter().map(IpNet::to_string).collect();
+            warnings.push(format!(
+                "{} seen only in HTTP headers: Calico policy sees the connection's source (the \
+                 proxy in front), so these entries take effect only where that address reaches \
+                 the cluster unchanged; block them at the ingress (--target ingress-nginx or \
+                 nginx-inc) or at the firewall in front (--target nftables)",
+                listed.join(", ")
+            ));
+        }
+        TargetKind::IngressNginx => {
+            warnings.push(targets::ingress_nginx::TRUST_WARNING.to_owned());
+        }
+        _ => {}
+    }
+    warnings
+}
+
+/// Prints rendered objects as a YAML stream (`---` before each document).
+pub fn to_yaml(objects: &[serde_json::Value]) -> Result<String, serde_yaml::Error> {
+    let mut text = String::new();
+    for object in objects {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml::to_string(object)?);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("4h"), Ok(SignedDuration::from_hours(4)));
+        assert_eq!(parse_ttl("1h30m"), Ok(SignedDuration::from_mins(90)));
+        assert_eq!(parse_ttl("2d"), Ok(SignedDuration::from_hours(48)));
+        assert_eq!(parse_ttl("90s"), Ok(SignedDuration::from_secs(90)));
+        for bad in ["", "4", "h", "0h", "4x", "-4h", "99999999999999999999d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn list_names_fit_every_target() {
+        assert!(parse_list_name("edge-1").is_ok());
+        for bad in ["", "Edge", "a_b", "-a", "a-", "a.b", &"a".repeat(41)] {
+            assert!(parse_list_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Address normalisation shared by every part of blocking, so that one network has exactly one
+//! spelling: the key under which it is merged, compared and recorded.
+
+use ipnet::{IpNet, Ipv4Net};
+use std::net::IpAddr;
+
+/// Parses `203.0.113.7`, `203.0.113.0/24`, `2001:db8::/32` or `::ffff:203.0.113.7` into its
+/// normal form; `None` when it is neither an address nor a CIDR.
+pub fn parse_net(text: &str) -> Option<IpNet> {
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => IpNet::from(text.parse::<IpAddr>().ok()?),
+    };
+    Some(normalise(net))
+}
+
+/// Clears host bits and writes IPv4-mapped IPv6 networks as IPv4: nginx, Calico and nftables
+/// all see a v4 client as v4, so `::ffff:203.0.113.7` must collide with `203.0.113.7`.
+pub fn normalise(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net {
+        if let Some(v4) = v6.addr().to_ipv4_mapped() {
+            if let Some(prefix) = v6.prefix_len().checked_sub(96) {
+                if let Ok(mapped) = Ipv4Net::new(v4, prefix) {
+                    return IpNet::V4(mapped.trunc());
+                }
+            }
+        }
+    }
+    net.trunc()
+}
+
+/// Whether two networks share at least one address.
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_spelling_per_network() {
+        let spelled = |text: &str| parse_net(text).map(|net| net.to_string());
+        assert_eq!(spelled("203.0.113.7").as_deref(), Some("203.0.113.7/32"));
+        assert_eq!(spelled("203.0.113.7/24").as_deref(), Some("203.0.113.0/24"));
+        assert_eq!(
+            spelled("::ffff:203.0.113.7").as_deref(),
+            Some("203.0.113.7/32")
+        );
+        assert_eq!(
+            spelled("::ffff:203.0.113.0/120").as_deref(),
+            Some("203.0.113.0/24")
+        );
+        assert_eq!(spelled("2001:DB8::1/32").as_deref(), Some("2001:db8::/32"));
+        assert_eq!(spelled("example.com"), None);
+        assert_eq!(spelled("203.0.113.7/33"), None);
+    }
+
+    #[test]
+    fn overlap_is_containment_either_way() {
+        let net = |text: &str| parse_net(text).unwrap();
+        assert!(overlaps(&net("10.0.0.0/8"), &net("10.244.1.0/24")));
+        assert!(overlaps(&net("10.244.1.0/24"), &net("10.0.0.0/8")));
+        assert!(!overlaps(&net("10.0.0.0/16"), &net("10.1.0.0/16")));
+        assert!(!overlaps(&net("0.0.0.0/0"), &net("::/0")));
+    }
+}

@@ -1,0 +1,115 @@
+//! The shell of `ingress-tap block`: reads inputs and the previous state, runs the pure
+//! [`plan`](super::plan), then prints or applies. Messages for the operator (warnings,
+//! refusals, what changed) go to stderr, so stdout holds only the objects and can be piped to
+//! a file or `kubectl apply`.
+
+use super::apply::{self, ApplySettings, Outcome};
+use super::input::{parse_argument, parse_document, Candidate};
+use super::safety::SafetyRules;
+use super::targets::{self, ExistingState, Rendered};
+use super::{plan, to_yaml, BlockOptions, DryRun, PlanRequest};
+use anyhow::{bail, Context};
+use std::io::{Read, Write};
+
+fn read_candidates(options: &BlockOptions) -> anyhow::Result<Vec<Candidate>> {
+    let mut candidates = Vec::new();
+    for address in &options.addresses {
+        candidates.push(parse_argument(address, options.reason.as_deref())?);
+    }
+    for path in &options.from {
+        let (name, text) = if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read standard input")?;
+            ("stdin".to_owned(), text)
+        } else {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            (path.display().to_string(), text)
+        };
+        candidates.extend(parse_document(&name, &text, options.format, options.top)?);
+    }
+    Ok(candidates)
+}
+
+/// Runs `ingress-tap block`.
+pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
+    let settings = options.target_settings();
+    let candidates = read_candidates(&options)?;
+    let request = PlanRequest {
+        candidates,
+        removals: options.remove.clone(),
+        settings: settings.clone(),
+        safety: SafetyRules {
+            trusted_proxies: options.trusted_proxies.clone(),
+            cluster_ranges: options.cluster_ranges.clone(),
+        },
+        ttl: options.ttl,
+        now: options.now.unwrap_or_else(jiff::Timestamp::now),
+        prune: options.prune,
+        max_entries: options.max_entries,
+        force: options.force,
+    };
+    // Fails early, before any cluster access, for targets that render nothing.
+    let to_read = targets::objects_to_read(&settings)?;
+
+    let client = if options.apply {
+        if settings.target == targets::TargetKind::Nftables {
+            bail!("--apply writes Kubernetes objects; load the nftables output with `nft -f FILE` on the firewall instead");
+        }
+        Some(
+            kube::Client::try_default().await.context(
+                "cannot reach the cluster for --apply (KUBECONFIG or in-cluster config)",
+            )?,
+        )
+    } else {
+        None
+    };
+    let existing = match (&client, &options.existing) {
+        (Some(client), _) => apply::read_existing(client, &to_read).await?,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            ExistingState::parse(&text)?
+        }
+        (None, None) => ExistingState::default(),
+    };
+
+    let plan = plan(&request, &existing)?;
+    eprint!("{}", plan.report);
+
+    match (client, plan.rendered) {
+        (None, Rendered::Objects(objects)) => {
+            let yaml = to_yaml(&objects).context("cannot write the objects as YAML")?;
+            std::io::stdout()
+                .write_all(yaml.as_bytes())
+                .context("cannot write to standard output")?;
+        }
+        (None, Rendered::Nftables(text)) => {
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("cannot write to standard output")?;
+        }
+        (Some(client), Rendered::Objects(objects)) => {
+            let settings = ApplySettings {
+                dry_run: options.dry_run == DryRun::Server,
+                force_conflicts: options.force_conflicts,
+            };
+            for (object, outcome) in
+                apply::apply_objects(&client, &objects, &existing, settings).await?
+            {
+                let said = match outcome {
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Applied => "applied (server-side, field manager ingress-tap)",
+                    Outcome::DryRun => "accepted by the server (dry run, not persisted)",
+                };
+                eprintln!("{object}: {said}");
+            }
+        }
+        (Some(_), Rendered::Nftables(_)) => {
+            bail!("--apply cannot write nftables output")
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,901 @@
+//! `ingress-tap block` end to end through the binary: every rendered object validated against
+//! its schema, the merge rules (idempotent, extend, prune, remove), each safety rule, the
+//! inputs, and the nftables text loaded by a real `nft`.
+//!
+//! Custom resources are checked against the OpenAPI v3 schemas of their published CRDs in
+//! tests/fixtures/crds (see SOURCES.md) by the structural-schema validator below; Kubernetes
+//! objects by a strict round trip through k8s-openapi's types and, where scripts/test.sh has
+//! installed it, by kubernetes-validate in strict mode as well.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const NOW: &str = "2026-01-01T10:00:00Z";
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `ingress-tap block ARGS` with `stdin`.
+fn block(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+        .arg("block")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ingress-tap");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs and expects success; returns (stdout, stderr).
+fn block_ok(args: &[&str], stdin: &str) -> (String, String) {
+    let output = block(args, stdin);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        output.status.success(),
+        "block {args:?} failed: {stderr}\n{stdout}"
+    );
+    (stdout, stderr)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| serde::Deserialize::deserialize(document).unwrap())
+        .filter(|value: &Value| !value.is_null())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|object| object["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {objects:#?}"))
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|item| item.as_str().unwrap().to_owned())
+        .collect()
+}
+
+// ---- structural schema validation ---------------------------------------------------------
+
+/// The `openAPIV3Schema` of the CRD in `file` for `version`.
+fn crd_schema(file: &str, version: &str) -> Value {
+    let path = manifest_dir().join("tests/fixtures/crds").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let crd: Value = serde_yaml::from_str(&text).unwrap();
+    crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == version)
+        .map(|v| v["schema"]["openAPIV3Schema"].clone())
+        .unwrap_or_else(|| panic!("{file} has no version {version}"))
+}
+
+/// What validating one value found.
+#[derive(Default, Debug)]
+struct Findings {
+    errors: Vec<String>,
+    /// CEL rules on the nodes the value touched: not evaluated here, so the test asserts that
+    /// none apply instead of passing them silently.
+    unevaluated_rules: Vec<String>,
+}
+
+/// A validator for Kubernetes structural schemas: types, properties (unknown fields are
+/// errors: the API server would prune them silently, which for us means a lost setting),
+/// required, enum, pattern, lengths, bounds, items, additionalProperties, int-or-string,
+/// preserve-unknown-fields, nullable, anyOf/allOf/oneOf.
+fn validate(schema: &Value, value: &Value, path: &str, findings: &mut Findings) {
+    if let Some(rules) = schema.get("x-kubernetes-validations") {
+        findings.unevaluated_rules.push(format!("{path}: {rules}"));
+    }
+    if value.is_null() && schema["nullable"] == true {
+        return;
+    }
+    if schema["x-kubernetes-int-or-string"] == true {
+        if !(value.is_i64() || value.is_u64() || value.is_string()) {
+            findings
+                .errors
+                .push(format!("{path}: {value} is neither integer nor string"));
+        }
+        return;
+    }
+    for (keyword, need) in [("anyOf", 1usize), ("oneOf", 1)] {
+        if let Some(options) = schema.get(keyword).and_then(Value::as_array) {
+            let passing = options
+                .iter()
+                .filter(|option| {
+                    let mut sub = Findings::default();
+                    validate_value_only(option, value, path, &mut sub);
+                    sub.errors.is_empty()
+                })
+                .count();
+            let ok = if keyword == "oneOf" {
+                passing == need
+            } else {
+                passing >= need
+            };
+            if !ok {
+                findings.errors.push(format!(
+                    "{path}: {value} fails {keyword} ({passing} matched)"
+                ));
+            }
+        }
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for option in all {
+            validate_value_only(option, value, path, findings);
+        }
+    }
+    let type_ok = match schema["type"].as_str() {
+        None => true,
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        Some(other) => panic!("{path}: schema type {other} not handled"),
+    };
+    if !type_ok {
+        findings
+            .errors
+            .push(format!("{path}: {value} is not of type {}", schema["type"]));
+        return;
+    }
+    validate_value_only(schema, value, path, findings);
+    if path == ".metadata" {
+        // Structural schemas leave metadata to the API server: it is checked as ObjectMeta.
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true;
+            for (key, child) in map {
+                let child_path = format!("{path}.{key}");
+                match (properties.and_then(|p| p.get(key)), additional) {
+                    (Some(child_schema), _) => validate(child_schema, child, &child_path, findings),
+                    (None, Some(Value::Object(_))) => {
+                        validate(additional.unwrap(), child, &child_path, findings)
+                    }
+                    (None, Some(Value::Bool(true))) => {}
+                    (None, _) if preserve => {}
+                    (None, _) => findings.errors.push(format!("{child_path}: unknown field")),
+                }
+            }
+            for required in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let key = required.as_str().unwrap();
+                if !map.contains_key(key) {
+                    findings
+                        .errors
+                        .push(format!("{path}: required field {key} missing"));
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (index, item) in items.iter().enumerate() {
+                    validate(item_schema, item, &format!("{path}[{index}]"), findings);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Value constraints that do not descend: enum, pattern, lengths, bounds, item counts.
+fn validate_value_only(schema: &Value, value: &Value, path: &str, findings: &mut Findings) {
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            findings
+                .errors
+                .push(format!("{path}: {value} not in enum {allowed:?}"));
+        }
+    }
+    if let Some(text) = value.as_str() {
+        if let Some(pattern) = schema["pattern"].as_str() {
+            let regex = regex::Regex::new(pattern).unwrap();
+            if !regex.is_match(text) {
+                findings
+                    .errors
+                    .push(format!("{path}: {text:?} does not match {pattern}"));
+            }
+        }
+        if let Some(max) = schema["maxLength"].as_u64() {
+            if text.chars().count() as u64 > max {
+                findings.errors.push(format!("{path}: longer than {max}"));
+            }
+        }
+        if let Some(min) = schema["minLength"].as_u64() {
+            if (text.chars().count() as u64) < min {
+                findings.errors.push(format!("{path}: shorter than {min}"));
+            }
+        }
+    }
+    if let Some(number) = value.as_f64() {
+        if let Some(min) = schema["minimum"].as_f64() {
+            if number < min {
+                findings.errors.push(format!("{path}: {number} < {min}"));
+            }
+        }
+        if let Some(max) = schema["maximum"].as_f64() {
+            if number > max {
+                findings.errors.push(format!("{path}: {number} > {max}"));
+            }
+        }
+    }
+    if let Some(items) = value.as_array() {
+        if let Some(max) = schema["maxItems"].as_u64() {
+            if items.len() as u64 > max {
+                findings
+                    .errors
+                    .push(format!("{path}: more than {max} items"));
+            }
+        }
+        if let Some(min) = schema["minItems"].as_u64() {
+            if (items.len() as u64) < min {
+                findings
+                    .errors
+                    .push(format!("{path}: fewer than {min} items"));
+            }
+        }
+    }
+}
+
+/// Deserialises into the k8s-openapi type and back: a field the type does not know is lost on
+/// the way, and so shows up as a difference.
+fn strict_round_trip<T: DeserializeOwned + Serialize>(value: &Value, what: &str) {
+    let typed: T = serde_json::from_value(value.clone())
+        .unwrap_or_else(|error| panic!("{what} does not deserialise: {error}\n{value:#}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        &back, value,
+        "{what} has fields its Kubernetes type does not know"
+    );
+}
+
+/// Validates a custom resource: its metadata as ObjectMeta, the rest against the CRD schema.
+fn assert_custom_resource_valid(object: &Value, crd_file: &str, version: &str) {
+    let what = format!("{} {}", object["kind"], object["metadata"]["name"]);
+    strict_round_trip::<ObjectMeta>(&object["metadata"], &format!("{what} metadata"));
+    let schema = crd_schema(crd_file, version);
+    let mut findings = Findings::default();
+    validate(&schema, object, "", &mut findings);
+    assert!(
+        findings.errors.is_empty(),
+        "{what} violates {crd_file}:\n{}\n{object:#}",
+        findings.errors.join("\n")
+    );
+    assert!(
+        findings.unevaluated_rules.is_empty(),
+        "{what} touches CEL rules this validator does not evaluate: {:?}",
+        findings.unevaluated_rules
+    );
+}
+
+/// kubernetes-validate, strict, through tests/validate_manifests.py, when installed.
+fn kubernetes_validate(objects: &[Value]) -> Option<String> {
+    let python = std::env::var_os("INGRESS_TAP_VALIDATE_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let venv = manifest_dir().join("target/kubernetes-validate-venv/bin/python");
+            venv.is_file().then_some(venv)
+        })?;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, ingress_tap::block::to_yaml(objects).unwrap()).unwrap();
+    let output = Command::new(python)
+        .arg(manifest_dir().join("tests/validate_manifests.py"))
+        .args(["--kubernetes-version", "1.30"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "kubernetes-validate rejected:\n{said}"
+    );
+    Some(said)
+}
+
+#[test]
+fn the_validator_catches_what_it_claims_to() {
+    let schema = crd_schema("crd.projectcalico.org_globalnetworkpolicies.yaml", "v1");
+    let broken = serde_json::json!({
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "GlobalNetworkPolicy",
+        "metadata": {"name": "x"},
+        "spec": {
+            "order": "first",
+            "preDNAT": "yes",
+            "ingress": [{"action": "Deny", "source": {"selectr": "a == 'b'"}}],
+        }
+    });
+    let mut findings = Findings::default();
+    validate(&schema, &broken, "", &mut findings);
+    let errors = findings.errors.join("\n");
+    assert!(errors.contains(".spec.order"), "{errors}");
+    assert!(errors.contains(".spec.preDNAT"), "{errors}");
+    assert!(errors.contains("selectr: unknown field"), "{errors}");
+
+    let tier_schema = crd_schema("crd.projectcalico.org_tiers.yaml", "v1");
+    let mut findings = Findings::default();
+    let tier = serde_json::json!({"spec": {"defaultAction": "Maybe", "order": 1}});
+    validate(&tier_schema, &tier, "", &mut findings);
+    assert_eq!(findings.errors.len(), 1, "{:?}", findings.errors);
+    assert!(
+        findings.errors[0].contains("not in enum"),
+        "{:?}",
+        findings.errors
+    );
+
+    let policy_schema = crd_schema("k8s.nginx.org_policies.yaml", "v1");
+    let mut findings = Findings::default();
+    let cors = serde_json::json!({"spec": {"cors": {"allowOrigin": ["*"]}}});
+    validate(&policy_schema, &cors, "", &mut findings);
+    assert!(
+        !findings.unevaluated_rules.is_empty(),
+        "CEL rules on a touched node must be reported"
+    );
+}
+
+#[test]
+fn calico_objects_match_the_published_crds() {
+    for variant in [&[][..], &["--calico-host-endpoints"][..]] {
+        let mut args = vec![
+            "--target",
+            "calico",
+            "--now",
+            NOW,
+            "203.0.113.7",
+            "2001:db8::/48",
+        ];
+        args.extend_from_slice(variant);
+        let (stdout, _) = block_ok(&args, "");
+        let objects = documents(&stdout);
+        let set = find(&objects, "GlobalNetworkSet");
+        assert_custom_resource_valid(set, "crd.projectcalico.org_globalnetworksets.yaml", "v1");
+        assert_eq!(
+            strings(&set["spec"]["nets"]),
+            ["203.0.113.7/32", "2001:db8::/48"]
+        );
+        let policy = find(&objects, "GlobalNetworkPolicy");
+        assert_custom_resource_valid(
+            policy,
+            "crd.projectcalico.org_globalnetworkpolicies.yaml",
+            "v1",
+        );
+        assert_eq!(
+            policy["spec"]["ingress"][0]["source"]["selector"],
+            format!(
+                "ingress-tap.io/blocklist == '{}'",
+                set["metadata"]["labels"]["ingress-tap.io/blocklist"]
+                    .as_str()
+                    .unwrap()
+            )
+        );
+        if variant.is_empty() {
+            let tier = find(&objects, "Tier");
+            assert_custom_resource_valid(tier, "crd.projectcalico.org_tiers.yaml", "v1");
+            assert_eq!(policy["spec"]["tier"], tier["metadata"]["name"]);
+            // Without the Pass rule every selected endpoint would become default-deny.
+            assert_eq!(policy["spec"]["ingress"][1]["action"], "Pass");
+        } else {
+            assert_eq!(policy["spec"]["preDNAT"], true);
+            assert_eq!(policy["spec"]["applyOnForward"], true);
+            assert_eq!(policy["spec"]["selector"], "has(kubernetes-host)");
+            assert!(objects.iter().all(|object| object["kind"] != "Tier"));
+        }
+    }
+}
+
+#[test]
+fn nginx_inc_policy_matches_the_published_crd_and_attaches() {
+    let existing = "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: shop\n  namespace: web\n  annotations:\n    nginx.org/policies: rate-limit\n";
+    let dir = tempfile::tempdir().unwrap();
+    let existing_path = dir.path().join("existing.yaml");
+    std::fs::write(&existing_path, existing).unwrap();
+    let (stdout, _) = block_ok(
+        &[
+            "--target",
+            "nginx-inc",
+            "--namespace",
+            "web",
+            "--ingress",
+            "web/shop",
+            "--existing",
+            existing_path.to_str().unwrap(),
+            "--now",
+            NOW,
+            "203.0.113.7",
+        ],
+        "",
+    );
+    let objects = documents(&stdout);
+    let policy = find(&objects, "Policy");
+    assert_custom_resource_valid(policy, "k8s.nginx.org_policies.yaml", "v1");
+    assert_eq!(
+        strings(&policy["spec"]["accessControl"]["deny"]),
+        ["203.0.113.7/32"]
+    );
+    let ingress = find(&objects, "Ingress");
+    assert_eq!(
+        ingress["metadata"]["annotations"]["nginx.org/policies"],
+        "rate-limit,ingress-tap-blocklist",
+        "the Ingress's other policies must be kept"
+    );
+    strict_round_trip::<Ingress>(ingress, "attachment Ingress");
+    kubernetes_validate(std::slice::from_ref(ingress));
+}
+
+#[test]
+fn ingress_nginx_objects_are_valid_kubernetes_objects() {
+    let (stdout, stderr) = block_ok(
+        &[
+            "--target",
+            "ingress-nginx",
+            "--now",
+            NOW,
+            "203.0.113.7",
+            "198.51.100.0/24",
+        ],
+        "",
+    );
+    assert!(
+        stderr.contains("proxy-real-ip-cidr"),
+        "the real-IP trust warning is missing: {stderr}"
+    );
+    let objects = documents(&stdout);
+    let configmap = find(&objects, "ConfigMap");
+    strict_round_trip::<ConfigMap>(configmap, "ConfigMap");
+    assert_eq!(configmap["metadata"]["namespace"], "ingress-nginx");
+    assert_eq!(configmap["metadata"]["name"], "ingress-nginx-controller");
+    assert_eq!(
+        configmap["data"]["block-cidrs"],
+        "198.51.100.0/24,203.0.113.7/32"
+    );
+
+    let (stdout, _) = block_ok(
+        &[
+            "--target",
+            "ingress-nginx",
+            "--ingress",
+            "web/shop",
+            "--ingress",
+            "web/api",
+            "--now",
+            NOW,
+            "203.0.113.7",
+        ],
+        "",
+    );
+    let ingresses = documents(&stdout);
+    assert_eq!(ingresses.len(), 2);
+    for ingress in &ingresses {
+        strict_round_trip::<Ingress>(ingress, "Ingress");
+        assert_eq!(
+            ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/denylist-source-range"],
+            "203.0.113.7/32"
+        );
+    }
+    let mut all = vec![configmap.clone()];
+    all.extend(ingresses);
+    if let Some(said) = kubernetes_validate(&all) {
+        eprintln!("kubernetes-validate: {said}");
+    }
+}
+
+// ---- merge rules --------------------------------------------------------------------------
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_same_input_twice_gives_byte_identical_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write(
+        dir.path(),
+        "threats.txt",
+        "# feed\n203.0.113.0/24 ; scanner\n203.0.113.9\n198.51.100.7 ; brute force\n2001:db8::1\n",
+    );
+    for target in ["calico", "ingress-nginx", "nginx-inc", "nftables"] {
+        let args = ["--target", target, "--now", NOW, "--from", list.as_str()];
+        let (first, _) = block_ok(&args, "");
+        let (second, _) = block_ok(&args, "");
+        assert_eq!(first, second, "{target}: two runs differ");
+        // Merging the same input into the first output changes nothing either.
+        let previous = write(dir.path(), &format!("{target}.out"), &first);
+        let mut again = args.to_vec();
+        again.extend(["--existing", previous.as_str()]);
+        let (third, report) = block_ok(&again, "");
+        assert_eq!(first, third, "{target}: re-run over its own output differs");
+        assert!(report.contains("no change"), "{target}: {report}");
+        assert!(
+            !report.contains(": add "),
+            "{target}: re-run reports adds: {report}"
+        );
+        // The covered /32 was folded into the /24.
+        assert!(!first.contains("203.0.113.9"), "{target}: {first}");
+    }
+}
+
+#[test]
+fn reruns_add_extend_keep_others_and_prune_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = block_ok(
+        &[
+            "--target",
+            "calico",
+            "--now",
+            NOW,
+            "--ttl",
+            "1h",
+            "203.0.113.7",
+            "198.51.100.7",
+        ],
+        "",
+    );
+    // Someone adds an entry by hand: it has no recorded expiry and must survive every run.
+    let edited = first.replace(
+        "  - 203.0.113.7/32\n",
+        "  - 203.0.113.7/32\n  - 192.0.2.99/32\n",
+    );
+    assert_ne!(edited, first);
+    let previous = write(dir.path(), "v1.yaml", &edited);
+
+    // Thirty minutes later 198.51.100.7 offends again (4h) and 192.0.2.1 is new.
+    let (second, report) = block_ok(
+        &[
+            "--target",
+            "calico",
+            "--now",
+            "2026-01-01T10:30:00Z",
+            "--existing",
+            &previous,
+            "198.51.100.7",
+            "192.0.2.1",
+        ],
+        "",
+    );
+    let set = find(&documents(&second), "GlobalNetworkSet").clone();
+    assert_eq!(
+        strings(&set["spec"]["nets"]),
+        [
+            "192.0.2.1/32",
+            "192.0.2.99/32",
+            "198.51.100.7/32",
+            "203.0.113.7/32"
+        ]
+    );
+    let expiries: Value = serde_json::from_str(
+        set["metadata"]["annotations"]["ingress-tap.io/expiries"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        expiries,
+        serde_json::json!({
+            "2026-01-01T11:00:00Z": ["203.0.113.7/32"],
+            "2026-01-01T14:30:00Z": ["192.0.2.1/32", "198.51.100.7/32"],
+        })
+    );
+    assert!(report.contains("extend 198.51.100.7/32"), "{report}");
+    assert!(report.contains("add 192.0.2.1/32"), "{report}");
+
+    // At noon 203.0.113.7 has expired: kept (and said so) without --prune, gone with it.
+    let previous = write(dir.path(), "v2.yaml", &second);
+    let base = [
+        "--target",
+        "calico",
+        "--now",
+        "2026-01-01T12:00:00Z",
+        "--existing",
+        &previous,
+    ];
+    let (kept, report) = block_ok(&base, "");
+    assert!(kept.contains("203.0.113.7/32"));
+    assert!(report.contains("203.0.113.7/32 has expired"), "{report}");
+    let mut pruning = base.to_vec();
+    pruning.push("--prune");
+    let (pruned, report) = block_ok(&pruning, "");
+    let nets = strings(&find(&documents(&pruned), "GlobalNetworkSet")["spec"]["nets"]);
+    assert_eq!(nets, ["192.0.2.1/32", "192.0.2.99/32", "198.51.100.7/32"]);
+    assert!(report.contains("prune 203.0.113.7/32"), "{report}");
+
+    // And back: --remove unblocks, including entries nobody here manages.
+    let previous = write(dir.path(), "v3.yaml", &pruned);
+    let (removed, _) = block_ok(
+        &[
+            "--target",
+            "calico",
+            "--now",
+            "2026-01-01T12:00:00Z",
+            "--existing",
+            &previous,
+            "--remove",
+            "192.0.2.0/24",
+        ],
+        "",
+    );
+    let nets = strings(&find(&documents(&removed), "GlobalNetworkSet")["spec"]["nets"]);
+    assert_eq!(nets, ["198.51.100.7/32"]);
+}
+
+// ---- safety rules -------------------------------------------------------------------------
+
+#[test]
+fn each_safety_rule_refuses_by_name_and_blocks_the_rest() {
+    let cases = [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.251", "multicast"),
+        ("ff02::1", "multicast"),
+        ("192.0.2.10", "trusted proxy range 192.0.2.0/28"),
+        ("10.244.3.4", "cluster range 10.244.0.0/16"),
+        ("10.0.0.0/8", "cluster range 10.244.0.0/16"),
+        ("10.96.0.1", "cluster range 10.96.0.0/12"),
+        ("172.18.0.5", "cluster range 172.18.0.0/16"),
+        ("0.0.0.0/0", "loopback"),
+    ];
+    for (address, reason) in cases {
+        let (stdout, stderr) = block_ok(
+            &[
+                "--target",
+                "calico",
+                "--now",
+                NOW,
+                "--trusted-proxy",
+                "192.0.2.0/28",
+                "--cluster-range",
+                "10.244.0.0/16",
+                "--cluster-range",
+                "10.96.0.0/12",
+                "--cluster-range",
+                "172.18.0.0/16",
+                address,
+                "203.0.113.7",
+            ],
+            "",
+        );
+        assert!(
+            stderr.contains("refused: ") && stderr.contains(reason),
+            "{address}: refusal not named ({reason}): {stderr}"
+        );
+        let nets = strings(&find(&documents(&stdout), "GlobalNetworkSet")["spec"]["nets"]);
+        assert_eq!(nets, ["203.0.113.7/32"], "{address} was blocked");
+    }
+}
+
+#[test]
+fn the_cap_refuses_without_force() {
+    let list: String = (0..=255)
+        .flat_map(|c| (1..=4).map(move |d| format!("198.51.{c}.{d}\n")))
+        .collect();
+    let args = [
+        "--target",
+        "nftables",
+        "--now",
+        NOW,
+        "--from",
+        "-",
+        "--max-entries",
+        "1000",
+    ];
+    let output = block(&args, &list);
+    assert!(
+        !output.status.success(),
+        "1024 entries passed a cap of 1000"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1024 entries, over the cap of 1000"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "output written despite the refusal"
+    );
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let (stdout, _) = block_ok(&forced, &list);
+    assert!(stdout.contains("198.51.255.4/32 timeout 4h"), "{stdout}");
+}
+
+// ---- inputs and targets -------------------------------------------------------------------
+
+#[test]
+fn collector_events_and_suspicious_documents_are_read_from_stdin() {
+    let events = concat!(
+        r#"{"schema_version":1,"time":"2026-01-01T09:00:00Z","kind":"volume_threshold","rule":"burst","ip":"203.0.113.7","field":"original","connection":{"source_ip":"192.0.2.10"},"requests":900}"#,
+        "\n",
+        r#"{"schema_version":1,"time":"2026-01-01T09:30:00Z","kind":"threat_list","list":"feed","ip":"198.51.100.9","field":"source"}"#,
+        "\n",
+        // Older than the TTL: its block would already be over.
+        r#"{"schema_version":1,"time":"2025-12-31T00:00:00Z","kind":"leaky_bucket","rule":"slow","ip":"198.51.100.10","field":"source"}"#,
+        "\n",
+    );
+    let (stdout, stderr) = block_ok(&["--target", "calico", "--now", NOW, "--from", "-"], events);
+    let set = find(&documents(&stdout), "GlobalNetworkSet").clone();
+    assert_eq!(
+        strings(&set["spec"]["nets"]),
+        ["198.51.100.9/32", "203.0.113.7/32"]
+    );
+    // Expiry counts from the event, so the same events later give the same object.
+    let expiries = set["metadata"]["annotations"]["ingress-tap.io/expiries"]
+        .as_str()
+        .unwrap();
+    assert!(
+        expiries.contains(r#""2026-01-01T13:00:00Z":["203.0.113.7/32"]"#),
+        "{expiries}"
+    );
+    assert!(stderr.contains("skipped: 198.51.100.10/32"), "{stderr}");
+    assert!(
+        stderr.contains("203.0.113.7/32 seen only in HTTP headers"),
+        "calico must warn about header-only addresses: {stderr}"
+    );
+    assert!(
+        stderr.contains("[volume_threshold (rule burst)]"),
+        "{stderr}"
+    );
+
+    let summary = r#"{"window_seconds":300,
+      "top_original":[{"ip":"203.0.113.50","requests":5000,"error":12}],
+      "top_sources":[{"ip":"192.0.2.10","requests":9000}],
+      "recent_events":[{"schema_version":1,"time":"2026-01-01T09:59:00Z","kind":"leaky_bucket","rule":"login","ip":"198.51.100.20","field":"original"}]}"#;
+    let (stdout, stderr) = block_ok(
+        &[
+            "--target",
+            "nginx-inc",
+            "--now",
+            NOW,
+            "--from",
+            "-",
+            "--top",
+            "1",
+            "--trusted-proxy",
+            "192.0.2.10",
+        ],
+        summary,
+    );
+    let policy = find(&documents(&stdout), "Policy").clone();
+    assert_eq!(
+        strings(&policy["spec"]["accessControl"]["deny"]),
+        ["198.51.100.20/32", "203.0.113.50/32"]
+    );
+    assert!(stderr.contains("refused: 192.0.2.10/32"), "{stderr}");
+}
+
+#[test]
+fn bad_input_stops_the_run_with_its_place() {
+    let output = block(
+        &["--target", "calico", "--from", "-"],
+        "203.0.113.7\n203.0.113.300\n",
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stdin:2"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn openshift_says_where_to_block_instead() {
+    let output = block(&["--target", "openshift", "203.0.113.7"], "");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no denylist"), "{stderr}");
+    assert!(stderr.contains("--target calico"), "{stderr}");
+    assert!(stderr.contains("--target nftables"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+// ---- nftables with the real nft -----------------------------------------------------------
+
+fn nft() -> PathBuf {
+    ["/usr/sbin/nft", "/sbin/nft"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("nft not found: install Debian's nftables package"))
+}
+
+#[test]
+fn nftables_text_loads_into_a_real_nft_and_reloads_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text, _) = block_ok(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--ttl",
+            "90m",
+            "203.0.113.0/24",
+            "198.51.100.7",
+            "2001:db8::/48",
+        ],
+        "",
+    );
+    let file = write(dir.path(), "blocklist.nft", &text);
+    let check = Command::new(nft())
+        .args(["-c", "-f", &file])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "nft -c rejected the text: {}\n{text}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Loaded twice in a private network namespace (the host's firewall is never touched):
+    // one copy of each rule, every element with its timeout.
+    let script = format!(
+        "{nft} -f {file} && {nft} -f {file} && {nft} list table inet ingress_tap",
+        nft = nft().display()
+    );
+    let loaded = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .expect("run unshare (util-linux)");
+    let listed = String::from_utf8_lossy(&loaded.stdout);
+    assert!(
+        loaded.status.success(),
+        "loading in a network namespace failed (needs root): {}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert_eq!(
+        listed.matches("ip saddr @blocklist_v4 drop").count(),
+        1,
+        "{listed}"
+    );
+    assert_eq!(
+        listed.matches("ip6 saddr @blocklist_v6 drop").count(),
+        1,
+        "{listed}"
+    );
+    for element in [
+        "198.51.100.7 timeout 1h30m",
+        "203.0.113.0/24 timeout 1h30m",
+        "2001:db8::/48 timeout 1h30m",
+    ] {
+        assert!(listed.contains(element), "{element} missing:\n{listed}");
+    }
+}
