@@ -17,6 +17,7 @@ pub mod collect;
 pub mod inject;
 pub mod log_level;
 pub mod telemetry;
+pub mod trace;
 pub mod watch;
 pub mod workload;
 

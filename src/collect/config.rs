@@ -126,6 +126,10 @@ pub struct CollectOptions {
     )]
     pub trusted_hops: Option<u16>,
 
+    /// Trace: suspicious original IPs.
+    #[command(flatten)]
+    pub trace: super::detection::TraceOptions,
+
     /// How long SIGTERM waits for the last reports to reach Felix.
     #[arg(
         long = "shutdown-timeout-seconds",

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod cardinality;
 pub mod config;
+pub mod detection;
 pub mod felix;
 pub mod felix_recorder;
 pub mod metrics;

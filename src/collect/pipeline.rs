@@ -2,17 +2,26 @@
 //! collector's main loop feeds it lines from the tailer; the benchmark feeds it a generated
 //! log. No I/O here.
 
+use super::aggregate::Connection;
 use super::aggregate::{Aggregator, AggregatorLimits, IntervalReport};
 use super::metrics::CollectorMetrics;
 use super::origin::ClientIpPolicy;
 use super::parse::parse_line;
+use crate::trace::Detector;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 /// The collector's per-line work and its interval state.
 pub struct Pipeline {
     policy: ClientIpPolicy,
     aggregator: Aggregator,
     metrics: Arc<CollectorMetrics>,
+    detector: Option<Detector>,
+    /// The detector's clock, set once per batch of lines rather than read per line: lines of
+    /// one read arrived together, and a clock read costs as much as a short parse.
+    clock_origin: Instant,
+    now_ms: u64,
+    wall: SystemTime,
 }
 
 impl Pipeline {
@@ -26,6 +35,30 @@ impl Pipeline {
             policy,
             aggregator: Aggregator::new(limits),
             metrics,
+            detector: None,
+            clock_origin: Instant::now(),
+            now_ms: 0,
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// Feeds every record to `detector` as well (the trace detectors).
+    pub fn with_detector(mut self, detector: Detector) -> Self {
+        self.detector = Some(detector);
+        self
+    }
+
+    /// The detector, when tracing is on.
+    pub fn detector_mut(&mut self) -> Option<&mut Detector> {
+        self.detector.as_mut()
+    }
+
+    /// Reads the clock for the lines that follow.
+    pub fn tick_clock(&mut self) {
+        self.now_ms = u64::try_from(self.clock_origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.wall = SystemTime::now();
+        if let Some(detector) = &mut self.detector {
+            detector.advance(self.now_ms, self.wall);
         }
     }
 
@@ -37,6 +70,14 @@ impl Pipeline {
                 self.metrics.records_parsed.inc();
                 let origin = self.policy.original_ip(&record);
                 self.aggregator.observe(&record, origin.as_ref());
+                if let Some(detector) = &mut self.detector {
+                    detector.observe(
+                        self.now_ms,
+                        self.wall,
+                        &Connection::of(&record),
+                        origin.map(|o| o.ip),
+                    );
+                }
             }
             Ok(None) => {
                 self.metrics.lines_other.inc();

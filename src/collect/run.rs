@@ -8,6 +8,7 @@
 
 use super::aggregate::AggregatorLimits;
 use super::config::CollectOptions;
+use super::detection::{self, Detection, EventSink, TraceCollector, TraceMetrics};
 use super::felix::{self, FelixHandle, FelixOptions};
 use super::metrics::CollectorMetrics;
 use super::origin::ClientIpPolicy;
@@ -117,17 +118,32 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {}", options.metrics_listen))?;
     let metrics_addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let health = telemetry::health_router(Arc::new(registry), readiness.clone());
-    let mut health_stopped = stopped.clone();
-    let health_task = tokio::spawn(telemetry::serve_plain(listener, health, async move {
-        let _ = health_stopped.wait_for(|s| *s).await;
-    }));
 
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         policy,
         AggregatorLimits::with_requests_per_interval(options.requests_per_interval),
         metrics.clone(),
     );
+    let (detection, published, list_updates) = match options.trace.load()? {
+        Some(config) => {
+            let trace_metrics = Arc::new(TraceMetrics::default());
+            registry.register_collector(Box::new(TraceCollector(trace_metrics.clone())));
+            let sources = config.lists.clone();
+            let sink = EventSink::open(&options.trace.events_output)?;
+            let (detector, detection, published) =
+                detection::detector(config, sink, trace_metrics.clone())?;
+            pipeline = pipeline.with_detector(detector);
+            let updates = detection::spawn_list_reloader(sources, trace_metrics);
+            (Some(detection), Some(published), updates)
+        }
+        None => (None, None, tokio::sync::mpsc::channel(1).1),
+    };
+    let health = telemetry::health_router(Arc::new(registry), readiness.clone())
+        .merge(detection::suspicious_router(published));
+    let mut health_stopped = stopped.clone();
+    let health_task = tokio::spawn(telemetry::serve_plain(listener, health, async move {
+        let _ = health_stopped.wait_for(|s| *s).await;
+    }));
     readiness.set(true);
     tracing::info!(
         log = %options.log_path.display(),
@@ -138,6 +154,8 @@ pub async fn start(
     let state = Loop {
         tailer,
         pipeline,
+        detection,
+        list_updates,
         sink,
         metrics,
         checkpoint_path,
@@ -163,6 +181,10 @@ pub async fn start(
 struct Loop {
     tailer: Tailer,
     pipeline: Pipeline,
+    /// The trace detectors' outputs, when tracing is on.
+    detection: Option<Detection>,
+    /// Threat lists reloaded from their files.
+    list_updates: tokio::sync::mpsc::Receiver<crate::trace::threat_lists::ThreatLists>,
     sink: Sink,
     metrics: Arc<CollectorMetrics>,
     checkpoint_path: PathBuf,
@@ -190,13 +212,21 @@ impl Loop {
                     self.close_interval();
                 }
                 () = self.tailer.changed() => self.read(),
+                Some(lists) = self.list_updates.recv() => {
+                    if let Some(detector) = self.pipeline.detector_mut() {
+                        detector.replace_lists(lists);
+                    }
+                    self.publish(true);
+                }
             }
+            self.publish(false);
             self.persist_finished();
         }
 
         // Stop: the lines written so far form the last interval; send it, then checkpoint.
         self.read();
         self.close_interval();
+        self.publish(true);
         if let Sink::Felix(handle) = &self.sink {
             if !handle.drain(shutdown_wait).await {
                 tracing::warn!(
@@ -214,7 +244,17 @@ impl Loop {
         Ok(())
     }
 
+    /// Writes the detectors' events and republishes their view.
+    fn publish(&mut self, force: bool) {
+        if let (Some(detection), Some(detector)) =
+            (self.detection.as_mut(), self.pipeline.detector_mut())
+        {
+            detection.publish(detector, force);
+        }
+    }
+
     fn read(&mut self) {
+        self.pipeline.tick_clock();
         let Self {
             tailer, pipeline, ..
         } = self;

@@ -5,6 +5,8 @@
 //! Every wait here is on a condition with a deadline; nothing sleeps and hopes.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -1,0 +1,467 @@
+//! The trace detectors inside the collector: threat-list files (read, watched, reloaded),
+//! events written as JSON lines, the `/suspicious` snapshot and the trace metrics.
+//!
+//! The detector itself ([`crate::trace::Detector`]) is pure and owned by the collector's main
+//! loop, next to the aggregator. What others read of it — the HTTP handler and the metrics
+//! scrape — is a copy published at most once a second, so a scrape never waits on the loop and
+//! the loop never waits on a scrape.
+
+use crate::trace::threat_lists::{parse_list, ThreatLists};
+use crate::trace::{Detector, ListSource, Suspicious, TraceConfig, TraceCounters};
+use crate::watch::FileChanges;
+use arc_swap::ArcSwap;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// `ingress-tap collect` trace settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceOptions {
+    /// Spot suspicious original IPs (volume rules, threat lists) and publish them.
+    #[arg(
+        long = "trace",
+        env = "INGRESS_TAP_TRACE",
+        value_name = "INGRESS_TAP_TRACE",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub enabled: bool,
+
+    /// Trace settings file (YAML: window, top N, rules, cool-down, threat lists); see
+    /// docs/trace.md. Flags below override it.
+    #[arg(
+        long = "trace-config",
+        env = "INGRESS_TAP_TRACE_CONFIG",
+        value_name = "INGRESS_TAP_TRACE_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// A threat list as NAME=PATH (one IP or CIDR per line; `#` and `;` comments); repeat the
+    /// flag, or separate with commas in the variable. Reloaded when the file changes.
+    #[arg(
+        long = "threat-list",
+        env = "INGRESS_TAP_THREAT_LISTS",
+        value_name = "INGRESS_TAP_THREAT_LISTS",
+        value_delimiter = ',',
+        value_parser = parse_list_source
+    )]
+    pub threat_lists: Vec<ListSource>,
+
+    /// Length of the top-N window in seconds (default 60).
+    #[arg(
+        long = "trace-window-seconds",
+        env = "INGRESS_TAP_TRACE_WINDOW_SECONDS",
+        value_name = "INGRESS_TAP_TRACE_WINDOW_SECONDS"
+    )]
+    pub window_seconds: Option<u64>,
+
+    /// How many IPs the top lists show (default 20).
+    #[arg(
+        long = "trace-top-n",
+        env = "INGRESS_TAP_TRACE_TOP_N",
+        value_name = "INGRESS_TAP_TRACE_TOP_N"
+    )]
+    pub top_n: Option<usize>,
+
+    /// Where events go as JSON lines: `-` for stdout, or a file (appended).
+    #[arg(
+        long = "events-output",
+        env = "INGRESS_TAP_EVENTS_OUTPUT",
+        value_name = "INGRESS_TAP_EVENTS_OUTPUT",
+        default_value = "-"
+    )]
+    pub events_output: String,
+}
+
+/// `NAME=PATH` into a list source.
+pub fn parse_list_source(text: &str) -> Result<ListSource, String> {
+    let (name, path) = text
+        .trim()
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=PATH"))?;
+    if name.is_empty() || path.is_empty() {
+        return Err(format!("{text:?} is not NAME=PATH"));
+    }
+    Ok(ListSource {
+        name: name.to_owned(),
+        path: PathBuf::from(path),
+    })
+}
+
+impl TraceOptions {
+    /// The trace configuration: the file's, then the flags on top. `None` when tracing is off.
+    pub fn load(&self) -> anyhow::Result<Option<TraceConfig>> {
+        use anyhow::Context;
+        if !self.enabled {
+            return Ok(None);
+        }
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read trace config {}", path.display()))?;
+                TraceConfig::from_yaml(&text)
+                    .with_context(|| format!("invalid trace config {}", path.display()))?
+            }
+            None => TraceConfig::default(),
+        };
+        if let Some(window) = self.window_seconds {
+            config.window_seconds = window;
+        }
+        if let Some(top_n) = self.top_n {
+            config.top_n = top_n;
+        }
+        for source in &self.threat_lists {
+            config.lists.retain(|existing| existing.name != source.name);
+            config.lists.push(source.clone());
+        }
+        config.validate().context("invalid trace settings")?;
+        Ok(Some(config))
+    }
+}
+
+/// Reads every list file. A missing or unreadable file, or a bad line, is reported (log and
+/// metric) and the rest loads: one broken list must not blind the others.
+pub fn load_lists(sources: &[ListSource], metrics: &TraceMetrics) -> ThreatLists {
+    let mut lists = Vec::with_capacity(sources.len());
+    for source in sources {
+        let text = match std::fs::read_to_string(&source.path) {
+            Ok(text) => text,
+            Err(err) => {
+                tracing::error!(list = %source.name, path = %source.path.display(), %err, "cannot read threat list; it is empty until the file can be read");
+                metrics.list_errors.fetch_add(1, Ordering::Relaxed);
+                String::new()
+            }
+        };
+        let (list, problems) = parse_list(&source.name, &text);
+        for problem in &problems {
+            tracing::warn!(
+                list = %source.name,
+                path = %source.path.display(),
+                line = problem.line,
+                text = %problem.text,
+                reason = %problem.reason,
+                loaded = problem.loaded,
+                "threat list entry"
+            );
+        }
+        metrics.list_errors.fetch_add(
+            problems.iter().filter(|p| !p.loaded).count() as u64,
+            Ordering::Relaxed,
+        );
+        tracing::info!(list = %source.name, entries = list.entries().len(), "threat list loaded");
+        lists.push(list);
+    }
+    match ThreatLists::build(lists) {
+        Ok(lists) => lists,
+        Err(err) => {
+            tracing::error!(%err, "threat lists not usable; none in force");
+            metrics.list_errors.fetch_add(1, Ordering::Relaxed);
+            ThreatLists::empty()
+        }
+    }
+}
+
+/// Watches the list files and sends freshly loaded lists to the main loop.
+pub fn spawn_list_reloader(
+    sources: Vec<ListSource>,
+    metrics: Arc<TraceMetrics>,
+) -> mpsc::Receiver<ThreatLists> {
+    let (updates, receiver) = mpsc::channel(1);
+    if sources.is_empty() {
+        return receiver;
+    }
+    tokio::spawn(async move {
+        let paths: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
+        let mut changes = FileChanges::new(&paths);
+        loop {
+            changes.changed().await;
+            let lists = load_lists(&sources, &metrics);
+            metrics.list_reloads.fetch_add(1, Ordering::Relaxed);
+            if updates.send(lists).await.is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Where events are written.
+pub enum EventSink {
+    Stdout,
+    File(std::fs::File),
+}
+
+impl EventSink {
+    /// `-` for stdout, else a file opened for appending.
+    pub fn open(output: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        if output == "-" {
+            return Ok(EventSink::Stdout);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(output)
+            .with_context(|| format!("cannot open events output {output}"))?;
+        Ok(EventSink::File(file))
+    }
+
+    fn write(&mut self, text: &str) -> std::io::Result<()> {
+        match self {
+            EventSink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes())?;
+                out.flush()
+            }
+            EventSink::File(file) => file.write_all(text.as_bytes()),
+        }
+    }
+}
+
+/// What others see of the detector, republished by the main loop.
+#[derive(Default)]
+pub struct Published {
+    suspicious: ArcSwap<Option<Suspicious>>,
+    counters: ArcSwap<TraceCounters>,
+}
+
+/// The detector's outputs: the main loop's handle on publishing what the detector saw. The
+/// detector itself lives in the [`super::pipeline::Pipeline`], next to the aggregator.
+pub struct Detection {
+    sink: EventSink,
+    published: Arc<Published>,
+    metrics: Arc<TraceMetrics>,
+    last_publish: Option<Instant>,
+}
+
+/// How often the snapshot and the counters are republished.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// A detector for `config` with its lists loaded, and the outputs it publishes to.
+pub fn detector(
+    config: TraceConfig,
+    sink: EventSink,
+    metrics: Arc<TraceMetrics>,
+) -> anyhow::Result<(Detector, Detection, Arc<Published>)> {
+    let lists = load_lists(&config.lists, &metrics);
+    let mut detector = Detector::new(config)?;
+    detector.replace_lists(lists);
+    let published = Arc::new(Published::default());
+    metrics.attach(published.clone());
+    let detection = Detection {
+        sink,
+        published: published.clone(),
+        metrics,
+        last_publish: None,
+    };
+    Ok((detector, detection, published))
+}
+
+impl Detection {
+    /// Writes pending events and, at most once a second (or when `force`), republishes the
+    /// snapshot and counters.
+    pub fn publish(&mut self, detector: &mut Detector, force: bool) {
+        for event in detector.take_events() {
+            match event.to_json_line() {
+                Ok(line) => {
+                    if let Err(err) = self.sink.write(&line) {
+                        self.metrics
+                            .events_unwritten
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%err, "cannot write an event");
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "cannot serialise an event"),
+            }
+        }
+        let due = self
+            .last_publish
+            .is_none_or(|last| last.elapsed() >= PUBLISH_EVERY);
+        if force || due {
+            self.published
+                .suspicious
+                .store(Arc::new(Some(detector.snapshot())));
+            self.published.counters.store(Arc::new(detector.counters()));
+            self.last_publish = Some(Instant::now());
+        }
+    }
+}
+
+/// `GET /suspicious`: the current top lists and recent events, as `ingress-tap block` reads
+/// them.
+pub fn suspicious_router(published: Option<Arc<Published>>) -> Router {
+    Router::new()
+        .route("/suspicious", get(suspicious))
+        .with_state(published)
+}
+
+async fn suspicious(State(published): State<Option<Arc<Published>>>) -> Response {
+    match published.as_ref().map(|p| p.suspicious.load_full()) {
+        Some(snapshot) => match snapshot.as_ref() {
+            Some(suspicious) => Json(suspicious.clone()).into_response(),
+            None => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
+        },
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            "tracing is off (INGRESS_TAP_TRACE=false)\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Trace metrics, encoded at scrape time from the published copy. The top lists become at
+/// most `top_n` series each (labelled by rank), never one series per attacker-chosen address.
+#[derive(Debug, Default)]
+pub struct TraceMetrics {
+    published: std::sync::OnceLock<Arc<Published>>,
+    /// Threat list files or lines that could not be loaded.
+    pub list_errors: AtomicU64,
+    /// Threat list reloads.
+    pub list_reloads: AtomicU64,
+    /// Events that could not be written.
+    pub events_unwritten: AtomicU64,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Published")
+    }
+}
+
+impl TraceMetrics {
+    fn attach(&self, published: Arc<Published>) {
+        let _ = self.published.set(published);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct NameLabel {
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RankLabels {
+    rank: String,
+    ip: String,
+}
+
+/// The shared handle registered in the registry.
+#[derive(Debug)]
+pub struct TraceCollector(pub Arc<TraceMetrics>);
+
+impl Collector for TraceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let metrics = &self.0;
+        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64| {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+        };
+        counter(
+            &mut encoder,
+            "ingress_tap_trace_list_errors",
+            "Threat list files or entries that could not be loaded",
+            metrics.list_errors.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "ingress_tap_trace_list_reloads",
+            "Threat list reloads",
+            metrics.list_reloads.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "ingress_tap_trace_events_unwritten",
+            "Events that could not be written",
+            metrics.events_unwritten.load(Ordering::Relaxed),
+        )?;
+        let Some(published) = metrics.published.get() else {
+            return Ok(());
+        };
+        let counters = published.counters.load_full();
+        let named = |encoder: &mut DescriptorEncoder,
+                     name: &str,
+                     help: &str,
+                     values: &[crate::trace::NamedCount]|
+         -> Result<(), std::fmt::Error> {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for value in values {
+                let labels = NameLabel {
+                    name: value.name.clone(),
+                };
+                ConstCounter::new(value.count).encode(family.encode_family(&labels)?)?;
+            }
+            Ok(())
+        };
+        named(
+            &mut encoder,
+            "ingress_tap_trace_list_hits",
+            "Requests whose original IP or connection source fell in a threat list",
+            &counters.list_hits,
+        )?;
+        named(
+            &mut encoder,
+            "ingress_tap_trace_list_events",
+            "Threat list events raised",
+            &counters.list_events,
+        )?;
+        named(
+            &mut encoder,
+            "ingress_tap_trace_rule_events",
+            "Volume rule events raised",
+            &counters.rule_events,
+        )?;
+        counter(
+            &mut encoder,
+            "ingress_tap_trace_events_rate_limited",
+            "Events not raised because of the global event rate limit",
+            counters.events_rate_limited,
+        )?;
+        let suspicious = published.suspicious.load_full();
+        if let Some(suspicious) = suspicious.as_ref() {
+            for (name, help, entries) in [
+                (
+                    "ingress_tap_trace_top_original_requests",
+                    "Requests of the busiest original IPs in the current window, by rank",
+                    &suspicious.top_original,
+                ),
+                (
+                    "ingress_tap_trace_top_source_requests",
+                    "Requests of the busiest connection sources in the current window, by rank",
+                    &suspicious.top_sources,
+                ),
+            ] {
+                let mut family = encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    prometheus_client::metrics::MetricType::Gauge,
+                )?;
+                for (rank, entry) in entries.iter().enumerate() {
+                    let labels = RankLabels {
+                        rank: (rank + 1).to_string(),
+                        ip: entry.ip.to_string(),
+                    };
+                    ConstGauge::new(i64::try_from(entry.requests).unwrap_or(i64::MAX))
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,522 @@
+//! The busiest IPs of a window in fixed memory, however many distinct IPs send.
+//!
+//! A hostile client can spoof millions of distinct X-Forwarded-For values in one window, so an
+//! exact count per IP is not affordable. [`SpaceSaving`] is the Space-Saving summary of
+//! Metwally, Agrawal and El Abbadi (2005): `capacity` counters; an IP already counted is
+//! incremented, a new IP takes over the smallest counter and inherits its value as its
+//! *error*. Its guarantees, for a window of `N` observations:
+//!
+//! - every reported count overestimates the true count by at most its entry's `error`, and
+//!   every `error` is at most `N / capacity` (the smallest counter never exceeds the mean);
+//! - so `count - error` is a lower bound and `count` an upper bound of the true count;
+//! - any IP whose true count exceeds `N / capacity` is in the summary: no heavy hitter is
+//!   missed;
+//! - while fewer than `capacity` distinct IPs have been seen, every count is exact.
+//!
+//! The counters sit in a binary min-heap (by count) addressed through a hash index, so one
+//! observation costs one hash lookup and `O(log capacity)` moves, and nothing is allocated after
+//! construction: the heap, the slots and the index are sized for `capacity` up front and only
+//! ever cleared. The index hashes with SipHash under a per-process random key, so a client
+//! cannot craft addresses that collide.
+//!
+//! [`WindowedTopK`] runs one summary over tumbling windows and keeps the top entries of the
+//! last completed window for display while the current one fills.
+
+use std::collections::HashMap;
+use std::hash::RandomState;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// How many counters a summary keeps per entry it is asked to report, by default.
+///
+/// With 50 counters per reported entry the error bound `N / capacity` is 2 % of the window's
+/// requests divided by the number of entries shown, small against the counts of the IPs that
+/// make the top list under any realistic skew.
+pub const DEFAULT_COUNTERS_PER_ENTRY: usize = 50;
+
+/// One counted IP as reported: its estimated requests and how much of that may be inherited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopEntry {
+    pub ip: IpAddr,
+    /// Upper bound of the IP's requests in the window.
+    pub requests: u64,
+    /// How many of `requests` may belong to other IPs: the true count lies in
+    /// `requests - error ..= requests`.
+    pub error: u64,
+}
+
+impl TopEntry {
+    /// Requests the IP certainly made in the window.
+    pub fn guaranteed_requests(&self) -> u64 {
+        self.requests.saturating_sub(self.error)
+    }
+}
+
+/// The estimate for one IP right after an observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Estimate {
+    /// Upper bound of the true count.
+    pub count: u64,
+    /// The overestimate bound: the true count is at least `count - error`.
+    pub error: u64,
+}
+
+impl Estimate {
+    /// The true count is at least this.
+    pub fn lower_bound(&self) -> u64 {
+        self.count.saturating_sub(self.error)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Counter {
+    ip: IpAddr,
+    count: u64,
+    error: u64,
+    /// Where this counter's slot number sits in the heap, kept in step by every move so that
+    /// moving a counter never needs a hash lookup.
+    heap_position: usize,
+}
+
+/// Space-Saving top-k over IP addresses with a fixed number of counters.
+#[derive(Debug)]
+pub struct SpaceSaving {
+    capacity: usize,
+    /// Counters by slot number; a slot keeps its number for as long as its IP is counted.
+    slots: Vec<Counter>,
+    /// Slot numbers arranged as a min-heap by count.
+    heap: Vec<usize>,
+    index: HashMap<IpAddr, usize, RandomState>,
+    /// The index's capacity as allocated; see [`SpaceSaving::memory_bytes`].
+    index_capacity: usize,
+    observations: u64,
+}
+
+impl SpaceSaving {
+    /// A summary of `capacity` counters (at least one).
+    pub fn new(capacity: usize) -> SpaceSaving {
+        let capacity = capacity.max(1);
+        // Twice the entries: a full table with tombstones from replacements is then rehashed
+        // in place instead of grown, so the index never allocates after construction.
+        let index = HashMap::with_capacity_and_hasher(capacity * 2, RandomState::new());
+        SpaceSaving {
+            capacity,
+            slots: Vec::with_capacity(capacity),
+            heap: Vec::with_capacity(capacity),
+            index_capacity: index.capacity(),
+            index,
+            observations: 0,
+        }
+    }
+
+    /// Counts one request from `ip` and returns the IP's estimate afterwards.
+    pub fn observe(&mut self, ip: IpAddr) -> Estimate {
+        self.observations = self.observations.saturating_add(1);
+        if let Some(&slot) = self.index.get(&ip) {
+            return self.increment(slot);
+        }
+        if self.slots.len() < self.capacity {
+            let slot = self.slots.len();
+            let heap_position = self.heap.len();
+            self.slots.push(Counter {
+                ip,
+                count: 1,
+                error: 0,
+                heap_position,
+            });
+            self.heap.push(slot);
+            self.index.insert(ip, slot);
+            self.sift_up(heap_position);
+            return Estimate { count: 1, error: 0 };
+        }
+        self.replace_smallest(ip)
+    }
+
+    /// The current estimate for `ip`, if it is counted.
+    pub fn estimate(&self, ip: &IpAddr) -> Option<Estimate> {
+        let counter = self.slots.get(*self.index.get(ip)?)?;
+        Some(Estimate {
+            count: counter.count,
+            error: counter.error,
+        })
+    }
+
+    /// The `n` largest counts, largest first; ties go to the smaller error, then the lower
+    /// address, so the order is stable between calls.
+    pub fn top(&self, n: usize) -> Vec<TopEntry> {
+        let mut entries: Vec<TopEntry> = self
+            .slots
+            .iter()
+            .map(|counter| TopEntry {
+                ip: counter.ip,
+                requests: counter.count,
+                error: counter.error,
+            })
+            .collect();
+        entries.sort_unstable_by(|a, b| {
+            b.requests
+                .cmp(&a.requests)
+                .then(a.error.cmp(&b.error))
+                .then(a.ip.cmp(&b.ip))
+        });
+        entries.truncate(n);
+        entries
+    }
+
+    /// Observations since the summary was created or cleared (`N` of the error bound).
+    pub fn observations(&self) -> u64 {
+        self.observations
+    }
+
+    /// The largest overestimate any entry can carry right now: the smallest counter once every
+    /// counter is in use, zero before (all counts are exact then). Never above
+    /// `observations / capacity`.
+    pub fn error_bound(&self) -> u64 {
+        if self.slots.len() < self.capacity {
+            return 0;
+        }
+        self.heap
+            .first()
+            .and_then(|&slot| self.slots.get(slot))
+            .map_or(0, |counter| counter.count)
+    }
+
+    /// IPs currently counted.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The fixed number of counters.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets every count but keeps the memory, for the next window.
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.heap.clear();
+        self.index.clear();
+        self.observations = 0;
+    }
+
+    /// Bytes held by the summary, from the allocations' capacities; constant after
+    /// construction. The index is measured by its capacity at construction, or its current one
+    /// if larger: a hash table's reported capacity dips while removals leave tombstones, but
+    /// its allocation does not.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.slots.capacity() * std::mem::size_of::<Counter>()
+            + self.heap.capacity() * std::mem::size_of::<usize>()
+            + hash_table_bytes::<(IpAddr, usize)>(self.index_capacity.max(self.index.capacity()))
+    }
+
+    /// The memory a summary of `capacity` counters holds, without building one.
+    pub fn memory_bound_bytes(capacity: usize) -> usize {
+        let capacity = capacity.max(1);
+        std::mem::size_of::<Self>()
+            + capacity * (std::mem::size_of::<Counter>() + std::mem::size_of::<usize>())
+            + hash_table_bytes::<(IpAddr, usize)>(capacity * 2)
+    }
+
+    fn increment(&mut self, slot: usize) -> Estimate {
+        let Some(counter) = self.slots.get_mut(slot) else {
+            return Estimate { count: 0, error: 0 };
+        };
+        counter.count = counter.count.saturating_add(1);
+        let estimate = Estimate {
+            count: counter.count,
+            error: counter.error,
+        };
+        let position = counter.heap_position;
+        self.sift_down(position);
+        estimate
+    }
+
+    /// The Space-Saving replacement: the newcomer takes the smallest counter, inheriting its
+    /// count as error, because it may have been among the requests that counter absorbed.
+    fn replace_smallest(&mut self, ip: IpAddr) -> Estimate {
+        let Some(&slot) = self.heap.first() else {
+            return Estimate { count: 0, error: 0 };
+        };
+        let Some(counter) = self.slots.get_mut(slot) else {
+            return Estimate { count: 0, error: 0 };
+        };
+        let evicted = counter.ip;
+        let inherited = counter.count;
+        counter.ip = ip;
+        counter.error = inherited;
+        counter.count = inherited.saturating_add(1);
+        let estimate = Estimate {
+            count: counter.count,
+            error: counter.error,
+        };
+        self.index.remove(&evicted);
+        self.index.insert(ip, slot);
+        self.sift_down(0);
+        estimate
+    }
+
+    fn count_at(&self, position: usize) -> u64 {
+        self.heap
+            .get(position)
+            .and_then(|&slot| self.slots.get(slot))
+            .map_or(u64::MAX, |counter| counter.count)
+    }
+
+    fn swap_positions(&mut self, a: usize, b: usize) {
+        if a >= self.heap.len() || b >= self.heap.len() {
+            return;
+        }
+        self.heap.swap(a, b);
+        for position in [a, b] {
+            if let Some(&slot) = self.heap.get(position) {
+                if let Some(counter) = self.slots.get_mut(slot) {
+                    counter.heap_position = position;
+                }
+            }
+        }
+    }
+
+    fn sift_up(&mut self, mut position: usize) {
+        while position > 0 {
+            let parent = (position - 1) / 2;
+            if self.count_at(parent) <= self.count_at(position) {
+                break;
+            }
+            self.swap_positions(parent, position);
+            position = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut position: usize) {
+        let len = self.heap.len();
+        loop {
+            let left = 2 * position + 1;
+            if left >= len {
+                break;
+            }
+            let right = left + 1;
+            let smaller_child = if right < len && self.count_at(right) < self.count_at(left) {
+                right
+            } else {
+                left
+            };
+            if self.count_at(position) <= self.count_at(smaller_child) {
+                break;
+            }
+            self.swap_positions(position, smaller_child);
+            position = smaller_child;
+        }
+    }
+}
+
+/// Bytes of a hashbrown table with room for `capacity` entries: buckets rounded up to a power
+/// of two at 7/8 load, one control byte per bucket plus a group of 16.
+pub(crate) fn hash_table_bytes<T>(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity.saturating_mul(8) / 7).max(4).next_power_of_two();
+    buckets * (std::mem::size_of::<T>() + 1) + 16
+}
+
+/// The top entries of one completed window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedWindow {
+    /// Monotonic milliseconds at which the window began.
+    pub start_ms: u64,
+    /// Observations in the window (`N` of the error bound).
+    pub observations: u64,
+    pub top: Vec<TopEntry>,
+}
+
+/// What moving to `now_ms` did to the windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowAdvance {
+    /// `now_ms` is inside the current window.
+    Same,
+    /// A new window began at `start_ms`.
+    Started { start_ms: u64 },
+}
+
+/// Tumbling windows over a [`SpaceSaving`] summary.
+#[derive(Debug)]
+pub struct WindowedTopK {
+    window_ms: u64,
+    top_n: usize,
+    current: SpaceSaving,
+    current_start_ms: Option<u64>,
+    previous: Option<CompletedWindow>,
+}
+
+impl WindowedTopK {
+    /// Windows of `window_ms` (at least 1), reporting `top_n` entries from `capacity` counters.
+    pub fn new(window_ms: u64, top_n: usize, capacity: usize) -> WindowedTopK {
+        WindowedTopK {
+            window_ms: window_ms.max(1),
+            top_n,
+            current: SpaceSaving::new(capacity.max(top_n)),
+            current_start_ms: None,
+            previous: None,
+        }
+    }
+
+    /// Closes the current window if `now_ms` is past it. Windows are aligned on the first
+    /// observation; a gap longer than one window leaves an empty previous window, because
+    /// that is what the last completed window saw.
+    pub fn advance(&mut self, now_ms: u64) -> WindowAdvance {
+        let Some(start_ms) = self.current_start_ms else {
+            self.current_start_ms = Some(now_ms);
+            return WindowAdvance::Started { start_ms: now_ms };
+        };
+        let elapsed = now_ms.saturating_sub(start_ms);
+        if elapsed < self.window_ms {
+            return WindowAdvance::Same;
+        }
+        let windows_passed = elapsed / self.window_ms;
+        let new_start_ms = start_ms.saturating_add(windows_passed.saturating_mul(self.window_ms));
+        self.previous = Some(if windows_passed == 1 {
+            CompletedWindow {
+                start_ms,
+                observations: self.current.observations(),
+                top: self.current.top(self.top_n),
+            }
+        } else {
+            CompletedWindow {
+                start_ms: new_start_ms.saturating_sub(self.window_ms),
+                observations: 0,
+                top: Vec::new(),
+            }
+        });
+        self.current.clear();
+        self.current_start_ms = Some(new_start_ms);
+        WindowAdvance::Started {
+            start_ms: new_start_ms,
+        }
+    }
+
+    /// Counts one request from `ip` at `now_ms`.
+    pub fn observe(&mut self, now_ms: u64, ip: IpAddr) -> Estimate {
+        self.advance(now_ms);
+        self.current.observe(ip)
+    }
+
+    /// The current window's top entries, largest first.
+    pub fn current_top(&self) -> Vec<TopEntry> {
+        self.current.top(self.top_n)
+    }
+
+    /// The summary of the window being filled.
+    pub fn current(&self) -> &SpaceSaving {
+        &self.current
+    }
+
+    /// When the current window began, once anything was observed.
+    pub fn current_start_ms(&self) -> Option<u64> {
+        self.current_start_ms
+    }
+
+    /// The last completed window, once one has completed.
+    pub fn previous(&self) -> Option<&CompletedWindow> {
+        self.previous.as_ref()
+    }
+
+    pub fn window_ms(&self) -> u64 {
+        self.window_ms
+    }
+
+    /// Bytes held, including the previous window's top entries.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.current.memory_bytes()
+            + self.previous.as_ref().map_or(0, |window| {
+                window.top.capacity() * std::mem::size_of::<TopEntry>()
+            })
+    }
+
+    /// The memory a windowed summary with these settings holds at most.
+    pub fn memory_bound_bytes(top_n: usize, capacity: usize) -> usize {
+        std::mem::size_of::<Self>()
+            + SpaceSaving::memory_bound_bytes(capacity.max(top_n))
+            + top_n * std::mem::size_of::<TopEntry>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(n))
+    }
+
+    #[test]
+    fn counts_are_exact_below_capacity() {
+        let mut summary = SpaceSaving::new(8);
+        for n in 0..5_u32 {
+            for _ in 0..=n {
+                summary.observe(ip(n));
+            }
+        }
+        let top = summary.top(3);
+        assert_eq!(
+            top.iter()
+                .map(|e| (e.ip, e.requests, e.error))
+                .collect::<Vec<_>>(),
+            vec![(ip(4), 5, 0), (ip(3), 4, 0), (ip(2), 3, 0)]
+        );
+        assert_eq!(summary.error_bound(), 0);
+    }
+
+    #[test]
+    fn newcomer_inherits_the_smallest_count_as_error() {
+        let mut summary = SpaceSaving::new(2);
+        summary.observe(ip(1));
+        summary.observe(ip(1));
+        summary.observe(ip(2));
+        let estimate = summary.observe(ip(3));
+        assert_eq!(estimate, Estimate { count: 2, error: 1 });
+        assert_eq!(summary.estimate(&ip(2)), None);
+        assert_eq!(
+            summary.estimate(&ip(1)),
+            Some(Estimate { count: 2, error: 0 })
+        );
+    }
+
+    #[test]
+    fn heap_stays_consistent_under_mixed_updates() {
+        let mut summary = SpaceSaving::new(16);
+        let mut state: u32 = 12345;
+        for _ in 0..10_000 {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            summary.observe(ip((state >> 16) % 40));
+            for (position, &slot) in summary.heap.iter().enumerate() {
+                assert_eq!(summary.slots[slot].heap_position, position);
+                if position > 0 {
+                    let parent = summary.heap[(position - 1) / 2];
+                    assert!(summary.slots[parent].count <= summary.slots[slot].count);
+                }
+            }
+        }
+        assert_eq!(summary.index.len(), summary.slots.len());
+    }
+
+    #[test]
+    fn a_gap_of_several_windows_leaves_an_empty_previous_window() {
+        let mut windows = WindowedTopK::new(1_000, 5, 10);
+        windows.observe(0, ip(1));
+        windows.observe(1_500, ip(2));
+        assert_eq!(windows.previous().map(|w| w.top.len()), Some(1));
+        windows.observe(5_200, ip(3));
+        let previous = windows.previous().unwrap();
+        assert_eq!(previous.start_ms, 4_000);
+        assert!(previous.top.is_empty());
+        assert_eq!(windows.current_start_ms(), Some(5_000));
+    }
+}

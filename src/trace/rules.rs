@@ -1,0 +1,543 @@
+//! Volume rules, each over a bounded amount of per-IP state.
+//!
+//! - [`Threshold`]: an IP's requests in a tumbling window reach a count. Counting uses its own
+//!   [`SpaceSaving`] summary and fires on the summary's *lower bound* (`count - error`), so it
+//!   never fires for an IP that has not really made `requests` requests. The price of bounded
+//!   memory is lateness under pressure: it fires at the latest when the true count reaches
+//!   `requests + N / counters` (`N` = requests in the window), and with no delay at all while
+//!   fewer than `counters` distinct IPs were seen in the window.
+//! - [`LeakyBucket`]: CrowdSec's leaky bucket. Each IP has a bucket holding up to `capacity`
+//!   requests that drains at `leak_per_second`; a request that finds the bucket full overflows
+//!   it (CrowdSec: "the bucket overflows when more than `capacity` events are in it"), which
+//!   raises an event and empties the bucket, as CrowdSec discards an overflowed bucket. At most
+//!   `buckets` buckets exist per rule; a new IP arriving when all are in use replaces the
+//!   emptiest of a few buckets sampled at random, so an attacker cycling millions of addresses
+//!   cannot grow memory — but such churn can make the rule forget a slow IP's partly filled
+//!   bucket, delaying (never inventing) its overflow.
+//! - [`Cooldowns`]: CrowdSec's `blackhole`: after a (rule, IP) event, further events for that
+//!   pair are suppressed for a while. Bounded the same way; under churn a forgotten cool-down
+//!   lets an IP fire again early, which costs an extra event, never a missed one.
+//! - [`EventRateLimiter`]: a token bucket over all events, the last line against an event flood
+//!   from millions of addresses that each fire once.
+
+use std::collections::HashMap;
+use std::hash::{Hash, RandomState};
+use std::net::IpAddr;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::events::Field;
+use super::heavy_hitters::{hash_table_bytes, SpaceSaving};
+
+/// Counters a threshold rule keeps unless told otherwise: 4,096 counters (about 350 KiB) hold
+/// the error bound below 1 % of the threshold up to about 400,000 requests per window at the
+/// default threshold.
+pub const DEFAULT_THRESHOLD_COUNTERS: usize = 4096;
+
+/// Buckets a leaky-bucket rule keeps unless told otherwise (about 1 MiB).
+pub const DEFAULT_BUCKETS: usize = 10_000;
+
+/// Slots a bounded map samples when it must evict, as Redis samples for its approximate LRU:
+/// eight samples find an entry among the emptiest eighth or so with probability 1 − (7/8)^8,
+/// about two in three, at a fixed cost per insertion.
+const EVICTION_SAMPLES: usize = 8;
+
+fn default_window_seconds() -> u64 {
+    60
+}
+
+fn default_threshold_counters() -> usize {
+    DEFAULT_THRESHOLD_COUNTERS
+}
+
+fn default_buckets() -> usize {
+    DEFAULT_BUCKETS
+}
+
+/// Fires when an IP's requests in one window reach `requests`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    pub name: String,
+    /// Requests in one window that raise an event.
+    pub requests: u64,
+    /// The tumbling window's length.
+    #[serde(default = "default_window_seconds")]
+    pub window_seconds: u64,
+    /// Which address is counted.
+    #[serde(default)]
+    pub field: Field,
+    /// Counters of the rule's Space-Saving summary; see the module docs for the lateness bound.
+    #[serde(default = "default_threshold_counters")]
+    pub counters: usize,
+}
+
+/// CrowdSec's leaky bucket, per IP.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakyBucket {
+    pub name: String,
+    /// Requests the bucket holds; one more overflows it.
+    pub capacity: u64,
+    /// Requests drained per second (CrowdSec's `leakspeed: 100ms` is 10 per second).
+    pub leak_per_second: f64,
+    #[serde(default)]
+    pub field: Field,
+    /// Buckets kept at most; see the module docs for what eviction forgets.
+    #[serde(default = "default_buckets")]
+    pub buckets: usize,
+}
+
+/// One rule of the configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Rule {
+    Threshold(Threshold),
+    LeakyBucket(LeakyBucket),
+}
+
+impl Rule {
+    pub fn name(&self) -> &str {
+        match self {
+            Rule::Threshold(rule) => &rule.name,
+            Rule::LeakyBucket(rule) => &rule.name,
+        }
+    }
+
+    pub fn field(&self) -> Field {
+        match self {
+            Rule::Threshold(rule) => rule.field,
+            Rule::LeakyBucket(rule) => rule.field,
+        }
+    }
+}
+
+/// A threshold rule's windowed counts.
+#[derive(Debug)]
+pub struct ThresholdCounter {
+    requests: u64,
+    window_ms: u64,
+    window_start_ms: Option<u64>,
+    counts: SpaceSaving,
+}
+
+impl ThresholdCounter {
+    pub fn new(rule: &Threshold) -> ThresholdCounter {
+        ThresholdCounter {
+            requests: rule.requests.max(1),
+            window_ms: rule.window_seconds.max(1).saturating_mul(1000),
+            window_start_ms: None,
+            counts: SpaceSaving::new(rule.counters),
+        }
+    }
+
+    /// Counts one request; returns the IP's certain count when it has reached the threshold.
+    /// Every request over the threshold returns it: suppressing repeats is the cool-down's job.
+    pub fn observe(&mut self, now_ms: u64, ip: IpAddr) -> Option<u64> {
+        match self.window_start_ms {
+            Some(start) if now_ms.saturating_sub(start) < self.window_ms => {}
+            Some(start) => {
+                let windows = now_ms.saturating_sub(start) / self.window_ms;
+                self.window_start_ms =
+                    Some(start.saturating_add(windows.saturating_mul(self.window_ms)));
+                self.counts.clear();
+            }
+            None => self.window_start_ms = Some(now_ms),
+        }
+        let certain = self.counts.observe(ip).lower_bound();
+        (certain >= self.requests).then_some(certain)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.counts.memory_bytes()
+            - std::mem::size_of::<SpaceSaving>()
+    }
+
+    pub fn memory_bound_bytes(rule: &Threshold) -> usize {
+        std::mem::size_of::<Self>() + SpaceSaving::memory_bound_bytes(rule.counters)
+            - std::mem::size_of::<SpaceSaving>()
+    }
+}
+
+/// A map of at most `capacity` entries that evicts, when full, the lowest-scored of a few
+/// randomly sampled entries. Insertion and lookup are `O(1)`, and nothing is allocated after
+/// construction.
+#[derive(Debug)]
+pub struct BoundedMap<K, V> {
+    capacity: usize,
+    entries: Vec<(K, V)>,
+    index: HashMap<K, usize, RandomState>,
+    /// The index's capacity as allocated; see [`SpaceSaving::memory_bytes`].
+    index_capacity: usize,
+    rng: SmallRng,
+}
+
+impl<K: Copy + Eq + Hash, V> BoundedMap<K, V> {
+    /// `capacity` is at least one; `seed` drives the eviction sampling.
+    pub fn new(capacity: usize, seed: u64) -> BoundedMap<K, V> {
+        let capacity = capacity.max(1);
+        // Twice the entries so removals' tombstones are cleaned by an in-place rehash rather
+        // than a larger table.
+        let index = HashMap::with_capacity_and_hasher(capacity * 2, RandomState::new());
+        BoundedMap {
+            capacity,
+            entries: Vec::with_capacity(capacity),
+            index_capacity: index.capacity(),
+            index,
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let position = *self.index.get(key)?;
+        self.entries.get_mut(position).map(|(_, value)| value)
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        let position = *self.index.get(key)?;
+        self.entries.get(position).map(|(_, value)| value)
+    }
+
+    /// Inserts `key` (which must be absent), evicting the sampled entry with the lowest
+    /// `score` when full. Returns whether an entry was evicted.
+    pub fn insert_evicting<S: PartialOrd>(
+        &mut self,
+        key: K,
+        value: V,
+        score: impl Fn(&V) -> S,
+    ) -> bool {
+        let mut evicted = false;
+        if self.entries.len() >= self.capacity {
+            let len = self.entries.len();
+            let mut victim: Option<(usize, S)> = None;
+            for _ in 0..EVICTION_SAMPLES.min(len) {
+                let position = self.rng.random_range(0..len);
+                if let Some((_, candidate)) = self.entries.get(position) {
+                    let candidate_score = score(candidate);
+                    if victim
+                        .as_ref()
+                        .is_none_or(|(_, best)| candidate_score < *best)
+                    {
+                        victim = Some((position, candidate_score));
+                    }
+                }
+            }
+            if let Some((position, _)) = victim {
+                self.remove_at(position);
+                evicted = true;
+            }
+        }
+        self.index.insert(key, self.entries.len());
+        self.entries.push((key, value));
+        evicted
+    }
+
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let position = *self.index.get(key)?;
+        self.remove_at(position)
+    }
+
+    fn remove_at(&mut self, position: usize) -> Option<V> {
+        if position >= self.entries.len() {
+            return None;
+        }
+        let (key, value) = self.entries.swap_remove(position);
+        self.index.remove(&key);
+        if let Some((moved, _)) = self.entries.get(position) {
+            self.index.insert(*moved, position);
+        }
+        Some(value)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes held, from the allocations' capacities (the index as in
+    /// [`SpaceSaving::memory_bytes`]).
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.entries.capacity() * std::mem::size_of::<(K, V)>()
+            + hash_table_bytes::<(K, usize)>(self.index_capacity.max(self.index.capacity()))
+    }
+
+    /// Bytes a map of `capacity` entries holds.
+    pub fn memory_bound_bytes(capacity: usize) -> usize {
+        let capacity = capacity.max(1);
+        std::mem::size_of::<Self>()
+            + capacity * std::mem::size_of::<(K, V)>()
+            + hash_table_bytes::<(K, usize)>(capacity * 2)
+    }
+}
+
+/// One request in a bucket's fixed-point level: integer arithmetic keeps overflow decisions
+/// exact and reproducible (a leak rate is honoured to 0.001 requests per second).
+const UNITS_PER_REQUEST: u64 = 1_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bucket {
+    /// Requests held, in [`UNITS_PER_REQUEST`] units, as of `last_ms`.
+    level: u64,
+    last_ms: u64,
+}
+
+impl Bucket {
+    fn level_at(&self, now_ms: u64, leak_units_per_ms: u64) -> u64 {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.level
+            .saturating_sub(elapsed.saturating_mul(leak_units_per_ms))
+    }
+}
+
+/// What a leaky bucket reported for one request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pour {
+    /// The request fit; the bucket now holds this many requests (after leaking).
+    Held(f64),
+    /// The request found the bucket full; the bucket was emptied.
+    Overflow,
+}
+
+/// One leaky-bucket rule's buckets.
+#[derive(Debug)]
+pub struct LeakyBuckets {
+    capacity_units: u64,
+    leak_units_per_ms: u64,
+    buckets: BoundedMap<IpAddr, Bucket>,
+    evictions: u64,
+}
+
+impl LeakyBuckets {
+    pub fn new(rule: &LeakyBucket, seed: u64) -> LeakyBuckets {
+        // requests/s × 10^6 units/request ÷ 1000 ms/s; NaN and negatives become no leak.
+        let leak = (rule.leak_per_second * (UNITS_PER_REQUEST / 1000) as f64).round();
+        let leak_units_per_ms = if leak.is_finite() && leak > 0.0 {
+            leak as u64
+        } else {
+            0
+        };
+        LeakyBuckets {
+            capacity_units: rule.capacity.saturating_mul(UNITS_PER_REQUEST),
+            leak_units_per_ms,
+            buckets: BoundedMap::new(rule.buckets, seed),
+            evictions: 0,
+        }
+    }
+
+    /// Pours one request from `ip` at `now_ms`.
+    pub fn pour(&mut self, now_ms: u64, ip: IpAddr) -> Pour {
+        let leak = self.leak_units_per_ms;
+        let capacity = self.capacity_units;
+        if let Some(bucket) = self.buckets.get_mut(&ip) {
+            let level = bucket.level_at(now_ms, leak);
+            bucket.last_ms = bucket.last_ms.max(now_ms);
+            let poured = level.saturating_add(UNITS_PER_REQUEST);
+            if poured > capacity {
+                bucket.level = 0;
+                return Pour::Overflow;
+            }
+            bucket.level = poured;
+            return Pour::Held(poured as f64 / UNITS_PER_REQUEST as f64);
+        }
+        if capacity < UNITS_PER_REQUEST {
+            return Pour::Overflow;
+        }
+        let fresh = Bucket {
+            level: UNITS_PER_REQUEST,
+            last_ms: now_ms,
+        };
+        // The emptiest bucket is the least likely to overflow soon; among equals the one
+        // idle longest.
+        if self.buckets.insert_evicting(ip, fresh, |bucket| {
+            (bucket.level_at(now_ms, leak), bucket.last_ms)
+        }) {
+            self.evictions = self.evictions.saturating_add(1);
+        }
+        Pour::Held(1.0)
+    }
+
+    /// The requests `ip`'s bucket holds at `now_ms`, if it has one.
+    pub fn level(&self, now_ms: u64, ip: &IpAddr) -> Option<f64> {
+        self.buckets.get(ip).map(|bucket| {
+            bucket.level_at(now_ms, self.leak_units_per_ms) as f64 / UNITS_PER_REQUEST as f64
+        })
+    }
+
+    /// Buckets replaced to make room for new IPs.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() - std::mem::size_of::<BoundedMap<IpAddr, Bucket>>()
+            + self.buckets.memory_bytes()
+    }
+
+    pub fn memory_bound_bytes(rule: &LeakyBucket) -> usize {
+        std::mem::size_of::<Self>() - std::mem::size_of::<BoundedMap<IpAddr, Bucket>>()
+            + BoundedMap::<IpAddr, Bucket>::memory_bound_bytes(rule.buckets)
+    }
+}
+
+/// Who raised an event, for the cool-down key: a rule by position, or a list by position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventSource {
+    Rule(u16),
+    List(u16),
+}
+
+/// One event per (source, IP) per cool-down.
+#[derive(Debug)]
+pub struct Cooldowns {
+    until_ms: BoundedMap<(EventSource, IpAddr), u64>,
+}
+
+impl Cooldowns {
+    pub fn new(capacity: usize, seed: u64) -> Cooldowns {
+        Cooldowns {
+            until_ms: BoundedMap::new(capacity, seed),
+        }
+    }
+
+    /// Whether (source, ip) is still quiet at `now_ms` after an earlier event.
+    pub fn is_cooling_down(&self, now_ms: u64, source: EventSource, ip: IpAddr) -> bool {
+        self.until_ms
+            .get(&(source, ip))
+            .is_some_and(|&until| until > now_ms)
+    }
+
+    /// Starts (source, ip)'s cool-down of `duration_ms` at `now_ms`.
+    pub fn start(&mut self, now_ms: u64, source: EventSource, ip: IpAddr, duration_ms: u64) {
+        let key = (source, ip);
+        let until = now_ms.saturating_add(duration_ms);
+        if let Some(current) = self.until_ms.get_mut(&key) {
+            *current = until;
+            return;
+        }
+        // The entry ending soonest is the cheapest to forget (an ended one costs nothing).
+        self.until_ms.insert_evicting(key, until, |&until| until);
+    }
+
+    pub fn len(&self) -> usize {
+        self.until_ms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.until_ms.is_empty()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.until_ms.memory_bytes()
+    }
+
+    pub fn memory_bound_bytes(capacity: usize) -> usize {
+        BoundedMap::<(EventSource, IpAddr), u64>::memory_bound_bytes(capacity)
+    }
+}
+
+/// A token bucket over all events: `per_second` sustained, bursts of as many. Counted in
+/// thousandths of a token so that refills are exact integers.
+#[derive(Clone, Debug)]
+pub struct EventRateLimiter {
+    /// Thousandths of a token added per millisecond — numerically `per_second`.
+    refill_per_ms: u64,
+    burst: u64,
+    tokens: u64,
+    last_ms: Option<u64>,
+}
+
+const MILLI_TOKENS_PER_EVENT: u64 = 1000;
+
+impl EventRateLimiter {
+    pub fn new(per_second: u64) -> EventRateLimiter {
+        let burst = per_second.saturating_mul(MILLI_TOKENS_PER_EVENT);
+        EventRateLimiter {
+            refill_per_ms: per_second,
+            burst,
+            tokens: burst,
+            last_ms: None,
+        }
+    }
+
+    /// Takes a token if one is left at `now_ms`.
+    pub fn try_acquire(&mut self, now_ms: u64) -> bool {
+        if let Some(last) = self.last_ms {
+            let refill = now_ms
+                .saturating_sub(last)
+                .saturating_mul(self.refill_per_ms);
+            self.tokens = self.tokens.saturating_add(refill).min(self.burst);
+        }
+        self.last_ms = Some(self.last_ms.map_or(now_ms, |last| last.max(now_ms)));
+        if self.tokens >= MILLI_TOKENS_PER_EVENT {
+            self.tokens -= MILLI_TOKENS_PER_EVENT;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn bounded_map_keeps_its_index_consistent_through_evictions() {
+        let mut map: BoundedMap<u32, u32> = BoundedMap::new(8, 7);
+        for key in 0..1000_u32 {
+            map.insert_evicting(key, key % 13, |&v| v);
+            if key % 5 == 0 {
+                map.remove(&(key / 2));
+            }
+            assert!(map.len() <= 8);
+            for (position, (k, _)) in map.entries.iter().enumerate() {
+                assert_eq!(map.index.get(k), Some(&position));
+            }
+            assert_eq!(map.index.len(), map.entries.len());
+        }
+    }
+
+    #[test]
+    fn a_zero_capacity_bucket_overflows_on_every_request() {
+        let rule = LeakyBucket {
+            name: "zero".to_owned(),
+            capacity: 0,
+            leak_per_second: 1.0,
+            field: Field::Original,
+            buckets: 4,
+        };
+        let mut buckets = LeakyBuckets::new(&rule, 1);
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(buckets.pour(0, ip), Pour::Overflow);
+        assert_eq!(buckets.pour(0, ip), Pour::Overflow);
+    }
+
+    #[test]
+    fn rate_limiter_refills_at_its_rate() {
+        let mut limiter = EventRateLimiter::new(2);
+        assert!(limiter.try_acquire(0));
+        assert!(limiter.try_acquire(0));
+        assert!(!limiter.try_acquire(0));
+        assert!(!limiter.try_acquire(499));
+        assert!(limiter.try_acquire(500));
+    }
+}

@@ -1,0 +1,173 @@
+//! Real nginx for the collector tests: the spec's log template verbatim, with nginx's default
+//! escaping, one foreground process whose files all live in a test directory.
+
+use super::{free_port, stop_child, wait_for, DEADLINE};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The log format of the ingress-log spec, verbatim, with nginx's default escaping.
+pub const INGRESS_TEMPLATE: &str = r#"tigera_secure_ee_ingress: {"source_port": $realip_remote_port, "destination_ip": "$server_addr", "destination_port": $server_port, "source_ip": "$realip_remote_addr", "x-forwarded-for": "$http_x_forwarded_for", "x-real-ip": "$http_x_real_ip"}"#;
+
+pub fn nginx_binary() -> PathBuf {
+    let installed = Path::new("/usr/sbin/nginx");
+    if installed.is_file() {
+        return installed.to_owned();
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("nginx not found: run scripts/test.sh, which installs Debian's nginx-light")
+        })
+}
+
+/// nginx as the current user, everything it writes inside `dir`, one process in the
+/// foreground; killed when dropped.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    pub async fn start(dir: &Path, access_log: &Path) -> Nginx {
+        let port = free_port();
+        let d = dir.display();
+        let config = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{
+    worker_connections 64;
+}}
+http {{
+    client_body_temp_path {d}/client_body_temp;
+    proxy_temp_path {d}/proxy_temp;
+    fastcgi_temp_path {d}/fastcgi_temp;
+    uwsgi_temp_path {d}/uwsgi_temp;
+    scgi_temp_path {d}/scgi_temp;
+    log_format ingress '{INGRESS_TEMPLATE}';
+    access_log {log} ingress;
+    keepalive_requests 1000;
+    keepalive_timeout 60s;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            return 200 "ok\n";
+        }}
+    }}
+}}
+"#,
+            log = access_log.display(),
+        );
+        let config_path = dir.join("nginx.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let output = std::fs::File::create(dir.join("nginx.out")).unwrap();
+        let errors = output.try_clone().unwrap();
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&config_path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(output))
+            .stderr(Stdio::from(errors))
+            .spawn()
+            .expect("start nginx");
+        let nginx = Nginx {
+            child,
+            port,
+            dir: dir.to_owned(),
+        };
+        let answering = wait_for(DEADLINE, || async {
+            TcpStream::connect(nginx.addr()).await.is_ok()
+        })
+        .await;
+        assert!(answering, "nginx did not answer:\n{}", nginx.diagnostics());
+        nginx
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn diagnostics(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!(
+            "nginx output:\n{}\nerror.log:\n{}\ningress.log:\n{}",
+            read("nginx.out"),
+            read("error.log"),
+            read("ingress.log")
+        )
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// One client keep-alive connection to nginx.
+pub struct Client {
+    stream: TcpStream,
+    pub local_port: u16,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect to nginx");
+        let local_port = stream.local_addr().unwrap().port();
+        Client { stream, local_port }
+    }
+
+    /// Sends a GET with `headers` written byte for byte (so odd values reach nginx as they are)
+    /// and reads the whole response, keeping the connection open.
+    pub async fn get(&mut self, headers: &[(&str, &str)]) {
+        let mut request = String::from("GET / HTTP/1.1\r\nHost: localhost\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+
+        let mut response = Vec::new();
+        let mut buffer = [0u8; 1024];
+        let complete = loop {
+            if let Some(length) = complete_response_length(&response) {
+                break length;
+            }
+            let read = self.stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "nginx closed the connection mid-response");
+            response.extend_from_slice(&buffer[..read]);
+        };
+        let text = String::from_utf8_lossy(&response[..complete]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("\r\n\r\nok\n"), "{text}");
+    }
+}
+
+/// The length of the first complete response in `bytes` (headers plus Content-Length body).
+fn complete_response_length(bytes: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (head, _) = text.split_once("\r\n\r\n")?;
+    let length: usize = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if name.eq_ignore_ascii_case("content-length") {
+            value.trim().parse().ok()
+        } else {
+            None
+        }
+    })?;
+    let total = head.len() + 4 + length;
+    (bytes.len() >= total).then_some(total)
+}
