@@ -446,7 +446,13 @@ fn target_warnings(settings: &TargetSettings, headers_only: &[IpNet]) -> Vec<Str
     let mut warnings = Vec::new();
     match settings.target {
         TargetKind::Calico if !headers_only.is_empty() => {
-            let listed: Vec<String> = headers_only.iter().map(IpNet::to_string).collect();
+            // Several events may name one address; name it once.
+            let listed: Vec<String> = headers_only
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(IpNet::to_string)
+                .collect();
             warnings.push(format!(
                 "{} seen only in HTTP headers: Calico policy sees the connection's source (the \
                  proxy in front), so these entries take effect only where that address reaches \
