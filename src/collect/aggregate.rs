@@ -195,7 +195,9 @@ struct ConnectionState {
 pub struct Aggregator {
     limits: AggregatorLimits,
     hasher: SketchHasher,
-    index: HashMap<Connection, usize>,
+    /// Looked up once per line, so it hashes with foldhash rather than SipHash; the per-table
+    /// random seed keeps the peer-chosen part of the key (its port) from steering collisions.
+    index: HashMap<Connection, usize, foldhash::fast::RandomState>,
     connections: Vec<ConnectionState>,
     budget: CardinalityBudget,
     http_data_kept: usize,
@@ -214,7 +216,7 @@ impl Aggregator {
         Aggregator {
             limits,
             hasher,
-            index: HashMap::new(),
+            index: HashMap::default(),
             connections: Vec::new(),
             budget: CardinalityBudget::new(limits.max_exact_ips, limits.max_sketches),
             http_data_kept: 0,
@@ -253,7 +255,7 @@ impl Aggregator {
     /// Ends the interval: returns its reports and starts the next one empty.
     pub fn close_interval(&mut self) -> IntervalReport {
         let connections = std::mem::take(&mut self.connections);
-        self.index = HashMap::new();
+        self.index = HashMap::default();
         self.budget = CardinalityBudget::new(self.limits.max_exact_ips, self.limits.max_sketches);
         self.http_data_kept = 0;
         let report = IntervalReport {

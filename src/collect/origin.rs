@@ -15,12 +15,12 @@
 //! - [`ClientIpPolicy::TrustedHops`] — a fixed number of proxies in front of the ingress, the
 //!   way Envoy's `xff_num_trusted_hops` reads them.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::parse::Record;
+use super::parse::{parse_ip, parse_ipv4, Record};
 
 /// The original source of one request, ready to become a Felix `HTTPData`.
 ///
@@ -52,11 +52,8 @@ impl Origin {
     /// The pair of strings Felix's `HTTPData` carries for this origin.
     pub fn http_entry(&self) -> HttpEntry {
         HttpEntry {
-            x_forwarded_for: self
-                .x_forwarded_for
-                .map(|ip| ip.to_string())
-                .unwrap_or_default(),
-            x_real_ip: self.x_real_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            x_forwarded_for: self.x_forwarded_for.map(ip_text).unwrap_or_default(),
+            x_real_ip: self.x_real_ip.map(ip_text).unwrap_or_default(),
         }
     }
 }
@@ -196,7 +193,7 @@ pub fn forwarded_entries(list: &str) -> impl DoubleEndedIterator<Item = &str> {
 /// One header entry as a bare IP: `a.b.c.d`, `a.b.c.d:port`, an IPv6 address, `[v6]` or
 /// `[v6]:port`. Anything else (`unknown`, `_hidden`, a zone index, a hostname) is `None`.
 pub fn parse_client_address(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim_matches([' ', '\t']);
+    let entry = trim_blanks(entry);
     if let Some(bracketed) = entry.strip_prefix('[') {
         let (inside, after) = bracketed.split_once(']')?;
         if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
@@ -204,7 +201,7 @@ pub fn parse_client_address(entry: &str) -> Option<IpAddr> {
         }
         return inside.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
     }
-    if let Ok(ip) = entry.parse::<IpAddr>() {
+    if let Some(ip) = parse_ip(entry.as_bytes()) {
         return Some(ip);
     }
     // An IPv6 address with a port but no brackets is ambiguous, so only IPv4 may carry one.
@@ -212,11 +209,51 @@ pub fn parse_client_address(entry: &str) -> Option<IpAddr> {
     if !is_port(port) {
         return None;
     }
-    host.parse().ok().map(IpAddr::V4)
+    parse_ipv4(host.as_bytes()).map(IpAddr::V4)
+}
+
+/// Strips spaces and tabs from both ends, byte-wise: a header entry is almost always short
+/// ASCII, where a char-pattern trim costs more than the address parse.
+fn trim_blanks(text: &str) -> &str {
+    let is_blank = |byte: &u8| matches!(byte, b' ' | b'\t');
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|byte| !is_blank(byte));
+    let end = bytes.iter().rposition(|byte| !is_blank(byte));
+    match (start, end) {
+        // Both ends sit next to an ASCII byte, so they are character boundaries.
+        (Some(start), Some(end)) => text.get(start..=end).unwrap_or_default(),
+        _ => "",
+    }
 }
 
 fn is_port(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && text.parse::<u16>().is_ok()
+}
+
+/// The text form of an address as `Display` writes it, with IPv4 (nearly every entry) written
+/// directly rather than through the formatting machinery.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => ipv4_text(v4),
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
+fn ipv4_text(ip: Ipv4Addr) -> String {
+    let mut text = String::with_capacity("255.255.255.255".len());
+    for (position, octet) in ip.octets().into_iter().enumerate() {
+        if position > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -257,6 +294,30 @@ mod tests {
         assert_eq!(entries, ["a", "b", "c"]);
         let reversed: Vec<_> = forwarded_entries(" a ,, b,\tc ,").rev().collect();
         assert_eq!(reversed, ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn blanks_are_trimmed_from_both_ends_only() {
+        assert_eq!(trim_blanks(" \t1.2.3.4\t "), "1.2.3.4");
+        assert_eq!(trim_blanks("a b"), "a b");
+        assert_eq!(trim_blanks(" \t "), "");
+        assert_eq!(trim_blanks(""), "");
+        assert_eq!(trim_blanks(" é "), "é");
+    }
+
+    #[test]
+    fn ipv4_text_matches_display_for_every_octet_value() {
+        for octet in 0..=255u8 {
+            for ip in [
+                Ipv4Addr::new(octet, 0, 255, 9),
+                Ipv4Addr::new(10, octet, 99, 100),
+                Ipv4Addr::new(1, 2, octet, octet),
+            ] {
+                assert_eq!(ipv4_text(ip), ip.to_string());
+            }
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_text(v6), "2001:db8::1");
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! protocol they make the field invalid.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
 use memchr::memmem;
@@ -77,12 +77,12 @@ impl Protocol {
         }
     }
 
-    fn from_name(name: &str) -> Option<Protocol> {
-        if name.eq_ignore_ascii_case("tcp") {
+    fn from_name(name: &[u8]) -> Option<Protocol> {
+        if name.eq_ignore_ascii_case(b"tcp") {
             Some(Protocol::Tcp)
-        } else if name.eq_ignore_ascii_case("udp") {
+        } else if name.eq_ignore_ascii_case(b"udp") {
             Some(Protocol::Udp)
-        } else if name.eq_ignore_ascii_case("sctp") {
+        } else if name.eq_ignore_ascii_case(b"sctp") {
             Some(Protocol::Sctp)
         } else {
             None
@@ -189,8 +189,22 @@ impl Malformed {
 /// error is returned.
 pub fn parse_line(line: &[u8]) -> Result<Option<Record<'_>>, Malformed> {
     let mut first_error = None;
-    for marker_start in MARKER_FINDER.find_iter(line).take(MAX_MARKER_ATTEMPTS) {
-        let after_marker = line.get(marker_start + MARKER.len()..).unwrap_or_default();
+    let mut search_from = 0;
+    for _ in 0..MAX_MARKER_ATTEMPTS {
+        let rest = line.get(search_from..).unwrap_or_default();
+        // The controller's template starts the line, and checking that is far cheaper than a
+        // search; it is then also the first occurrence, as the search would have found.
+        let found = if rest.starts_with(MARKER.as_bytes()) {
+            Some(0)
+        } else {
+            MARKER_FINDER.find(rest)
+        };
+        let Some(offset) = found else {
+            break;
+        };
+        // The marker cannot overlap itself, so the next occurrence starts after this one.
+        search_from += offset + MARKER.len();
+        let after_marker = line.get(search_from..).unwrap_or_default();
         match parse_object(after_marker) {
             Ok(record) => return Ok(Some(record)),
             Err(error) => {
@@ -324,49 +338,103 @@ fn build_record<'a>(slots: &Slots<'a>) -> Result<Record<'a>, Malformed> {
     })
 }
 
-fn parse_ip(text: &str) -> Option<IpAddr> {
-    text.parse().ok()
+/// An IPv4 address in dotted-decimal form, accepting exactly what `Ipv4Addr::from_str` accepts
+/// (four decimal octets of one to three digits, no leading zero, nothing else) without its
+/// general-purpose parser: addresses are most of the per-line parsing work.
+pub fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+    if text.len() > "255.255.255.255".len() {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut octet_index = 0;
+    let mut octet_start = 0;
+    // One pass over at most 15 bytes: splitting into fields first costs more than the parse.
+    for (position, &byte) in text.iter().enumerate() {
+        if byte == b'.' {
+            *octets.get_mut(octet_index)? = parse_octet(text.get(octet_start..position)?)?;
+            octet_index += 1;
+            octet_start = position + 1;
+        }
+    }
+    if octet_index != 3 {
+        return None;
+    }
+    octets[3] = parse_octet(text.get(octet_start..)?)?;
+    Some(Ipv4Addr::from(octets))
 }
 
-fn parse_port(text: &str) -> Option<u16> {
-    // `u16::from_str` accepts a leading `+`; a port is digits only.
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        text.parse().ok()
-    } else {
-        None
+/// One to three decimal digits without a leading zero, at most 255.
+fn parse_octet(digits: &[u8]) -> Option<u8> {
+    let digit = |byte: u8| byte.is_ascii_digit().then(|| u16::from(byte - b'0'));
+    let value = match *digits {
+        [only] => digit(only)?,
+        // Octal-looking octets are ambiguous, so std rejects them and so does this.
+        [b'0', ..] => return None,
+        [tens, ones] => digit(tens)? * 10 + digit(ones)?,
+        [hundreds, tens, ones] => digit(hundreds)? * 100 + digit(tens)? * 10 + digit(ones)?,
+        _ => return None,
+    };
+    u8::try_from(value).ok()
+}
+
+/// An IPv4 or IPv6 address, as `IpAddr::from_str` reads it, with the IPv4 fast path first.
+pub fn parse_ip(text: &[u8]) -> Option<IpAddr> {
+    if let Some(v4) = parse_ipv4(text) {
+        return Some(IpAddr::V4(v4));
     }
+    // Every IPv6 text form has a colon; anything else cannot be one.
+    if !text.contains(&b':') {
+        return None;
+    }
+    std::str::from_utf8(text)
+        .ok()?
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
+}
+
+/// A port: decimal digits only (`u16::from_str` would also take a leading `+`), leading zeros
+/// allowed, at most 65535.
+fn parse_port(text: &[u8]) -> Option<u16> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0u16, |value, &byte| {
+        let digit = char::from(byte).to_digit(10)?;
+        value
+            .checked_mul(10)?
+            .checked_add(u16::try_from(digit).ok()?)
+    })
 }
 
 fn required<T>(
     slots: &Slots<'_>,
     field: Field,
-    convert: impl Fn(&str) -> Option<T>,
+    convert: impl Fn(&[u8]) -> Option<T>,
 ) -> Result<T, Malformed> {
     scalar(slots, field, convert)?.ok_or(Malformed::MissingField(field.name()))
 }
 
 /// Decodes a short field (address, port, protocol): `Ok(None)` when it is absent or holds no
 /// value.
+///
+/// The converters work on bytes: every valid address, port or protocol is ASCII, so bytes that
+/// are not UTF-8 make the field invalid just as a failed UTF-8 check would.
 fn scalar<T>(
     slots: &Slots<'_>,
     field: Field,
-    convert: impl Fn(&str) -> Option<T>,
+    convert: impl Fn(&[u8]) -> Option<T>,
 ) -> Result<Option<T>, Malformed> {
     let invalid = Malformed::InvalidField(field.name());
-    let text = match slots.get(field) {
+    let bytes = match slots.get(field) {
         None => return Ok(None),
         Some(RawValue::Nested) => return Err(invalid),
         Some(value) => match decode_value(value, MAX_SCALAR_BYTES).map_err(|_| invalid)? {
             None => return Ok(None),
-            Some(bytes) => match bytes {
-                Cow::Borrowed(bytes) => {
-                    Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| invalid)?)
-                }
-                Cow::Owned(bytes) => Cow::Owned(String::from_utf8(bytes).map_err(|_| invalid)?),
-            },
+            Some(bytes) => bytes,
         },
     };
-    convert(&text).map(Some).ok_or(invalid)
+    convert(&bytes).map(Some).ok_or(invalid)
 }
 
 /// Decodes a header field, replacing bytes that are not UTF-8 rather than rejecting the line.
@@ -382,7 +450,11 @@ fn header<'a>(slots: &Slots<'a>, field: Field) -> Result<Option<Cow<'a, str>>, M
         },
     };
     Ok(Some(match bytes {
-        Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
+        // Valid UTF-8 (nearly always plain ASCII) is checked much faster than it is repaired.
+        Cow::Borrowed(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        },
         Cow::Owned(bytes) => match String::from_utf8(bytes) {
             Ok(text) => Cow::Owned(text),
             Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
@@ -714,6 +786,98 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// `parse_ip` and `parse_port` must accept exactly what the std parsers they replace accept.
+    fn std_ip(text: &[u8]) -> Option<IpAddr> {
+        std::str::from_utf8(text).ok()?.parse().ok()
+    }
+
+    fn std_port(text: &[u8]) -> Option<u16> {
+        let text = std::str::from_utf8(text).ok()?;
+        if text.bytes().all(|b| b.is_ascii_digit()) {
+            text.parse().ok()
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn address_and_port_parsers_agree_with_std_on_edge_cases() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"0.0.0.0",
+            b"255.255.255.255",
+            b"256.0.0.1",
+            b"1.2.3",
+            b"1.2.3.4.",
+            b".1.2.3.4",
+            b"1..2.3",
+            b"01.2.3.4",
+            b"1.2.3.00",
+            b"1.2.3.0",
+            b"1.2.3.1000",
+            b"0001.2.3.4",
+            b"1.2.3.4 ",
+            b"+1.2.3.4",
+            b"1.2.3.-4",
+            b"1.2.3.4:80",
+            b"::",
+            b"::1",
+            b"::ffff:1.2.3.4",
+            b"2001:db8::1",
+            b"fe80::1%eth0",
+            b"1.2.3.\xff",
+            b"\xff",
+            b"65535",
+            b"65536",
+            b"0080",
+            b"00000000000443",
+            b"+80",
+            b"-1",
+            b"\xd9\xa3",
+        ];
+        for &case in cases {
+            assert_eq!(parse_ip(case), std_ip(case), "{case:?}");
+            assert_eq!(parse_port(case), std_port(case), "{case:?}");
+        }
+        // Non-ASCII digits (Arabic-Indic three) are not digits to either parser.
+        assert_eq!(parse_ip("1.2.3.\u{663}".as_bytes()), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn address_and_port_parsers_agree_with_std(
+            text in proptest::collection::vec(
+                proptest::sample::select(&b"0123456789.:abf%[] \xff"[..]),
+                0..20,
+            )
+        ) {
+            proptest::prop_assert_eq!(parse_ip(&text), std_ip(&text));
+            proptest::prop_assert_eq!(parse_port(&text), std_port(&text));
+        }
+
+        #[test]
+        fn dotted_quads_agree_with_std(
+            octets in proptest::collection::vec("[0-9]{0,4}", 3..6)
+        ) {
+            let text = octets.join(".");
+            proptest::prop_assert_eq!(parse_ip(text.as_bytes()), std_ip(text.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn later_markers_are_tried_when_the_first_fails() {
+        let good = line(ADDRESSES);
+        let text = format!("{MARKER} garbage {good}");
+        assert_eq!(parse_ok(&text).destination_port, 2);
+        let text = format!("GET /{MARKER}{{ {good}");
+        assert_eq!(parse_ok(&text).destination_port, 2);
+        let text = format!("{MARKER}x {MARKER} {{\"source_ip\": 1}}");
+        assert_eq!(parse_line(text.as_bytes()), Err(Malformed::NoJsonObject));
+        let text = format!("{0}1 {0}2 {0}3 {0}4 {good}", MARKER);
+        assert_eq!(parse_line(text.as_bytes()), Err(Malformed::NoJsonObject));
+        assert_eq!(parse_line(b"no marker here"), Ok(None));
     }
 
     #[test]
