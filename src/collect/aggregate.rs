@@ -17,7 +17,7 @@
 //!   [`IntervalReport::dropped_records`] and otherwise ignored;
 //! - `max_exact_ips` exactly stored IPs over all connections, and at most
 //!   `exact_distinct_per_connection` on one connection. A connection outgrowing its bound, or
-//!   needing room when the shared pool is empty, is switched to a HyperLogLog++ sketch (≈ 0.81 %
+//!   needing room when the shared pool is empty, is switched to a HyperLogLog sketch (≈ 0.81 %
 //!   standard error, see [`super::cardinality`]); when the pool is empty the largest exact
 //!   connection is switched first, since that frees the most room per sketch;
 //! - `max_sketches` sketches — past that, a connection keeps the count it has and reports it as
