@@ -14,14 +14,18 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, Config};
+use kube::Client;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "control_plane_harness/mod.rs"]
+mod harness;
+
+use harness::ControlPlane;
 
 const ESTABLISH_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -29,98 +33,22 @@ fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn scripts_dir() -> PathBuf {
-    manifest_dir().join("tests/control-plane")
-}
-
-fn run_script(name: &str, args: &[&Path]) -> Output {
-    Command::new(scripts_dir().join(name))
+/// Runs `ingress-tap block ARGS` against `control_plane`; returns stderr.
+fn block(control_plane: &ControlPlane, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+        .arg("block")
         .args(args)
-        .env("INGRESS_TAP_CP_OWNER_PID", std::process::id().to_string())
+        .env("KUBECONFIG", control_plane.kubeconfig())
         .output()
-        .unwrap_or_else(|error| panic!("cannot run tests/control-plane/{name}: {error}"))
-}
-
-fn tail(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// A running control plane, stopped when dropped (also when an assertion fails).
-struct ControlPlane {
-    dir: tempfile::TempDir,
-}
-
-impl ControlPlane {
-    fn start() -> Self {
-        let build = run_script("build.sh", &[]);
-        assert!(
-            build.status.success(),
-            "the loopback control plane cannot be provided: build.sh failed:\n{}",
-            tail(&build.stderr)
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("block-apply-")
-            .tempdir()
-            .unwrap();
-        let control_plane = ControlPlane { dir };
-        let up = run_script("up.sh", &[control_plane.dir.path()]);
-        assert!(up.status.success(), "up.sh failed:\n{}", tail(&up.stderr));
-        control_plane
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-
-    fn create_namespace(&self, name: &str) {
-        let output = Command::new(scripts_dir().join("namespace.sh"))
-            .arg(self.dir.path())
-            .arg(name)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "namespace.sh {name}: {}",
-            tail(&output.stderr)
-        );
-    }
-
-    async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).unwrap();
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .unwrap();
-        Client::try_from(config).unwrap()
-    }
-
-    /// Runs `ingress-tap block ARGS` against this cluster; returns stderr.
-    fn block(&self, args: &[&str]) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
-            .arg("block")
-            .args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "block {args:?} failed:\n{stderr}");
-        assert!(
-            output.stdout.is_empty(),
-            "--apply must not print objects: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        stderr
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let down = run_script("down.sh", &[self.dir.path()]);
-        if !down.status.success() {
-            eprintln!("down.sh failed: {}", tail(&down.stderr));
-        }
-    }
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "block {args:?} failed:\n{stderr}");
+    assert!(
+        output.stdout.is_empty(),
+        "--apply must not print objects: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    stderr
 }
 
 fn fixture_crd(file: &str) -> Value {
@@ -238,17 +166,20 @@ async fn apply_creates_reruns_without_change_and_prunes() {
     install_crds(&client).await;
 
     // ---- calico: create, no-change re-run, dry run, prune
-    let first = control_plane.block(&[
-        "--target",
-        "calico",
-        "--apply",
-        "--now",
-        "2026-01-01T10:00:00Z",
-        "--ttl",
-        "1h",
-        "203.0.113.7",
-        "198.51.100.0/24",
-    ]);
+    let first = block(
+        &control_plane,
+        &[
+            "--target",
+            "calico",
+            "--apply",
+            "--now",
+            "2026-01-01T10:00:00Z",
+            "--ttl",
+            "1h",
+            "203.0.113.7",
+            "198.51.100.0/24",
+        ],
+    );
     assert!(first.contains("applied"), "{first}");
     assert_eq!(
         network_set_nets(&client).await,
@@ -256,17 +187,20 @@ async fn apply_creates_reruns_without_change_and_prunes() {
     );
     let created = calico_versions(&client).await;
 
-    let again = control_plane.block(&[
-        "--target",
-        "calico",
-        "--apply",
-        "--now",
-        "2026-01-01T10:00:00Z",
-        "--ttl",
-        "1h",
-        "203.0.113.7",
-        "198.51.100.0/24",
-    ]);
+    let again = block(
+        &control_plane,
+        &[
+            "--target",
+            "calico",
+            "--apply",
+            "--now",
+            "2026-01-01T10:00:00Z",
+            "--ttl",
+            "1h",
+            "203.0.113.7",
+            "198.51.100.0/24",
+        ],
+    );
     assert!(
         !again.contains("applied"),
         "re-run applied something:\n{again}"
@@ -277,16 +211,19 @@ async fn apply_creates_reruns_without_change_and_prunes() {
         "a re-run changed objects"
     );
 
-    let dry = control_plane.block(&[
-        "--target",
-        "calico",
-        "--apply",
-        "--dry-run",
-        "server",
-        "--now",
-        "2026-01-01T10:10:00Z",
-        "192.0.2.44",
-    ]);
+    let dry = block(
+        &control_plane,
+        &[
+            "--target",
+            "calico",
+            "--apply",
+            "--dry-run",
+            "server",
+            "--now",
+            "2026-01-01T10:10:00Z",
+            "192.0.2.44",
+        ],
+    );
     assert!(dry.contains("dry run"), "{dry}");
     assert_eq!(
         calico_versions(&client).await,
@@ -295,22 +232,28 @@ async fn apply_creates_reruns_without_change_and_prunes() {
     );
 
     // 30 minutes on, 203.0.113.7 offends again for 4h; at 12:00 the rest has expired.
-    control_plane.block(&[
-        "--target",
-        "calico",
-        "--apply",
-        "--now",
-        "2026-01-01T10:30:00Z",
-        "203.0.113.7",
-    ]);
-    let pruned = control_plane.block(&[
-        "--target",
-        "calico",
-        "--apply",
-        "--prune",
-        "--now",
-        "2026-01-01T12:00:00Z",
-    ]);
+    block(
+        &control_plane,
+        &[
+            "--target",
+            "calico",
+            "--apply",
+            "--now",
+            "2026-01-01T10:30:00Z",
+            "203.0.113.7",
+        ],
+    );
+    let pruned = block(
+        &control_plane,
+        &[
+            "--target",
+            "calico",
+            "--apply",
+            "--prune",
+            "--now",
+            "2026-01-01T12:00:00Z",
+        ],
+    );
     assert!(pruned.contains("prune 198.51.100.0/24"), "{pruned}");
     assert_eq!(network_set_nets(&client).await, ["203.0.113.7/32"]);
 
@@ -327,16 +270,19 @@ async fn apply_creates_reruns_without_change_and_prunes() {
         .create(&PostParams::default(), &configmap)
         .await
         .unwrap();
-    control_plane.block(&[
-        "--target",
-        "ingress-nginx",
-        "--apply",
-        "--now",
-        "2026-01-01T10:00:00Z",
-        "--trusted-proxy",
-        "192.0.2.0/28",
-        "203.0.113.7",
-    ]);
+    block(
+        &control_plane,
+        &[
+            "--target",
+            "ingress-nginx",
+            "--apply",
+            "--now",
+            "2026-01-01T10:00:00Z",
+            "--trusted-proxy",
+            "192.0.2.0/28",
+            "203.0.113.7",
+        ],
+    );
     let data = configmaps
         .get("ingress-nginx-controller")
         .await
@@ -358,16 +304,19 @@ async fn apply_creates_reruns_without_change_and_prunes() {
 
     // ---- nginx-inc: the Policy under NGINX Inc's published CRD
     control_plane.create_namespace("web");
-    control_plane.block(&[
-        "--target",
-        "nginx-inc",
-        "--namespace",
-        "web",
-        "--apply",
-        "--now",
-        "2026-01-01T10:00:00Z",
-        "203.0.113.7",
-    ]);
+    block(
+        &control_plane,
+        &[
+            "--target",
+            "nginx-inc",
+            "--namespace",
+            "web",
+            "--apply",
+            "--now",
+            "2026-01-01T10:00:00Z",
+            "203.0.113.7",
+        ],
+    );
     let policy = dynamic(
         &client,
         "k8s.nginx.org",

@@ -10,108 +10,23 @@
 //! reuse the cache. When the binaries cannot be provided the test fails with the reason, it
 //! never skips.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+
+#[path = "control_plane_harness/mod.rs"]
+mod harness;
+
+use harness::ControlPlane;
 
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// Controllers work through informers and retries with backoff; a minute is ample on a busy
 /// two-core machine and still fails a broken setup in reasonable time.
 const CONTROLLER_DEADLINE: Duration = Duration::from_secs(90);
-
-fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/control-plane")
-}
-
-fn run_script(name: &str, args: &[&Path]) -> Output {
-    Command::new(scripts_dir().join(name))
-        .args(args)
-        .env("INGRESS_TAP_CP_OWNER_PID", std::process::id().to_string())
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run tests/control-plane/{name}: {error}"))
-}
-
-fn tail(bytes: &[u8], lines: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Owns a running control plane; dropping it stops every process, also when an assertion
-/// panics halfway through the test.
-struct ControlPlane {
-    dir: tempfile::TempDir,
-}
-
-impl ControlPlane {
-    fn start() -> Self {
-        let build = run_script("build.sh", &[]);
-        assert!(
-            build.status.success(),
-            "the loopback control plane cannot be provided: build.sh failed ({}):\n{}",
-            build.status,
-            tail(&build.stderr, 60)
-        );
-
-        let dir = tempfile::Builder::new()
-            .prefix("control-plane-")
-            .tempdir()
-            .expect("temp dir for the control plane");
-        // The guard exists before up.sh runs so that a partial start is stopped as well.
-        let control_plane = ControlPlane { dir };
-        let up = run_script("up.sh", &[control_plane.dir.path()]);
-        assert!(
-            up.status.success(),
-            "up.sh failed ({}):\n{}",
-            up.status,
-            tail(&up.stderr, 60)
-        );
-        control_plane
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    fn create_namespace(&self, name: &str) {
-        let output = Command::new(scripts_dir().join("namespace.sh"))
-            .arg(self.dir.path())
-            .arg(name)
-            .output()
-            .expect("run namespace.sh");
-        assert!(
-            output.status.success(),
-            "namespace.sh {name} failed: {}",
-            tail(&output.stderr, 20)
-        );
-    }
-
-    async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.path("kubeconfig")).expect("read kubeconfig");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("client config from the written kubeconfig");
-        Client::try_from(config).expect("kube client")
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let down = run_script("down.sh", &[self.dir.path()]);
-        if !down.status.success() {
-            // Panicking inside drop during an unwind would abort and hide the first failure.
-            eprintln!("down.sh failed: {}", tail(&down.stderr, 20));
-        }
-    }
-}
 
 fn deployment(name: &str) -> Deployment {
     let labels = std::collections::BTreeMap::from([("app".to_owned(), name.to_owned())]);
