@@ -3,16 +3,36 @@
 //! The pod is handed to the injection engine as the raw JSON the API server sent, not as a
 //! re-serialised typed object, because the JSON patch is applied by the API server to exactly
 //! that JSON: a field this build's types do not know must neither vanish nor shift a path.
+//!
+//! Every review costs the API server time in the pod creation path, so a well-formed review
+//! takes a single pass over the body: the envelope is read into typed form with the pod kept
+//! as raw text, and the engine reads from that text only the parts it decides on, without
+//! building a tree of the whole pod. Anything that pass does not accept as a plain, well-formed
+//! review (a syntax error, a missing field, a repeated key, an array where an object belongs)
+//! goes through the general path instead, which parses the body as a JSON tree and is the one
+//! that says what is wrong: one implementation decides every 400 and its reason.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use crate::inject::{self, Decision, InjectConfig};
 use base64::Engine;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, Status};
+use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use kube::core::{DynamicObject, GroupVersionKind, GroupVersionResource};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The API versions of AdmissionReview this webhook answers. v1beta1 has the same shape and
 /// is still sent by configurations that list it.
 const REVIEW_API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// The `kind` of the review documents, in and out.
+const REVIEW_KIND: &str = "AdmissionReview";
 
 /// A request that is not a usable AdmissionReview: answered with HTTP 400 and this text.
 #[derive(Debug, thiserror::Error)]
@@ -65,15 +85,276 @@ pub struct Answer {
     pub body: Vec<u8>,
     /// What was decided.
     pub outcome: Outcome,
-    /// The request's uid, namespace and name (or generateName) for the log line.
+    /// The request's uid and namespace, for the log line.
     pub uid: String,
     pub namespace: String,
-    pub name: String,
     pub dry_run: bool,
+    pod_name: PodName,
+}
+
+impl Answer {
+    /// The pod's name, else its `generateName` (what the API server sends for pods of a
+    /// workload), else the request's name.
+    pub fn pod_name(&self) -> String {
+        match &self.pod_name {
+            PodName::Known(name) => name.clone(),
+            PodName::InObject {
+                object,
+                request_name,
+            } => ObjectNames::deserialize(&**object)
+                .ok()
+                .and_then(ObjectNames::best)
+                .unwrap_or_else(|| request_name.clone()),
+        }
+    }
+}
+
+/// Only log lines need the pod's name: a copy of the object's text is cheaper than reading
+/// the name out of it for every review.
+#[derive(Debug)]
+enum PodName {
+    Known(String),
+    InObject {
+        object: Box<RawValue>,
+        request_name: String,
+    },
 }
 
 /// Reviews one request body against `config`.
 pub fn review(body: &[u8], config: &InjectConfig) -> Result<Answer, ReviewError> {
+    match PlainReview::read(body) {
+        Some(plain) => plain.answer(config),
+        None => review_tree(body, config),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The single pass
+
+/// A review as the API server sends it, read in one pass with the pod left as text.
+///
+/// Field for field the same types as kube's `AdmissionReview`/`AdmissionRequest` (so the same
+/// values are refused), except that the object stays raw and the fields the answer does not
+/// use are checked and dropped.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewText<'body> {
+    #[serde(borrow)]
+    api_version: Option<Cow<'body, str>>,
+    #[serde(borrow)]
+    kind: Option<Cow<'body, str>>,
+    #[serde(borrow, default, deserialize_with = "object_only")]
+    request: Option<RequestText<'body>>,
+    /// A request never carries one; when one is there, the general path checks it.
+    response: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[expect(
+    dead_code,
+    reason = "the `Checked` fields are read only to refuse what kube's AdmissionRequest refuses"
+)]
+struct RequestText<'body> {
+    uid: String,
+    kind: GroupVersionKind,
+    resource: Checked<GroupVersionResource>,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    request_kind: Checked<Option<GroupVersionKind>>,
+    #[serde(default)]
+    request_resource: Checked<Option<GroupVersionResource>>,
+    #[serde(default)]
+    request_sub_resource: Checked<Option<String>>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    user_info: Checked<UserInfo>,
+    #[serde(borrow)]
+    object: Option<&'body RawValue>,
+    old_object: Checked<Option<DynamicObject>>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    options: Checked<Option<RawExtension>>,
+}
+
+/// A field read as `T` (so a value `T` refuses is refused here too) and then dropped.
+struct Checked<T>(PhantomData<T>);
+
+impl<T> Default for Checked<T> {
+    fn default() -> Self {
+        Checked(PhantomData)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(|_| Checked(PhantomData))
+    }
+}
+
+/// Reads an optional `T` from a JSON object only. Derived structs also accept an array of
+/// their fields in order, which the general path reads differently; refusing it here sends
+/// such a body there.
+fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct OptionalObject<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for OptionalObject<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a JSON object or null")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer
+                .deserialize_map(ObjectFields(PhantomData))
+                .map(Some)
+        }
+    }
+
+    deserializer.deserialize_option(OptionalObject(PhantomData))
+}
+
+/// Hands a JSON object's fields to `T`'s own deserialisation.
+struct ObjectFields<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectFields<T> {
+    type Value = T;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+/// A review the single pass accepted: a known kind and version, and a request.
+struct PlainReview<'body> {
+    api_version: Cow<'body, str>,
+    request: RequestText<'body>,
+}
+
+impl<'body> PlainReview<'body> {
+    /// The review, when `body` is a plain well-formed one; `None` sends it to the general path.
+    fn read(body: &'body [u8]) -> Option<Self> {
+        // Checked once for the whole body: the pass below skips what it does not read without
+        // validating it as text, and the general path refuses invalid UTF-8 anywhere.
+        let text = std::str::from_utf8(body).ok()?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let review: ReviewText<'body> = (&mut deserializer)
+            .deserialize_map(ObjectFields(PhantomData))
+            .ok()?;
+        deserializer.end().ok()?;
+        let ReviewText {
+            api_version: Some(api_version),
+            kind: Some(kind),
+            request: Some(request),
+            response: None,
+        } = review
+        else {
+            return None;
+        };
+        let known = kind == REVIEW_KIND && REVIEW_API_VERSIONS.contains(&api_version.as_ref());
+        known.then_some(PlainReview {
+            api_version,
+            request,
+        })
+    }
+
+    fn answer(self, config: &InjectConfig) -> Result<Answer, ReviewError> {
+        let request = self.request;
+        let facts = RequestFacts {
+            kind: &request.kind,
+            operation: &request.operation,
+            sub_resource: request.sub_resource.as_deref(),
+        };
+        let (outcome, verdict) = decide(&facts, request.object.map(PodObject::Text), config)?;
+        let body = serialise(&self.api_version, &request.uid, &verdict)?;
+        let pod_name = match request.object {
+            Some(object) => PodName::InObject {
+                object: object.to_owned(),
+                request_name: request.name,
+            },
+            None => PodName::Known(request.name),
+        };
+        Ok(Answer {
+            body,
+            outcome,
+            uid: request.uid,
+            namespace: request.namespace.unwrap_or_default(),
+            dry_run: request.dry_run,
+            pod_name,
+        })
+    }
+}
+
+/// The names a pod may carry, read from its text for a log line.
+#[derive(Default)]
+struct ObjectNames {
+    metadata: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for ObjectNames {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NamesVisitor;
+
+        impl<'de> Visitor<'de> for NamesVisitor {
+            type Value = ObjectNames;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectNames, A::Error> {
+                let mut names = ObjectNames::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "metadata" {
+                        names.metadata = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(names)
+            }
+        }
+
+        deserializer.deserialize_map(NamesVisitor)
+    }
+}
+
+impl ObjectNames {
+    /// `metadata.name` when present (even when not a string), else `metadata.generateName`.
+    fn best(self) -> Option<String> {
+        let metadata = self.metadata?;
+        let name = metadata.get("name").or(metadata.get("generateName"));
+        name.and_then(Value::as_str).map(str::to_owned)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The general path
+
+/// Reviews a body the single pass did not accept: parsed whole as a JSON tree, checked step by
+/// step, and refused with the first thing that is wrong.
+fn review_tree(body: &[u8], config: &InjectConfig) -> Result<Answer, ReviewError> {
     let mut document: Value = serde_json::from_slice(body).map_err(ReviewError::NotJson)?;
     check_type(&document)?;
     // Keep the object exactly as sent, and parse only the envelope into typed form.
@@ -87,8 +368,13 @@ pub fn review(body: &[u8], config: &InjectConfig) -> Result<Answer, ReviewError>
     let request: AdmissionRequest<DynamicObject> =
         review.try_into().map_err(|_| ReviewError::NoRequest)?;
 
-    let (outcome, response) = decide(&request, object.as_ref(), config)?;
-    let body = serialise(response)?;
+    let facts = RequestFacts {
+        kind: &request.kind,
+        operation: &request.operation,
+        sub_resource: request.sub_resource.as_deref(),
+    };
+    let (outcome, verdict) = decide(&facts, object.as_ref().map(PodObject::Tree), config)?;
+    let body = serialise(&request.types.api_version, &request.uid, &verdict)?;
     let name = object
         .as_ref()
         .and_then(|o| {
@@ -103,24 +389,9 @@ pub fn review(body: &[u8], config: &InjectConfig) -> Result<Answer, ReviewError>
         outcome,
         uid: request.uid,
         namespace: request.namespace.unwrap_or_default(),
-        name,
         dry_run: request.dry_run,
+        pod_name: PodName::Known(name),
     })
-}
-
-/// Serialises the answer with the patch base64-encoded, as the API server's `[]byte` field
-/// is written on the wire (kube-core writes the bytes as a JSON array of numbers).
-fn serialise(mut response: AdmissionResponse) -> Result<Vec<u8>, ReviewError> {
-    let patch = response.patch.take();
-    let mut review = serde_json::to_value(response.into_review())
-        .map_err(|err| ReviewError::NotAdmissionReview(err.to_string()))?;
-    if let (Some(patch), Some(fields)) = (patch, review["response"].as_object_mut()) {
-        fields.insert(
-            "patch".into(),
-            Value::String(base64::engine::general_purpose::STANDARD.encode(patch)),
-        );
-    }
-    serde_json::to_vec(&review).map_err(|err| ReviewError::NotAdmissionReview(err.to_string()))
 }
 
 fn check_type(document: &Value) -> Result<(), ReviewError> {
@@ -131,9 +402,9 @@ fn check_type(document: &Value) -> Result<(), ReviewError> {
     };
     let kind = fields.get("kind").and_then(Value::as_str);
     let api_version = fields.get("apiVersion").and_then(Value::as_str);
-    if kind != Some("AdmissionReview") {
+    if kind != Some(REVIEW_KIND) {
         return Err(ReviewError::NotAdmissionReview(format!(
-            "kind is {kind:?}, expected \"AdmissionReview\""
+            "kind is {kind:?}, expected \"{REVIEW_KIND}\""
         )));
     }
     match api_version {
@@ -150,48 +421,420 @@ fn check_type(document: &Value) -> Result<(), ReviewError> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Deciding and answering
+
+/// What the decision needs from the request, whichever path read it.
+struct RequestFacts<'request> {
+    kind: &'request GroupVersionKind,
+    operation: &'request Operation,
+    sub_resource: Option<&'request str>,
+}
+
+/// The answer before serialisation.
+enum Verdict {
+    Allow,
+    /// Allow with this JSON patch, as the quoted base64 string the answer carries.
+    Patch(Box<RawValue>),
+    Deny {
+        message: String,
+        reason: &'static str,
+    },
+}
+
+/// The pod as the path that read the review holds it.
+#[derive(Clone, Copy)]
+enum PodObject<'a> {
+    Text(&'a RawValue),
+    Tree(&'a Value),
+}
+
 fn decide(
-    request: &AdmissionRequest<DynamicObject>,
-    object: Option<&Value>,
+    request: &RequestFacts<'_>,
+    object: Option<PodObject<'_>>,
     config: &InjectConfig,
-) -> Result<(Outcome, AdmissionResponse), ReviewError> {
-    let response = AdmissionResponse::from(request);
+) -> Result<(Outcome, Verdict), ReviewError> {
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
     if !is_pod {
-        return Ok((Outcome::Skipped("not_a_pod"), response));
+        return Ok((Outcome::Skipped("not_a_pod"), Verdict::Allow));
     }
-    if request.operation != Operation::Create {
-        return Ok((Outcome::Skipped("not_a_create"), response));
+    if *request.operation != Operation::Create {
+        return Ok((Outcome::Skipped("not_a_create"), Verdict::Allow));
     }
-    if request
-        .sub_resource
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Ok((Outcome::Skipped("subresource"), response));
+    if request.sub_resource.is_some_and(|s| !s.is_empty()) {
+        return Ok((Outcome::Skipped("subresource"), Verdict::Allow));
     }
     let object = object.ok_or(ReviewError::NoObject)?;
     // A dry run is answered exactly like a real one: the webhook has no side effects.
-    Ok(match inject::decide(object, config) {
-        Decision::Inject { patch } => match response.clone().with_patch(patch) {
-            Ok(response) => (Outcome::Injected, response),
+    let decision = match object {
+        PodObject::Text(text) => inject::decide(text, config),
+        PodObject::Tree(tree) => inject::decide(tree, config),
+    };
+    Ok(match decision {
+        Decision::Inject { patch } => match encode_patch(&patch) {
+            Ok(patch) => (Outcome::Injected, Verdict::Patch(patch)),
             Err(err) => (
                 Outcome::Denied("patch_serialisation"),
-                deny(response, "patch_serialisation", &err.to_string()),
+                deny(
+                    "patch_serialisation",
+                    &format!("failed to serialize patch: {err}"),
+                ),
             ),
         },
-        Decision::Skip(reason) => (Outcome::Skipped(reason.as_str()), response),
+        Decision::Skip(reason) => (Outcome::Skipped(reason.as_str()), Verdict::Allow),
         Decision::Deny(reason) => (
             Outcome::Denied(reason.as_str()),
-            deny(response, reason.as_str(), &reason.message()),
+            deny(reason.as_str(), &reason.message()),
         ),
     })
 }
 
-fn deny(response: AdmissionResponse, reason: &str, message: &str) -> AdmissionResponse {
-    let message = format!("ingress-tap: {message}");
-    let mut response = response.deny(&message);
+/// The patch as JSON, then base64 in quotes: the `patch` member of the answer, ready to be
+/// written as is (base64 never needs escaping, and escaping the largest string of the answer
+/// character by character is not free).
+fn encode_patch(patch: &json_patch::Patch) -> serde_json::Result<Box<RawValue>> {
+    const USUAL_PATCH_SIZE: usize = 4096;
+    let mut json = Vec::with_capacity(USUAL_PATCH_SIZE);
+    serde_json::to_writer(&mut json, patch)?;
+    let mut text = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
+    text.push('"');
+    base64::engine::general_purpose::STANDARD.encode_string(&json, &mut text);
+    text.push('"');
+    RawValue::from_string(text)
+}
+
+fn deny(reason: &'static str, message: &str) -> Verdict {
     // The message reaches the user who created the pod; the reason code is for machines.
-    response.result = Status::failure(&message, &format!("Forbidden/{reason}")).with_code(403);
-    response
+    Verdict::Deny {
+        message: format!("ingress-tap: {message}"),
+        reason,
+    }
+}
+
+/// The response AdmissionReview on the wire, written straight from borrowed parts. Members are
+/// in sorted order, as a JSON tree of the same answer writes them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewAnswer<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    response: ResponseAnswer<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseAnswer<'a> {
+    allowed: bool,
+    /// Base64, as the API server's `[]byte` field is written on the wire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    status: StatusAnswer<'a>,
+    uid: &'a str,
+}
+
+/// A `metav1.Status`: empty when allowed.
+#[derive(Serialize, Default)]
+struct StatusAnswer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+}
+
+fn serialise(api_version: &str, uid: &str, verdict: &Verdict) -> Result<Vec<u8>, ReviewError> {
+    let reason;
+    let response = match verdict {
+        Verdict::Allow => ResponseAnswer {
+            allowed: true,
+            patch: None,
+            patch_type: None,
+            status: StatusAnswer::default(),
+            uid,
+        },
+        Verdict::Patch(patch) => ResponseAnswer {
+            allowed: true,
+            patch: Some(patch),
+            patch_type: Some("JSONPatch"),
+            status: StatusAnswer::default(),
+            uid,
+        },
+        Verdict::Deny {
+            message,
+            reason: code,
+        } => {
+            reason = format!("Forbidden/{code}");
+            ResponseAnswer {
+                allowed: false,
+                patch: None,
+                patch_type: None,
+                status: StatusAnswer {
+                    code: Some(403),
+                    message: Some(message),
+                    reason: Some(&reason),
+                    status: Some("Failure"),
+                },
+                uid,
+            }
+        }
+    };
+    let review = ReviewAnswer {
+        api_version,
+        kind: REVIEW_KIND,
+        response,
+    };
+    let patch_size = review
+        .response
+        .patch
+        .as_ref()
+        .map_or(0, |patch| patch.get().len());
+    let mut body = Vec::with_capacity(ANSWER_SIZE_WITHOUT_PATCH + patch_size);
+    serde_json::to_writer(&mut body, &review)
+        .map_err(|err| ReviewError::NotAdmissionReview(err.to_string()))?;
+    Ok(body)
+}
+
+/// Room for everything of an answer but the patch (a denial's message included), so the body
+/// is written without growing.
+const ANSWER_SIZE_WITHOUT_PATCH: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::admission::AdmissionResponse;
+    use kube::core::Status;
+    use serde_json::json;
+
+    fn sample() -> Value {
+        serde_json::from_str(crate::admission::dev::SAMPLE_REVIEW).unwrap()
+    }
+
+    fn body(review: &Value) -> Vec<u8> {
+        serde_json::to_vec(review).unwrap()
+    }
+
+    /// Both paths on the same body: the single pass must accept it and agree with the tree.
+    fn both_paths(body: &[u8], config: &InjectConfig) -> (Outcome, Vec<u8>, String) {
+        let plain = PlainReview::read(body)
+            .expect("the single pass accepts a plain review")
+            .answer(config)
+            .unwrap();
+        let tree = review_tree(body, config).unwrap();
+        assert_eq!(plain.outcome, tree.outcome);
+        assert_eq!(
+            String::from_utf8_lossy(&plain.body),
+            String::from_utf8_lossy(&tree.body)
+        );
+        assert_eq!(plain.uid, tree.uid);
+        assert_eq!(plain.namespace, tree.namespace);
+        assert_eq!(plain.dry_run, tree.dry_run);
+        assert_eq!(plain.pod_name(), tree.pod_name());
+        let name = plain.pod_name();
+        (plain.outcome, plain.body, name)
+    }
+
+    /// The answer as kube's types write it through a JSON tree, for comparison.
+    fn kube_answer(
+        review: &Value,
+        patch: Option<json_patch::Patch>,
+        deny: Option<(&str, &str)>,
+    ) -> Value {
+        let review: AdmissionReview<DynamicObject> =
+            serde_json::from_value(review.clone()).unwrap();
+        let request: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
+        let mut response = AdmissionResponse::from(&request);
+        if let Some((reason, message)) = deny {
+            let message = format!("ingress-tap: {message}");
+            response = response.deny(&message);
+            response.result =
+                Status::failure(&message, &format!("Forbidden/{reason}")).with_code(403);
+        }
+        let mut answer = serde_json::to_value(response.into_review()).unwrap();
+        if let Some(patch) = patch {
+            answer["response"]["patch"] = json!(base64::engine::general_purpose::STANDARD
+                .encode(serde_json::to_vec(&patch).unwrap()));
+            answer["response"]["patchType"] = json!("JSONPatch");
+        }
+        answer
+    }
+
+    #[test]
+    fn an_injection_is_answered_as_kube_writes_it() {
+        let config = InjectConfig::default();
+        let review = sample();
+        let (outcome, answer, name) = both_paths(&body(&review), &config);
+        assert_eq!(outcome, Outcome::Injected);
+        let Decision::Inject { patch } = inject::decide(&review["request"]["object"], &config)
+        else {
+            panic!("the sample is injected");
+        };
+        let expected = kube_answer(&review, Some(patch), None);
+        assert_eq!(answer, serde_json::to_vec(&expected).unwrap());
+        let expected_name = review["request"]["object"]["metadata"]
+            .get("name")
+            .or(review["request"]["object"]["metadata"].get("generateName"))
+            .and_then(Value::as_str)
+            .unwrap();
+        assert_eq!(name, expected_name);
+    }
+
+    #[test]
+    fn skips_and_denials_are_answered_as_kube_writes_them() {
+        let config = InjectConfig::default();
+        let mut not_pod = sample();
+        not_pod["request"]["kind"] =
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+        let (outcome, answer, _) = both_paths(&body(&not_pod), &config);
+        assert_eq!(outcome, Outcome::Skipped("not_a_pod"));
+        assert_eq!(
+            answer,
+            serde_json::to_vec(&kube_answer(&not_pod, None, None)).unwrap()
+        );
+
+        let mut beta = sample();
+        beta["apiVersion"] = json!("admission.k8s.io/v1beta1");
+        beta["request"]["object"]["metadata"]["annotations"] =
+            json!({"ingress-tap/container": "nope"});
+        let (outcome, answer, _) = both_paths(&body(&beta), &config);
+        assert_eq!(outcome, Outcome::Denied("unknown_target_container"));
+        let Decision::Deny(reason) = inject::decide(&beta["request"]["object"], &config) else {
+            panic!("the unknown target is denied");
+        };
+        let expected = kube_answer(&beta, None, Some((reason.as_str(), &reason.message())));
+        assert_eq!(answer, serde_json::to_vec(&expected).unwrap());
+        let text = String::from_utf8(answer).unwrap();
+        assert!(
+            text.starts_with(r#"{"apiVersion":"admission.k8s.io/v1beta1""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn both_paths_agree_on_every_kind_of_request() {
+        let config = InjectConfig::default();
+        let mut cases = Vec::new();
+        let mut update = sample();
+        update["request"]["operation"] = json!("UPDATE");
+        cases.push((update, Outcome::Skipped("not_a_create")));
+        let mut status = sample();
+        status["request"]["subResource"] = json!("status");
+        cases.push((status, Outcome::Skipped("subresource")));
+        let mut dry = sample();
+        dry["request"]["dryRun"] = json!(true);
+        cases.push((dry, Outcome::Injected));
+        let mut opted_out = sample();
+        opted_out["request"]["object"]["metadata"]["labels"] =
+            json!({"ingress-tap/inject": "disabled"});
+        cases.push((opted_out, Outcome::Skipped("disabled_by_label")));
+        let mut malformed = sample();
+        malformed["request"]["object"]["spec"]["containers"] = json!("controller");
+        cases.push((malformed, Outcome::Denied("invalid_pod")));
+        let mut named = sample();
+        named["request"]["object"]["metadata"]["name"] = json!("explicit");
+        cases.push((named, Outcome::Injected));
+        let mut escaped = sample();
+        escaped["request"]["uid"] = json!("quote \" and \u{e9}");
+        escaped["request"]["object"]["metadata"]["annotations"] = json!({"a\"b": "\u{2603}"});
+        cases.push((escaped, Outcome::Injected));
+        for (review, expected) in cases {
+            let (outcome, _, _) = both_paths(&body(&review), &config);
+            assert_eq!(outcome, expected, "{review}");
+        }
+    }
+
+    #[test]
+    fn a_schema_denial_reads_the_same_from_text_and_from_a_tree() {
+        let config = InjectConfig::default();
+        let mut malformed = sample();
+        malformed["request"]["object"]["spec"]["containers"] = json!([{"name": 7}]);
+        let bytes = body(&malformed);
+        let answer = review(&bytes, &config).unwrap();
+        let answer: Value = serde_json::from_slice(&answer.body).unwrap();
+        let message = answer["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("pod schema"), "{message}");
+        assert!(!message.contains(" at line "), "{message}");
+        let Decision::Deny(reason) = inject::decide(&malformed["request"]["object"], &config)
+        else {
+            panic!("a numeric container name is denied");
+        };
+        assert_eq!(message, format!("ingress-tap: {}", reason.message()));
+    }
+
+    #[test]
+    fn unusual_bodies_take_the_general_path_with_its_answers() {
+        let config = InjectConfig::default();
+        let plain = body(&sample());
+        let text = String::from_utf8(plain.clone()).unwrap();
+        // A repeated key: the tree keeps the last value, so the general path answers.
+        let repeated = text.replacen(r#""dryRun":false"#, r#""dryRun":true,"dryRun":false"#, 1);
+        assert_ne!(repeated, text);
+        assert!(PlainReview::read(repeated.as_bytes()).is_none());
+        let answer = review(repeated.as_bytes(), &config).unwrap();
+        assert_eq!(answer.outcome, Outcome::Injected);
+        assert!(!answer.dry_run);
+        // A request given as an array, a response in a request, a stray kind, bad syntax.
+        let mut array_request = sample();
+        array_request["request"] = json!(["uid"]);
+        let mut with_response = sample();
+        with_response["response"] = json!({"uid": "x", "allowed": true});
+        let mut pod_kind = sample();
+        pod_kind["kind"] = json!("Pod");
+        let mut no_request = sample();
+        no_request["request"] = Value::Null;
+        let truncated = &plain[..plain.len() - 1];
+        let bodies = [
+            body(&array_request),
+            body(&with_response),
+            body(&pod_kind),
+            body(&no_request),
+            truncated.to_vec(),
+            b"[1,2,3]".to_vec(),
+            b"\xff".to_vec(),
+        ];
+        for bytes in &bodies {
+            assert!(PlainReview::read(bytes).is_none());
+            let via_review = review(bytes, &config).map(|answer| answer.outcome);
+            let via_tree = review_tree(bytes, &config).map(|answer| answer.outcome);
+            assert_eq!(format!("{via_review:?}"), format!("{via_tree:?}"));
+        }
+        assert!(matches!(
+            review(&body(&pod_kind), &config),
+            Err(ReviewError::NotAdmissionReview(_))
+        ));
+        assert!(matches!(
+            review(&body(&no_request), &config),
+            Err(ReviewError::NoRequest)
+        ));
+        assert!(matches!(
+            review(truncated, &config),
+            Err(ReviewError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn the_pod_name_falls_back_like_the_tree_reads_it() {
+        let config = InjectConfig::default();
+        let mut named = sample();
+        named["request"]["name"] = json!("from-request");
+        let metadata = &mut named["request"]["object"]["metadata"];
+        metadata["generateName"] = json!("generated-");
+        metadata["name"] = Value::Null;
+        // A present but null name hides generateName, as a JSON pointer lookup does.
+        let (_, _, name) = both_paths(&body(&named), &config);
+        assert_eq!(name, "from-request");
+        named["request"]["object"]["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("name");
+        let (_, _, name) = both_paths(&body(&named), &config);
+        assert_eq!(name, "generated-");
+        named["request"]["object"]["metadata"] = json!("not an object");
+        let (_, _, name) = both_paths(&body(&named), &config);
+        assert_eq!(name, "from-request");
+    }
 }

@@ -9,7 +9,7 @@
 //! closes first, in-flight reviews finish, then connections close (bounded by
 //! `shutdown_grace`).
 
-use super::handler::{self, ReviewError};
+use super::handler::{self, Outcome, ReviewError};
 use super::metrics::WebhookMetrics;
 use crate::inject::InjectConfig;
 use arc_swap::ArcSwap;
@@ -89,18 +89,31 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
         .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(answer) => {
-            state
-                .metrics
-                .count(answer.outcome.label(), answer.outcome.reason());
-            tracing::info!(
-                uid = %answer.uid,
-                namespace = %answer.namespace,
-                pod = %answer.name,
-                outcome = answer.outcome.label(),
-                reason = answer.outcome.reason(),
-                dry_run = answer.dry_run,
-                "review"
-            );
+            let outcome = answer.outcome;
+            state.metrics.count(outcome.label(), outcome.reason());
+            // Denials are what operators look for; every review is counted in the metrics, so
+            // the line for each one is only worth its cost when debugging.
+            if let Outcome::Denied(reason) = outcome {
+                tracing::info!(
+                    uid = %answer.uid,
+                    namespace = %answer.namespace,
+                    pod = %answer.pod_name(),
+                    outcome = outcome.label(),
+                    reason,
+                    dry_run = answer.dry_run,
+                    "review"
+                );
+            } else {
+                tracing::debug!(
+                    uid = %answer.uid,
+                    namespace = %answer.namespace,
+                    pod = %answer.pod_name(),
+                    outcome = outcome.label(),
+                    reason = outcome.reason(),
+                    dry_run = answer.dry_run,
+                    "review"
+                );
+            }
             ([(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
         }
         Err(err) => {

@@ -1,14 +1,23 @@
 //! `decide`: one pod and the config in, a verdict and the patch out.
 //!
-//! The pod is read through the typed model (so malformed objects are refused with a precise
-//! message) and patched as raw JSON (so fields the model does not know survive). Every check
-//! is a single pass over the pod's lists with hash sets, and the patch only carries what is
-//! added, so the cost stays linear however many containers or env vars a pod has.
+//! The pod is read through a typed view of only what the engine looks at: metadata labels and
+//! annotations, container names and volume mounts, volumes and image pull secrets. Those parts
+//! are checked with Kubernetes' own types and semantics (so a malformed field the engine relies
+//! on is refused with a precise message); everything else is skipped without being built,
+//! because on the webhook's path building the rest of the pod costs more than all the
+//! decisions together. The patch is written against the structure of the object as received
+//! (so fields the model does not know survive). Every check is a single pass over the pod's
+//! lists with hash sets, and the patch only carries what is added, so the cost stays linear
+//! however many containers or env vars a pod has.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Volume};
-use serde::{Deserialize, Serialize};
+use k8s_openapi::api::core::v1::{LocalObjectReference, Volume, VolumeMount};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::config::{
@@ -18,7 +27,7 @@ use super::decision::{Decision, DenyReason, SkipReason};
 use super::overrides::{
     PodSettings, CONTAINER_ANNOTATION, INJECT_DISABLED, INJECT_LABEL, STATUS_ANNOTATION,
 };
-use super::patch::{PatchBuilder, PatchShapeError};
+use super::patch::{JsonKind, JsonShape, PatchBuilder, PatchShapeError};
 
 /// How many hex characters of the config hash the status annotation keeps: enough to tell
 /// configs apart, short enough to read in `kubectl describe`.
@@ -40,11 +49,44 @@ pub struct InjectionStatus {
 
 /// Decides what to do with one pod-shaped object (`{"metadata": …, "spec": …}`: a Pod from an
 /// admission review or a workload's pod template) and builds the patch when injecting.
-pub fn decide(pod: &Value, config: &InjectConfig) -> Decision {
-    match plan(pod, config) {
+///
+/// `pod` is the object as JSON: a parsed `&serde_json::Value`, or its text as a
+/// `&serde_json::value::RawValue`. From text, the parts the engine does not read are skipped
+/// without being built, which is what keeps the admission path cheap; both give the same
+/// decision and the same patch.
+pub fn decide<'de>(pod: impl PodJson<'de>, config: &InjectConfig) -> Decision {
+    let view = match PodView::deserialize(pod) {
+        Ok(view) => view,
+        Err(error) => {
+            return Decision::Deny(invalid_pod(format!(
+                "the object does not match the pod schema: {}",
+                without_position(&error)
+            )))
+        }
+    };
+    match plan(&view, config) {
         Ok(decision) => decision,
         Err(reason) => Decision::Deny(reason),
     }
+}
+
+/// The forms [`decide`] reads a pod from: a parsed tree, or the raw text of one JSON value.
+pub trait PodJson<'de>: Deserializer<'de, Error = serde_json::Error> {}
+
+impl<'de> PodJson<'de> for &'de Value {}
+
+impl<'de> PodJson<'de> for &'de RawValue {}
+
+/// The error's text without serde_json's "at line L column C": the position is relative to
+/// the object's own text, which the user never sees, and would make the message depend on
+/// whether the pod was handed over as text or as a parsed tree.
+fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    if error.line() == 0 {
+        return text;
+    }
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    text.strip_suffix(&position).unwrap_or(&text).to_owned()
 }
 
 fn invalid_pod(problem: impl Into<String>) -> DenyReason {
@@ -59,18 +101,203 @@ impl From<PatchShapeError> for DenyReason {
     }
 }
 
-fn plan(pod: &Value, config: &InjectConfig) -> Result<Decision, DenyReason> {
-    let template = PodTemplateSpec::deserialize(pod).map_err(|error| {
-        invalid_pod(format!("the object does not match the pod schema: {error}"))
-    })?;
-    let labels = template
-        .metadata
-        .as_ref()
-        .and_then(|metadata| metadata.labels.as_ref());
-    let annotations = template
-        .metadata
-        .as_ref()
-        .and_then(|metadata| metadata.annotations.as_ref());
+// ---------------------------------------------------------------------------------------------
+// The typed view of a pod
+//
+// Each part follows Kubernetes' own decoding (k8s-openapi's): only JSON objects are accepted
+// where an object is expected, a repeated key keeps its last value, `null` is the same as
+// absent, a missing name is empty, and unknown keys are ignored. The parts reused whole
+// (volumes, volume mounts, pull secrets) are k8s-openapi's types.
+
+/// `metadata` and `spec` of a Pod or PodTemplateSpec.
+#[derive(Debug, Default)]
+struct PodView {
+    metadata: Option<MetadataView>,
+    spec: Option<SpecView>,
+}
+
+#[derive(Debug, Default)]
+struct MetadataView {
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default)]
+struct SpecView {
+    containers: Vec<ContainerView>,
+    init_containers: Option<Vec<ContainerView>>,
+    /// Kept as JSON as well as typed: a volume is reused only when it is identical to ours.
+    volumes: Option<Vec<(Value, Volume)>>,
+    image_pull_secrets: Option<Vec<LocalObjectReference>>,
+}
+
+#[derive(Debug, Default)]
+struct ContainerView {
+    name: String,
+    volume_mounts: Option<Vec<VolumeMount>>,
+}
+
+/// Reads a JSON object key as its position in `names`, without allocating; `None` for a key
+/// the view does not read.
+struct FieldIndex(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for FieldIndex {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for FieldIndex {
+    type Value = Option<usize>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|name| *name == key))
+    }
+}
+
+/// Implements `Deserialize` for a view struct from a JSON object only: `$fields` are the JSON
+/// keys read, in the order of the `$index => $assign` arms.
+macro_rules! object_view {
+    ($view:ident, $expecting:literal, [$($key:literal),+ $(,)?],
+     |$target:ident, $map:ident| { $($index:pat => $assign:expr),+ $(,)? }) => {
+        impl<'de> Deserialize<'de> for $view {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct ViewVisitor;
+
+                impl<'de> Visitor<'de> for ViewVisitor {
+                    type Value = $view;
+
+                    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        formatter.write_str($expecting)
+                    }
+
+                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<$view, A::Error> {
+                        let mut $target = $view::default();
+                        while let Some(field) = $map.next_key_seed(FieldIndex(&[$($key),+]))? {
+                            match field {
+                                $(Some($index) => $assign,)+
+                                _ => {
+                                    $map.next_value::<IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        Ok($target)
+                    }
+                }
+
+                deserializer.deserialize_map(ViewVisitor)
+            }
+        }
+    };
+}
+
+object_view!(PodView, "a pod object", ["metadata", "spec"], |view, map| {
+    0 => view.metadata = map.next_value()?,
+    1 => view.spec = map.next_value()?,
+});
+
+object_view!(MetadataView, "object metadata", ["labels", "annotations"], |view, map| {
+    0 => view.labels = map.next_value()?,
+    1 => view.annotations = map.next_value()?,
+});
+
+object_view!(
+    SpecView,
+    "a pod spec",
+    ["containers", "initContainers", "volumes", "imagePullSecrets"],
+    |view, map| {
+        0 => view.containers = map.next_value::<Option<_>>()?.unwrap_or_default(),
+        1 => view.init_containers = map.next_value()?,
+        2 => view.volumes = map.next_value::<Option<Vec<TypedJson<Volume>>>>()?.map(|volumes| {
+            volumes.into_iter().map(|volume| (volume.json, volume.typed)).collect()
+        }),
+        3 => view.image_pull_secrets = map.next_value()?,
+    }
+);
+
+object_view!(ContainerView, "a container", ["name", "volumeMounts"], |view, map| {
+    0 => view.name = map.next_value::<Option<String>>()?.unwrap_or_default(),
+    1 => view.volume_mounts = map.next_value()?,
+});
+
+/// A value kept both as JSON and as its Kubernetes type.
+struct TypedJson<T> {
+    json: Value,
+    typed: T,
+}
+
+impl<'de, T: de::DeserializeOwned> Deserialize<'de> for TypedJson<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let json = Value::deserialize(deserializer)?;
+        let typed = T::deserialize(&json).map_err(de::Error::custom)?;
+        Ok(TypedJson { json, typed })
+    }
+}
+
+impl PodView {
+    fn annotations(&self) -> Option<&BTreeMap<String, String>> {
+        self.metadata.as_ref()?.annotations.as_ref()
+    }
+
+    fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.metadata.as_ref()?.labels.as_ref()
+    }
+}
+
+/// The JSON type at each path the patch touches, as the view saw it in the object: the patch
+/// builder creates what is absent or null and appends to what exists.
+impl JsonShape for PodView {
+    fn kind_at(&self, path: &[&str]) -> JsonKind {
+        fn present<T>(part: Option<&T>, kind: JsonKind) -> JsonKind {
+            part.map_or(JsonKind::Absent, |_| kind)
+        }
+        let spec = self.spec.as_ref();
+        match path {
+            [] => JsonKind::Object,
+            ["metadata"] => present(self.metadata.as_ref(), JsonKind::Object),
+            ["metadata", "annotations"] => present(self.annotations(), JsonKind::Object),
+            ["spec"] => present(spec, JsonKind::Object),
+            ["spec", "containers"] => present(spec, JsonKind::Array),
+            ["spec", "initContainers"] => present(
+                spec.and_then(|spec| spec.init_containers.as_ref()),
+                JsonKind::Array,
+            ),
+            ["spec", "volumes"] => {
+                present(spec.and_then(|spec| spec.volumes.as_ref()), JsonKind::Array)
+            }
+            ["spec", "imagePullSecrets"] => present(
+                spec.and_then(|spec| spec.image_pull_secrets.as_ref()),
+                JsonKind::Array,
+            ),
+            ["spec", "containers", index] => present(container_at(spec, index), JsonKind::Object),
+            ["spec", "containers", index, "volumeMounts"] => present(
+                container_at(spec, index).and_then(|container| container.volume_mounts.as_ref()),
+                JsonKind::Array,
+            ),
+            // The engine never patches anywhere else; claiming nothing is there would make the
+            // builder create it, so the unexpected path is refused instead.
+            _ => JsonKind::Other("a part of the pod the engine does not read"),
+        }
+    }
+}
+
+fn container_at<'view>(spec: Option<&'view SpecView>, index: &str) -> Option<&'view ContainerView> {
+    let index: usize = index.parse().ok()?;
+    spec?.containers.get(index)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decision
+
+fn plan(pod: &PodView, config: &InjectConfig) -> Result<Decision, DenyReason> {
+    let labels = pod.labels();
+    let annotations = pod.annotations();
     let opted_out = labels
         .and_then(|labels| labels.get(INJECT_LABEL))
         .is_some_and(|value| value == INJECT_DISABLED);
@@ -80,7 +307,7 @@ fn plan(pod: &Value, config: &InjectConfig) -> Result<Decision, DenyReason> {
     if annotations.is_some_and(|annotations| annotations.contains_key(STATUS_ANNOTATION)) {
         return Ok(Decision::Skip(SkipReason::AlreadyInjected));
     }
-    let spec = template
+    let spec = pod
         .spec
         .as_ref()
         .ok_or_else(|| invalid_pod("it has no spec"))?;
@@ -109,10 +336,10 @@ fn plan(pod: &Value, config: &InjectConfig) -> Result<Decision, DenyReason> {
 
     let log_volume = log_volume_json(config);
     let felix_volume = felix_volume_json(config);
-    let add_log_volume = needs_volume(pod, volumes, &log_volume, |existing| {
+    let add_log_volume = needs_volume(volumes, &log_volume, |existing| {
         existing.empty_dir.is_some()
     })?;
-    let add_felix_volume = needs_volume(pod, volumes, &felix_volume, |_| false)?;
+    let add_felix_volume = needs_volume(volumes, &felix_volume, |_| false)?;
     let add_target_mount = needs_target_mount(target, config)?;
 
     let mut builder = PatchBuilder::new(pod);
@@ -149,8 +376,8 @@ fn plan(pod: &Value, config: &InjectConfig) -> Result<Decision, DenyReason> {
 /// Maps regular container names to their index, and refuses names used twice anywhere (the
 /// API server would reject the pod, and a patched pod must stay unambiguous).
 fn index_container_names<'pod>(
-    containers: &'pod [Container],
-    init_containers: &'pod [Container],
+    containers: &'pod [ContainerView],
+    init_containers: &'pod [ContainerView],
 ) -> Result<HashMap<&'pod str, usize>, DenyReason> {
     let mut index = HashMap::with_capacity(containers.len());
     for (position, container) in containers.iter().enumerate() {
@@ -173,9 +400,9 @@ fn index_container_names<'pod>(
     Ok(index)
 }
 
-fn check_unique_volume_names(volumes: &[Volume]) -> Result<(), DenyReason> {
+fn check_unique_volume_names(volumes: &[(Value, Volume)]) -> Result<(), DenyReason> {
     let mut names = HashSet::with_capacity(volumes.len());
-    for volume in volumes {
+    for (_, volume) in volumes {
         if !names.insert(volume.name.as_str()) {
             return Err(invalid_pod(format!(
                 "volume name {:?} is used twice",
@@ -189,7 +416,7 @@ fn check_unique_volume_names(volumes: &[Volume]) -> Result<(), DenyReason> {
 /// The annotation wins; then the first configured name the pod has; then the first container,
 /// which is where single-container controllers write their log.
 fn select_target(
-    containers: &[Container],
+    containers: &[ContainerView],
     index: &HashMap<&str, usize>,
     annotations: Option<&BTreeMap<String, String>>,
     config: &InjectConfig,
@@ -218,27 +445,21 @@ fn select_target(
 /// when it is identical to ours, or when `compatible` accepts it (any emptyDir serves as the
 /// log volume, keeping the pod's own medium and size limit); any other source is a conflict.
 fn needs_volume(
-    pod: &Value,
-    volumes: &[Volume],
+    volumes: &[(Value, Volume)],
     ours: &Value,
     compatible: impl Fn(&Volume) -> bool,
 ) -> Result<bool, DenyReason> {
     let name = ours.get("name").and_then(Value::as_str).unwrap_or_default();
-    let Some(position) = volumes.iter().position(|volume| volume.name == name) else {
+    let Some((raw, existing)) = volumes.iter().find(|(_, volume)| volume.name == name) else {
         return Ok(true);
     };
-    let raw = pod
-        .get("spec")
-        .and_then(|spec| spec.get("volumes"))
-        .and_then(|volumes| volumes.get(position));
-    let existing = volumes.get(position);
-    if raw == Some(ours) || existing.is_some_and(compatible) {
+    if raw == ours || compatible(existing) {
         return Ok(false);
     }
     Err(DenyReason::VolumeConflict {
         volume: name.to_owned(),
         expected: describe_volume(ours),
-        found: raw.map_or_else(|| "an unknown source".to_owned(), describe_volume),
+        found: describe_volume(raw),
     })
 }
 
@@ -271,7 +492,7 @@ fn describe_volume(volume: &Value) -> String {
 /// Whether the target container still needs the log mount. Any other mount at, above or
 /// below the log directory would hide the log or be hidden by it, so it is a conflict; the
 /// log volume itself already mounted read-write at the log directory is accepted as is.
-fn needs_target_mount(target: &Container, config: &InjectConfig) -> Result<bool, DenyReason> {
+fn needs_target_mount(target: &ContainerView, config: &InjectConfig) -> Result<bool, DenyReason> {
     let mut already_mounted = false;
     for mount in target.volume_mounts.iter().flatten() {
         if !paths_overlap(&mount.mount_path, &config.log_dir) {
@@ -306,8 +527,8 @@ fn needs_target_mount(target: &Container, config: &InjectConfig) -> Result<bool,
 }
 
 fn add_pull_secrets(
-    builder: &mut PatchBuilder<'_>,
-    spec: &PodSpec,
+    builder: &mut PatchBuilder<'_, PodView>,
+    spec: &SpecView,
     config: &InjectConfig,
 ) -> Result<(), PatchShapeError> {
     let present: HashSet<&str> = spec
@@ -414,11 +635,40 @@ fn sidecar_json(config: &InjectConfig, settings: &PodSettings) -> Value {
     Value::Object(container)
 }
 
+thread_local! {
+    /// The last config seen on this thread and its hash prefix. The config changes only when
+    /// its file is reloaded, while hashing it (serialise, then SHA-256) on every pod would cost
+    /// as much as the rest of the patch; comparing it with the cached copy costs little.
+    static CONFIG_HASH: RefCell<Option<(InjectConfig, String)>> = const { RefCell::new(None) };
+}
+
+/// The first [`STATUS_HASH_CHARS`] of [`InjectConfig::hash`].
+fn config_hash_prefix(config: &InjectConfig) -> String {
+    let compute = || {
+        let hash = config.hash();
+        hash.get(..STATUS_HASH_CHARS).unwrap_or(&hash).to_owned()
+    };
+    let cached = CONFIG_HASH.try_with(|cell| {
+        // Not re-entered, but a busy cell or a thread being torn down just computes it.
+        let Ok(mut cache) = cell.try_borrow_mut() else {
+            return compute();
+        };
+        match &*cache {
+            Some((seen, prefix)) if seen == config => prefix.clone(),
+            _ => {
+                let prefix = compute();
+                *cache = Some((config.clone(), prefix.clone()));
+                prefix
+            }
+        }
+    });
+    cached.unwrap_or_else(|_| compute())
+}
+
 fn status_json(config: &InjectConfig, native_sidecar: bool) -> String {
-    let hash = config.hash();
     let status = InjectionStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        config_hash: hash.get(..STATUS_HASH_CHARS).unwrap_or(&hash).to_owned(),
+        config_hash: config_hash_prefix(config),
         sidecar: config.sidecar_name.clone(),
         native_sidecar,
     };
@@ -438,6 +688,7 @@ fn status_json(config: &InjectConfig, native_sidecar: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Container;
 
     #[test]
     fn status_round_trips_through_its_type() {
@@ -451,6 +702,22 @@ mod tests {
             .hash()
             .starts_with(&status.config_hash));
         assert!(text.starts_with(r#"{"version":"#), "{text}");
+    }
+
+    #[test]
+    fn the_cached_hash_follows_a_changed_config() {
+        let config = InjectConfig::default();
+        let mut changed = config.clone();
+        changed.image = "registry.example/other:1".to_owned();
+        for _ in 0..2 {
+            for config in [&config, &changed] {
+                assert_eq!(
+                    config_hash_prefix(config),
+                    config.hash()[..STATUS_HASH_CHARS]
+                );
+            }
+        }
+        assert_ne!(config_hash_prefix(&config), config_hash_prefix(&changed));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! RFC 6902 `add` operations against the pod exactly as it was received.
 //!
-//! The patch is built against the raw JSON, not the typed pod: the raw object may carry fields
-//! the typed model does not know, and the API server applies the patch to the raw object.
-//! Only what is added is written (no diff of whole arrays), so the patch stays small and its
-//! cost does not grow with the size of the pod. Missing parents are created empty first,
-//! because RFC 6902 `add` fails on a path whose parent is absent.
+//! The patch is built against the structure of the raw object, not a re-serialised typed pod:
+//! the raw object may carry fields the typed model does not know, and the API server applies
+//! the patch to the raw object. Only what is added is written (no diff of whole arrays), so the
+//! patch stays small and its cost does not grow with the size of the pod. Missing parents are
+//! created empty first, because RFC 6902 `add` fails on a path whose parent is absent.
 
 use std::collections::HashSet;
 
@@ -22,6 +22,25 @@ pub struct PatchShapeError {
     pub found: &'static str,
     /// JSON type needed there.
     pub expected: &'static str,
+}
+
+/// The JSON type of a node of the object, as far as the patch cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonKind {
+    /// No such member or element, or `null`: both are created (an `add` on a present key
+    /// replaces its value).
+    Absent,
+    Object,
+    Array,
+    /// Anything else, named for the error message.
+    Other(&'static str),
+}
+
+/// What the builder needs to know of the object: the JSON type at a path of unescaped tokens
+/// (array elements by decimal index). The builder only asks about a path whose parent is an
+/// object or an array, so the object never has to be held as a whole tree.
+pub(crate) trait JsonShape {
+    fn kind_at(&self, path: &[&str]) -> JsonKind;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,35 +64,33 @@ impl Shape {
         }
     }
 
-    fn matches(self, value: &Value) -> bool {
+    fn matches(self, kind: JsonKind) -> bool {
         match self {
-            Shape::Object => value.is_object(),
-            Shape::Array => value.is_array(),
+            Shape::Object => kind == JsonKind::Object,
+            Shape::Array => kind == JsonKind::Array,
         }
     }
 }
 
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+fn kind_name(kind: JsonKind) -> &'static str {
+    match kind {
+        JsonKind::Absent => "nothing",
+        JsonKind::Object => "an object",
+        JsonKind::Array => "an array",
+        JsonKind::Other(name) => name,
     }
 }
 
 /// Collects `add` operations relative to `document`'s root.
-pub(crate) struct PatchBuilder<'doc> {
-    document: &'doc Value,
+pub(crate) struct PatchBuilder<'doc, D: JsonShape + ?Sized> {
+    document: &'doc D,
     /// Encoded pointers of containers this patch creates; the document itself never changes.
     created: HashSet<String>,
     operations: Vec<PatchOperation>,
 }
 
-impl<'doc> PatchBuilder<'doc> {
-    pub(crate) fn new(document: &'doc Value) -> Self {
+impl<'doc, D: JsonShape + ?Sized> PatchBuilder<'doc, D> {
+    pub(crate) fn new(document: &'doc D) -> Self {
         PatchBuilder {
             document,
             created: HashSet::new(),
@@ -116,13 +133,19 @@ impl<'doc> PatchBuilder<'doc> {
     /// the last one must have `shape`.
     fn ensure(&mut self, path: &[&str], shape: Shape) -> Result<PointerBuf, PatchShapeError> {
         let mut pointer = PointerBuf::root();
-        let mut node = Some(self.document);
+        // Below a node this patch creates, nothing exists yet.
+        let mut parent = Some(self.document.kind_at(&[]));
         for (depth, token) in path.iter().enumerate() {
             let is_last = depth + 1 == path.len();
             pointer.push_back(*token);
-            let parent = node;
-            node = parent.and_then(|parent| child(parent, token));
-            if node.is_none() && parent.is_some_and(Value::is_array) {
+            let node = match parent {
+                Some(JsonKind::Object | JsonKind::Array) => match path.get(..=depth) {
+                    Some(prefix) => self.document.kind_at(prefix),
+                    None => JsonKind::Absent,
+                },
+                _ => JsonKind::Absent,
+            };
+            if node == JsonKind::Absent && parent == Some(JsonKind::Array) {
                 return Err(PatchShapeError {
                     pointer: pointer.as_str().to_owned(),
                     found: "nothing",
@@ -130,23 +153,23 @@ impl<'doc> PatchBuilder<'doc> {
                 });
             }
             match node {
-                Some(Value::Null) | None => {
-                    node = None;
+                JsonKind::Absent => {
+                    parent = None;
                     if self.created.insert(pointer.as_str().to_owned()) {
                         let needed = if is_last { shape } else { Shape::Object };
                         self.push_add(pointer.clone(), needed.empty());
                     }
                 }
-                Some(existing) => {
+                existing => {
                     let needed_ok = if is_last {
                         shape.matches(existing)
                     } else {
-                        existing.is_object() || existing.is_array()
+                        matches!(existing, JsonKind::Object | JsonKind::Array)
                     };
                     if !needed_ok {
                         return Err(PatchShapeError {
                             pointer: pointer.as_str().to_owned(),
-                            found: type_name(existing),
+                            found: kind_name(existing),
                             expected: if is_last {
                                 shape.name()
                             } else {
@@ -154,6 +177,7 @@ impl<'doc> PatchBuilder<'doc> {
                             },
                         });
                     }
+                    parent = Some(existing);
                 }
             }
         }
@@ -161,21 +185,36 @@ impl<'doc> PatchBuilder<'doc> {
     }
 }
 
-fn child<'v>(parent: &'v Value, token: &str) -> Option<&'v Value> {
-    match parent {
-        Value::Object(members) => members.get(token),
-        Value::Array(items) => token
-            .parse::<usize>()
-            .ok()
-            .and_then(|index| items.get(index)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A parsed tree answers for itself, node by node.
+    impl JsonShape for Value {
+        fn kind_at(&self, path: &[&str]) -> JsonKind {
+            let mut node = self;
+            for token in path {
+                let child = match node {
+                    Value::Object(members) => members.get(*token),
+                    Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+                    _ => None,
+                };
+                match child {
+                    Some(child) => node = child,
+                    None => return JsonKind::Absent,
+                }
+            }
+            match node {
+                Value::Null => JsonKind::Absent,
+                Value::Object(_) => JsonKind::Object,
+                Value::Array(_) => JsonKind::Array,
+                Value::Bool(_) => JsonKind::Other("a boolean"),
+                Value::Number(_) => JsonKind::Other("a number"),
+                Value::String(_) => JsonKind::Other("a string"),
+            }
+        }
+    }
 
     fn paths(patch: &Patch) -> Vec<String> {
         patch
