@@ -1464,3 +1464,55 @@ mod random_pods {
         })
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trusted proxies for every injected collector
+
+#[test]
+fn trusted_proxy_settings_reach_every_injected_collector() {
+    let config =
+        InjectConfig::from_yaml("trustedProxies: [\"10.0.0.0/8\", \" 192.168.1.7\"]\n").unwrap();
+    let (_, mutated) = inject(&minimal_pod(), &config);
+    let pod = typed(&mutated);
+    let env = env_map(find_sidecar(&pod, &config, false));
+    assert_eq!(env["INGRESS_TAP_TRUSTED_PROXIES"], "10.0.0.0/8,192.168.1.7");
+    assert!(!env.contains_key("INGRESS_TAP_TRUSTED_HOPS"));
+    // What the collector then does with it: the same parser as its own flag.
+    for entry in env["INGRESS_TAP_TRUSTED_PROXIES"].split(',') {
+        ingress_tap::collect::origin::parse_network(entry).unwrap();
+    }
+
+    let config = InjectConfig::from_yaml("trustedHops: 1\n").unwrap();
+    let (_, mutated) = inject(&minimal_pod(), &config);
+    let env = env_map(find_sidecar(&typed(&mutated), &config, false));
+    assert_eq!(env["INGRESS_TAP_TRUSTED_HOPS"], "1");
+
+    let (_, mutated) = inject(&minimal_pod(), &InjectConfig::default());
+    let env = env_map(find_sidecar(
+        &typed(&mutated),
+        &InjectConfig::default(),
+        false,
+    ));
+    assert!(!env.contains_key("INGRESS_TAP_TRUSTED_PROXIES"));
+    assert!(!env.contains_key("INGRESS_TAP_TRUSTED_HOPS"));
+}
+
+#[test]
+fn trusted_proxy_settings_are_validated() {
+    let both =
+        InjectConfig::from_yaml("trustedHops: 1\ntrustedProxies: [10.0.0.0/8]\n").unwrap_err();
+    assert!(both.to_string().contains("trustedHops"), "{both}");
+    let bad = InjectConfig::from_yaml("trustedProxies: [10.0.0.0/33]\n").unwrap_err();
+    assert!(bad.to_string().contains("trustedProxies"), "{bad}");
+    assert!(bad.to_string().contains("10.0.0.0/33"), "{bad}");
+    let hops = InjectConfig::from_yaml("trustedHops: 65\n").unwrap_err();
+    assert!(hops.to_string().contains("trustedHops"), "{hops}");
+    let reserved = InjectConfig::from_yaml(
+        "extraEnv: [{name: INGRESS_TAP_TRUSTED_PROXIES, value: 10.0.0.0/8}]\n",
+    )
+    .unwrap_err();
+    assert!(
+        reserved.to_string().contains("INGRESS_TAP_TRUSTED_PROXIES"),
+        "{reserved}"
+    );
+}

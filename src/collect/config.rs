@@ -5,7 +5,7 @@
 //! in a pod spec is reported as, for example, "invalid value 'abc' for
 //! '--interval-seconds <INGRESS_LOG_INTERVAL_SECONDS>'".
 
-use super::origin::{ClientIpPolicy, TrustedProxies};
+use super::origin::{parse_network, ClientIpPolicy, TrustedProxies};
 use crate::log_level::LogLevel;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -138,16 +138,6 @@ pub struct CollectOptions {
         default_value_t = 5
     )]
     pub shutdown_timeout_seconds: u64,
-}
-
-/// A CIDR or a bare address (a single host), surrounding spaces ignored.
-pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
-    let text = text.trim();
-    text.parse::<ipnet::IpNet>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| {
-            format!("{text:?} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)")
-        })
 }
 
 impl CollectOptions {

@@ -256,6 +256,18 @@ fn ipv4_text(ip: Ipv4Addr) -> String {
     text
 }
 
+/// A CIDR or a bare address (a single host), surrounding spaces ignored: how trusted proxies
+/// are written in flags, environment variables and the injection config.
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| {
+            format!("{text:?} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,13 +23,20 @@ pub const INTERVAL_SECONDS_RANGE: RangeInclusive<u32> = 1..=3600;
 
 /// Environment variables the engine always sets on the sidecar; `extraEnv` may not redefine
 /// them, because a duplicate env name would silently let one value shadow the other.
-pub const RESERVED_ENV_NAMES: [&str; 5] = [
+pub const RESERVED_ENV_NAMES: [&str; 7] = [
     "INGRESS_LOG_INTERVAL_SECONDS",
     "INGRESS_LOG_REQUESTS_PER_INTERVAL",
     "INGRESS_LOG_PATH",
     "FELIX_DIAL_TARGET",
     "LOG_LEVEL",
+    TRUSTED_PROXIES_ENV,
+    TRUSTED_HOPS_ENV,
 ];
+
+/// The collector's variable for [`InjectConfig::trusted_proxies`].
+pub const TRUSTED_PROXIES_ENV: &str = "INGRESS_TAP_TRUSTED_PROXIES";
+/// The collector's variable for [`InjectConfig::trusted_hops`].
+pub const TRUSTED_HOPS_ENV: &str = "INGRESS_TAP_TRUSTED_HOPS";
 
 /// Resource names the sidecar may request; anything else is almost certainly a typo.
 const RESOURCE_NAMES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
@@ -100,7 +107,13 @@ pub struct InjectConfig {
     pub log_volume_name: String,
     /// The volume that exposes Felix's per-workload socket to the collector.
     pub felix_volume: FelixVolumeConfig,
-    /// Extra environment of the collector (for example trusted-proxy settings).
+    /// Proxies in front of the ingress whose X-Forwarded-For entries every injected collector
+    /// believes (CIDRs or addresses); empty keeps the reference rule.
+    pub trusted_proxies: Vec<String>,
+    /// Proxies in front of the ingress that append to X-Forwarded-For, for every injected
+    /// collector; exclusive with `trusted_proxies`.
+    pub trusted_hops: Option<u16>,
+    /// Extra environment of the collector.
     pub extra_env: Vec<ExtraEnvVar>,
     /// Resource requests and limits of the collector.
     pub resources: SidecarResources,
@@ -132,6 +145,8 @@ impl Default for InjectConfig {
             log_file: "ingress.log".to_owned(),
             log_volume_name: "ingress-tap-logs".to_owned(),
             felix_volume: FelixVolumeConfig::default(),
+            trusted_proxies: Vec::new(),
+            trusted_hops: None,
             extra_env: Vec::new(),
             resources: SidecarResources::default(),
             run_as_user: 65532,
@@ -182,6 +197,7 @@ impl InjectConfig {
                 ),
             ));
         }
+        self.check_trusted_proxies()?;
         check_extra_env(&self.extra_env)?;
         self.resources.validate()?;
         if self.run_as_user < 1 {
@@ -213,6 +229,40 @@ impl InjectConfig {
         // input on the impossible error path still yields a stable, recognisable hash.
         let canonical = serde_json::to_vec(self).unwrap_or_default();
         format!("{:x}", Sha256::digest(&canonical))
+    }
+
+    /// The collector environment for the trusted-proxy settings, if any.
+    pub fn trusted_proxy_env(&self) -> Option<(&'static str, String)> {
+        if let Some(hops) = self.trusted_hops {
+            return Some((TRUSTED_HOPS_ENV, hops.to_string()));
+        }
+        (!self.trusted_proxies.is_empty()).then(|| {
+            (
+                TRUSTED_PROXIES_ENV,
+                self.trusted_proxies
+                    .iter()
+                    .map(|entry| entry.trim())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        })
+    }
+
+    fn check_trusted_proxies(&self) -> Result<(), ConfigError> {
+        if self.trusted_hops.is_some() && !self.trusted_proxies.is_empty() {
+            return Err(ConfigError::invalid(
+                "trustedHops",
+                "cannot be combined with trustedProxies: choose one way to find the client",
+            ));
+        }
+        if self.trusted_hops.is_some_and(|hops| hops > 64) {
+            return Err(ConfigError::invalid("trustedHops", "must be 0-64"));
+        }
+        for entry in &self.trusted_proxies {
+            crate::collect::origin::parse_network(entry)
+                .map_err(|problem| ConfigError::invalid("trustedProxies", problem))?;
+        }
+        Ok(())
     }
 
     /// Where the controller writes and the collector reads the access log. Built from

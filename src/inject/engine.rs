@@ -579,6 +579,9 @@ fn sidecar_json(config: &InjectConfig, settings: &PodSettings) -> Value {
         json!({"name": "FELIX_DIAL_TARGET", "value": config.felix_dial_target()}),
         json!({"name": "LOG_LEVEL", "value": settings.log_level.as_str()}),
     ];
+    if let Some((name, value)) = config.trusted_proxy_env() {
+        env.push(json!({"name": name, "value": value}));
+    }
     env.extend(
         config
             .extra_env
