@@ -98,3 +98,95 @@ fn local_mode_prints_a_working_curl_command_and_stops_on_sigterm() {
         "SIGTERM must end the webhook with exit code 0"
     );
 }
+
+/// A pod name is attacker-chosen text (mutating admission runs before the API server validates
+/// names): logged, it must not be able to start a forged log line or carry escape bytes.
+#[test]
+fn a_pod_name_cannot_forge_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("webhook.log");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+            .args([
+                "webhook",
+                "--listen",
+                "127.0.0.1:0",
+                "--health-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--dev-dir")
+            .arg(dir.path())
+            .env("LOG_LEVEL", "Info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let url = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the webhook printed no curl command");
+        if line.trim_start().starts_with("curl ") {
+            break line.split_whitespace().last().unwrap().to_owned();
+        }
+    };
+    // A denied review (unknown target container) is logged at Info, with the pod's name.
+    let mut review: serde_json::Value =
+        serde_json::from_str(ingress_tap::admission::dev::SAMPLE_REVIEW).unwrap();
+    review["request"]["object"]["metadata"]["name"] =
+        serde_json::json!("evil\nFORGED review outcome=injected \u{1b}[31m");
+    review["request"]["object"]["metadata"]["annotations"] =
+        serde_json::json!({"ingress-tap/container": "no-such-container"});
+    let body = dir.path().join("evil.json");
+    std::fs::write(&body, serde_json::to_vec(&review).unwrap()).unwrap();
+    let output = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(dir.path().join("ca.pem"))
+        .args(["-H", "Content-Type: application/json", "--data"])
+        .arg(format!("@{}", body.display()))
+        .arg(&url)
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["response"]["allowed"], false);
+
+    // The log line is written before the answer; wait for it with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("unknown_target_container") {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no denial logged:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        !log.lines().any(|line| line.starts_with("FORGED")),
+        "a pod name started a log line:\n{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "an escape byte reached the log:\n{log}"
+    );
+    assert!(
+        log.contains(r"evil\nFORGED"),
+        "the name is logged, escaped:\n{log}"
+    );
+}

@@ -94,10 +94,12 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
             // Denials are what operators look for; every review is counted in the metrics, so
             // the line for each one is only worth its cost when debugging.
             if let Outcome::Denied(reason) = outcome {
+                // Debug formatting: a pod name is not validated before mutating admission, and
+                // must not be able to write newlines or escape sequences into the log.
                 tracing::info!(
-                    uid = %answer.uid,
-                    namespace = %answer.namespace,
-                    pod = %answer.pod_name(),
+                    uid = ?answer.uid,
+                    namespace = ?answer.namespace,
+                    pod = ?answer.pod_name(),
                     outcome = outcome.label(),
                     reason,
                     dry_run = answer.dry_run,
@@ -105,9 +107,9 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
                 );
             } else {
                 tracing::debug!(
-                    uid = %answer.uid,
-                    namespace = %answer.namespace,
-                    pod = %answer.pod_name(),
+                    uid = ?answer.uid,
+                    namespace = ?answer.namespace,
+                    pod = ?answer.pod_name(),
                     outcome = outcome.label(),
                     reason = outcome.reason(),
                     dry_run = answer.dry_run,
@@ -124,7 +126,9 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
                 ReviewError::NoObject => "no_object",
             };
             state.metrics.count("error", reason);
-            tracing::warn!(%err, "rejected a malformed review");
+            // Debug formatting quotes and escapes: request text inside an error message (an
+            // unknown enum value, say) cannot start a forged log line.
+            tracing::warn!(error = ?err.to_string(), "rejected a malformed review");
             (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
         }
     }

@@ -149,7 +149,7 @@ pub fn load_lists(sources: &[ListSource], metrics: &TraceMetrics) -> ThreatLists
                 list = %source.name,
                 path = %source.path.display(),
                 line = problem.line,
-                text = %problem.text,
+                text = ?problem.text,
                 reason = %problem.reason,
                 loaded = problem.loaded,
                 "threat list entry"

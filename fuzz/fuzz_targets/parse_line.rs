@@ -1,0 +1,26 @@
+//! Any bytes as one access-log line: the parser must return a value, never panic, and keep
+//! the header bounds it promises whatever the line holds.
+#![no_main]
+
+use ingress_tap::collect::parse::{parse_line, MAX_HEADER_BYTES};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|line: &[u8]| {
+    if let Ok(Some(record)) = parse_line(line) {
+        // A longer header must reject the line, not be kept: it would pin memory per
+        // interval and a cut list could name the wrong client.
+        for header in [&record.x_forwarded_for, &record.x_real_ip]
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                header.len() <= MAX_HEADER_BYTES,
+                "kept a {}-byte header",
+                header.len()
+            );
+        }
+        // Owning the record must not change it.
+        let owned = record.clone().into_owned();
+        assert_eq!(owned, record);
+    }
+});
