@@ -100,4 +100,11 @@ say "cargo test (unit, integration, end to end)"
 cargo test --locked --all-targets
 cargo test --locked --doc
 
+# ---- fuzz smoke (fuzz/, scripts/fuzz-smoke.sh): begin ---------------------------------------
+# Each cargo-fuzz target for FUZZ_SECONDS (10) with memory limits; installs cargo-fuzz when
+# missing and fails when it cannot. Longer runs: docs/reliability.md.
+say "fuzz smoke (five targets, ${FUZZ_SECONDS:-10} s each)"
+bash scripts/fuzz-smoke.sh
+# ---- fuzz smoke: end ------------------------------------------------------------------------
+
 say "all tests passed"

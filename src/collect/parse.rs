@@ -14,6 +14,12 @@
 //! - borrows field text from the line whenever it holds no escape, so the common line costs no
 //!   allocation at all.
 //!
+//! Nearly every line is the template verbatim, so a fast path tries that first: it compares the
+//! text between the values as whole slices and only looks at the values themselves. It answers
+//! only when its answer is the scanner's, and hands anything else (other spacing or order, an
+//! escape, a bare `-`, a rejected value) to the scanner, which remains the one definition of
+//! what a line means.
+//!
 //! Header values are attacker data. Their decoded length is capped at [`MAX_HEADER_BYTES`], and
 //! a longer value makes the whole line [`Malformed::FieldTooLong`] rather than being truncated:
 //! a cut X-Forwarded-For would keep its leftmost entry but lose the rightmost hops that the
@@ -188,6 +194,15 @@ impl Malformed {
 /// occurrence followed by a well-formed object wins, and if none is, the first occurrence's
 /// error is returned.
 pub fn parse_line(line: &[u8]) -> Result<Option<Record<'_>>, Malformed> {
+    find_record(line, parse_template_or_object)
+}
+
+/// The marker search of [`parse_line`], with the object parser as a parameter so the tests can
+/// run the general scanner alone and hold the template fast path to its results.
+fn find_record<'a>(
+    line: &'a [u8],
+    parse_object_after_marker: impl Fn(&'a [u8]) -> Result<Record<'a>, Malformed>,
+) -> Result<Option<Record<'a>>, Malformed> {
     let mut first_error = None;
     let mut search_from = 0;
     for _ in 0..MAX_MARKER_ATTEMPTS {
@@ -205,7 +220,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Record<'_>>, Malformed> {
         // The marker cannot overlap itself, so the next occurrence starts after this one.
         search_from += offset + MARKER.len();
         let after_marker = line.get(search_from..).unwrap_or_default();
-        match parse_object(after_marker) {
+        match parse_object_after_marker(after_marker) {
             Ok(record) => return Ok(Some(record)),
             Err(error) => {
                 first_error.get_or_insert(error);
@@ -215,6 +230,129 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Record<'_>>, Malformed> {
     match first_error {
         None => Ok(None),
         Some(error) => Err(error),
+    }
+}
+
+fn parse_template_or_object(input: &[u8]) -> Result<Record<'_>, Malformed> {
+    match parse_template(input) {
+        Some(record) => Ok(record),
+        None => parse_object(input),
+    }
+}
+
+/// The template's text between its values, exactly as the spec asks the user to configure it:
+/// each piece runs from the end of one value (its closing quote included) to the start of the
+/// next (its opening quote included).
+const TEMPLATE_BEFORE_SOURCE_PORT: &[u8] = br#" {"source_port": "#;
+const TEMPLATE_BEFORE_DESTINATION_IP: &[u8] = br#", "destination_ip": ""#;
+const TEMPLATE_BEFORE_DESTINATION_PORT: &[u8] = br#"", "destination_port": "#;
+const TEMPLATE_BEFORE_SOURCE_IP: &[u8] = br#", "source_ip": ""#;
+const TEMPLATE_BEFORE_X_FORWARDED_FOR: &[u8] = br#"", "x-forwarded-for": ""#;
+const TEMPLATE_BEFORE_X_REAL_IP: &[u8] = br#"", "x-real-ip": ""#;
+const TEMPLATE_END: &[u8] = br#""}"#;
+
+/// The fast path for a line that is byte for byte the spec's template: the text between the
+/// values is compared as whole slices instead of being tokenised key by key, which is where
+/// the general scanner spends most of its time on such a line.
+///
+/// `None` means "not provably the plain template": any other spacing or key order, an extra
+/// field, a bare or escaped value, or a value the general scanner would reject. The caller then
+/// runs [`parse_object`], which stays the one definition of what a line means; this path only
+/// returns what that scanner would return for the same bytes, and the tests hold it to that.
+fn parse_template(input: &[u8]) -> Option<Record<'_>> {
+    let mut rest = input.strip_prefix(TEMPLATE_BEFORE_SOURCE_PORT)?;
+    let source_port = template_port(&mut rest)?;
+    rest = rest.strip_prefix(TEMPLATE_BEFORE_DESTINATION_IP)?;
+    let destination_ip = template_ip(&mut rest)?;
+    rest = rest.strip_prefix(TEMPLATE_BEFORE_DESTINATION_PORT)?;
+    let destination_port = template_port(&mut rest)?;
+    rest = rest.strip_prefix(TEMPLATE_BEFORE_SOURCE_IP)?;
+    let source_ip = template_ip(&mut rest)?;
+    rest = rest.strip_prefix(TEMPLATE_BEFORE_X_FORWARDED_FOR)?;
+    let x_forwarded_for = template_header(&mut rest)?;
+    rest = rest.strip_prefix(TEMPLATE_BEFORE_X_REAL_IP)?;
+    let x_real_ip = template_header(&mut rest)?;
+    // Whatever follows the closing brace is outside the object, and the general scanner
+    // ignores it too.
+    rest.strip_prefix(TEMPLATE_END)?;
+    Some(Record {
+        source_ip,
+        source_port,
+        destination_ip,
+        destination_port,
+        // The template has no protocol field, so the general scanner would take the default.
+        protocol: Protocol::default(),
+        x_forwarded_for,
+        x_real_ip,
+    })
+}
+
+/// Most digits the fast path reads in a port. The general scanner also takes longer runs of
+/// leading zeros; such a port is left to it.
+const TEMPLATE_PORT_DIGITS: usize = 5;
+
+/// An unquoted port, read as [`parse_port`] would read it. The run of digits is the whole token
+/// for the general scanner too, because the template's next piece starts with a comma (checked
+/// by the caller).
+fn template_port(rest: &mut &[u8]) -> Option<u16> {
+    let mut value = 0u32;
+    let mut digits = 0;
+    // One digit past the limit is enough to know the port is not the fast path's to read.
+    for &byte in rest.iter().take(TEMPLATE_PORT_DIGITS + 1) {
+        if !byte.is_ascii_digit() {
+            break;
+        }
+        value = value * 10 + u32::from(byte - b'0');
+        digits += 1;
+    }
+    if digits == 0 || digits > TEMPLATE_PORT_DIGITS {
+        return None;
+    }
+    *rest = rest.get(digits..)?;
+    u16::try_from(value).ok()
+}
+
+/// The body of a quoted value up to its closing quote, or `None` when a backslash comes first:
+/// escapes are for the general scanner to decode. The closing quote itself is left for the
+/// caller's next template piece, which starts with it.
+fn template_quoted_body<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let end = find_quote_or_backslash(rest)?;
+    let (body, after) = rest.split_at_checked(end)?;
+    if after.first() != Some(&b'"') {
+        return None;
+    }
+    *rest = after;
+    Some(body)
+}
+
+/// A quoted address, read as [`scalar`] with [`parse_ip`] would read it: neither `-` nor the
+/// empty text is an address, so a field without a value is the general scanner's to report.
+fn template_ip(rest: &mut &[u8]) -> Option<IpAddr> {
+    let body = template_quoted_body(rest)?;
+    if body.len() > MAX_SCALAR_BYTES {
+        return None;
+    }
+    parse_ip(body)
+}
+
+/// A quoted header, read as [`header`] would read an unescaped value; `Some(None)` is a header
+/// without a value. One over the length cap is the general scanner's to reject.
+fn template_header<'a>(rest: &mut &'a [u8]) -> Option<Option<Cow<'a, str>>> {
+    let body = template_quoted_body(rest)?;
+    if body.is_empty() || body == b"-" {
+        return Some(None);
+    }
+    if body.len() > MAX_HEADER_BYTES {
+        return None;
+    }
+    match std::str::from_utf8(body) {
+        Ok(text) => Some(Some(Cow::Borrowed(text))),
+        // Repair can triple the length (one byte becomes U+FFFD); the general scanner rejects
+        // a value whose repaired text is over the cap.
+        Err(_) => {
+            let repaired = String::from_utf8_lossy(body);
+            (repaired.len() <= MAX_HEADER_BYTES).then_some(Some(repaired))
+        }
     }
 }
 
@@ -449,7 +587,7 @@ fn header<'a>(slots: &Slots<'a>, field: Field) -> Result<Option<Cow<'a, str>>, M
             Some(bytes) => bytes,
         },
     };
-    Ok(Some(match bytes {
+    let text = match bytes {
         // Valid UTF-8 (nearly always plain ASCII) is checked much faster than it is repaired.
         Cow::Borrowed(bytes) => match std::str::from_utf8(bytes) {
             Ok(text) => Cow::Borrowed(text),
@@ -459,7 +597,12 @@ fn header<'a>(slots: &Slots<'a>, field: Field) -> Result<Option<Cow<'a, str>>, M
             Ok(text) => Cow::Owned(text),
             Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
         },
-    }))
+    };
+    // The cap holds for what is kept: repairing invalid bytes to U+FFFD can triple a length.
+    if text.len() > MAX_HEADER_BYTES {
+        return Err(Malformed::FieldTooLong(field.name()));
+    }
+    Ok(Some(text))
 }
 
 /// A decoded value exceeded its length cap.
@@ -715,7 +858,28 @@ impl<'a> Scanner<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_header_cap_holds_after_repairing_invalid_bytes() {
+        // Found by fuzzing: 106 invalid bytes repaired to U+FFFD made a kept header of
+        // about three times the cap.
+        let mut line = br#"tigera_secure_ee_ingress: {"source_port": 1, "destination_ip": "10.1.1.10", "destination_port": 2, "source_ip": "10.1.10.1", "x-forwarded-for": ""#.to_vec();
+        line.extend(std::iter::repeat_n(0xff_u8, 400));
+        line.extend_from_slice(br#"", "x-real-ip": "-"}"#);
+        assert_eq!(
+            parse_line(&line),
+            Err(Malformed::FieldTooLong("x-forwarded-for"))
+        );
+        // Just under the cap once repaired: kept, within the cap.
+        let mut line = br#"tigera_secure_ee_ingress: {"source_port": 1, "destination_ip": "10.1.1.10", "destination_port": 2, "source_ip": "10.1.10.1", "x-forwarded-for": ""#.to_vec();
+        line.extend(std::iter::repeat_n(0xff_u8, MAX_HEADER_BYTES / 3));
+        line.extend_from_slice(br#"", "x-real-ip": "-"}"#);
+        let record = parse_line(&line).unwrap().unwrap();
+        assert!(record.x_forwarded_for.unwrap().len() <= MAX_HEADER_BYTES);
+    }
+
     use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
 
     fn line(body: &str) -> String {
         format!("{MARKER} {{{body}}}")
@@ -908,6 +1072,318 @@ mod tests {
             parse_line(text.as_bytes()),
             Err(Malformed::InvalidField("protocol"))
         );
+    }
+
+    /// The spec's template as the controller prints it, after the marker.
+    fn template_object(
+        ports: (&str, &str),
+        addresses: (&str, &str),
+        headers: (&[u8], &[u8]),
+    ) -> Vec<u8> {
+        let mut object = format!(
+            r#" {{"source_port": {}, "destination_ip": "{}", "destination_port": {}, "source_ip": "{}", "x-forwarded-for": ""#,
+            ports.0, addresses.1, ports.1, addresses.0
+        )
+        .into_bytes();
+        object.extend_from_slice(headers.0);
+        object.extend_from_slice(br#"", "x-real-ip": ""#);
+        object.extend_from_slice(headers.1);
+        object.extend_from_slice(br#""}"#);
+        object
+    }
+
+    fn is_borrowed(header: &Option<Cow<'_, str>>) -> Option<bool> {
+        header
+            .as_ref()
+            .map(|value| matches!(value, Cow::Borrowed(_)))
+    }
+
+    /// Equal records, and equally borrowed: the fast path must not allocate where the general
+    /// scanner borrows (nor the reverse, which would mean it decoded differently).
+    fn assert_same_outcome(
+        fast: &Result<Option<Record<'_>>, Malformed>,
+        general: &Result<Option<Record<'_>>, Malformed>,
+        input: &[u8],
+    ) {
+        assert_eq!(fast, general, "{:?}", String::from_utf8_lossy(input));
+        if let (Ok(Some(fast)), Ok(Some(general))) = (fast, general) {
+            assert_eq!(
+                is_borrowed(&fast.x_forwarded_for),
+                is_borrowed(&general.x_forwarded_for)
+            );
+            assert_eq!(
+                is_borrowed(&fast.x_real_ip),
+                is_borrowed(&general.x_real_ip)
+            );
+        }
+    }
+
+    /// The one promise of the fast path: when it answers, the general scanner answers the same.
+    fn assert_fast_path_agrees(object: &[u8]) {
+        if let Some(fast) = parse_template(object) {
+            assert_same_outcome(&Ok(Some(fast)), &parse_object(object).map(Some), object);
+        }
+        let line = [MARKER.as_bytes(), object].concat();
+        assert_same_outcome(&parse_line(&line), &find_record(&line, parse_object), &line);
+    }
+
+    #[test]
+    fn the_spec_template_takes_the_fast_path() {
+        let object = template_object(
+            ("40001", "443"),
+            ("10.0.3.13", "10.244.1.17"),
+            (b"203.0.113.7, 10.96.0.1", b"-"),
+        );
+        let record = parse_template(&object).unwrap();
+        assert_eq!(record.source_ip, IpAddr::from([10, 0, 3, 13]));
+        assert_eq!(record.source_port, 40001);
+        assert_eq!(record.destination_ip, IpAddr::from([10, 244, 1, 17]));
+        assert_eq!(record.destination_port, 443);
+        assert_eq!(record.protocol, Protocol::Tcp);
+        assert!(matches!(
+            record.x_forwarded_for,
+            Some(Cow::Borrowed("203.0.113.7, 10.96.0.1"))
+        ));
+        assert_eq!(record.x_real_ip, None);
+        assert_fast_path_agrees(&object);
+    }
+
+    #[test]
+    fn the_fast_path_leaves_odd_lines_to_the_general_scanner() {
+        let cases: &[Vec<u8>] = &[
+            // An nginx escape and a JSON escape: decoding is the general scanner's job.
+            template_object(("1", "2"), ("10.0.0.1", "10.0.0.2"), (br"a\x22b", b"-")),
+            template_object(("1", "2"), ("10.0.0.1", "10.0.0.2"), (b"-", br#"\"1.1.1.1\""#)),
+            // A port the general scanner reads as a quoted value, and one too long to accept.
+            template_object(("\"1\"", "2"), ("10.0.0.1", "10.0.0.2"), (b"-", b"-")),
+            template_object(
+                (&format!("{}443", "0".repeat(MAX_SCALAR_BYTES)), "2"),
+                ("10.0.0.1", "10.0.0.2"),
+                (b"-", b"-"),
+            ),
+            // Values with no value, and a header over the cap.
+            template_object(("-", "2"), ("10.0.0.1", "10.0.0.2"), (b"-", b"-")),
+            template_object(("1", "2"), ("-", "10.0.0.2"), (b"-", b"-")),
+            template_object(
+                ("1", "2"),
+                ("10.0.0.1", "10.0.0.2"),
+                ("a".repeat(MAX_HEADER_BYTES + 1).as_bytes(), b"-"),
+            ),
+            // Other spacing than the template's.
+            br#" {"source_port":1, "destination_ip": "10.0.0.2", "destination_port": 2, "source_ip": "10.0.0.1", "x-forwarded-for": "-", "x-real-ip": "-"}"#.to_vec(),
+            // A bare `-` from an unquoted variable.
+            br#" {"source_port": 1, "destination_ip": "10.0.0.2", "destination_port": 2, "source_ip": "10.0.0.1", "x-forwarded-for": -, "x-real-ip": "-"}"#.to_vec(),
+            // Truncated inside the last value and just before the closing brace.
+            br#" {"source_port": 1, "destination_ip": "10.0.0.2", "destination_port": 2, "source_ip": "10.0.0.1", "x-forwarded-for": "-", "x-real-ip": "1.1"#.to_vec(),
+            br#" {"source_port": 1, "destination_ip": "10.0.0.2", "destination_port": 2, "source_ip": "10.0.0.1", "x-forwarded-for": "-", "x-real-ip": "-""#.to_vec(),
+        ];
+        for object in cases {
+            assert_eq!(
+                parse_template(object),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(object)
+            );
+            assert_fast_path_agrees(object);
+        }
+        // The general scanner still accepts the escaped ones, and rejects the rest as before.
+        assert!(parse_object(&cases[0]).is_ok());
+        assert_eq!(
+            parse_object(&cases[3]),
+            Err(Malformed::InvalidField("source_port"))
+        );
+        assert_eq!(
+            parse_object(&cases[6]),
+            Err(Malformed::FieldTooLong("x-forwarded-for"))
+        );
+    }
+
+    /// Text for a port slot: mostly digits, sometimes what a broken template or a hostile relay
+    /// would print instead.
+    fn port_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[0-9]{1,5}",
+            1 => "0{60,70}[0-9]{1,3}",
+            1 => select(vec!["-", "", "null", "\"443\"", "+1", "65536", "1 "]).prop_map(str::to_owned),
+            1 => "[0-9a-z+ ,}\"-]{0,6}",
+        ]
+    }
+
+    fn address_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => any::<Ipv4Addr>().prop_map(|ip| ip.to_string()),
+            2 => any::<Ipv6Addr>().prop_map(|ip| ip.to_string()),
+            1 => select(vec!["-", "", "null", "01.2.3.4", r"10.0.0.\x31"]).prop_map(str::to_owned),
+            1 => "[0-9a-f.:\"\\\\ ,}-]{0,20}",
+        ]
+    }
+
+    /// Header bytes as nginx may print them: lists, `-`, escapes of both kinds, raw quotes that
+    /// break the template, non-ASCII and non-UTF-8 bytes, and values around the length cap.
+    fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let ip_list = proptest::collection::vec(any::<Ipv4Addr>(), 1..4).prop_map(|ips| {
+            let texts: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
+            texts.join(", ").into_bytes()
+        });
+        let samples = vec![
+            "-",
+            "",
+            "null",
+            r"1.1.1.1\x2C 2.2.2.2",
+            r"\u0031.1.1.1",
+            "unknown, 1.1.1.1",
+            "é, 1.1.1.1",
+        ];
+        let alphabet: Vec<u8> = b"0123456789.:, -xuX\"\\{}abfnt/"
+            .iter()
+            .copied()
+            .chain("é😀".bytes())
+            .chain([0xff, 0x80, b'\t'])
+            .collect();
+        prop_oneof![
+            3 => ip_list,
+            2 => select(samples).prop_map(|text| text.as_bytes().to_vec()),
+            3 => proptest::collection::vec(select(alphabet), 0..40),
+            1 => (MAX_HEADER_BYTES - 2..MAX_HEADER_BYTES + 3).prop_map(|len| vec![b'1'; len]),
+        ]
+    }
+
+    /// The values of one generated template line, as printed.
+    #[derive(Clone, Debug)]
+    struct TemplateValues {
+        source_port: String,
+        destination_port: String,
+        source_ip: String,
+        destination_ip: String,
+        x_forwarded_for: Vec<u8>,
+        x_real_ip: Vec<u8>,
+        /// An unquoted variable in a hand-edited template prints its header bare (`-`).
+        headers_quoted: bool,
+    }
+
+    impl TemplateValues {
+        fn object(&self) -> Vec<u8> {
+            if self.headers_quoted {
+                return template_object(
+                    (&self.source_port, &self.destination_port),
+                    (&self.source_ip, &self.destination_ip),
+                    (&self.x_forwarded_for, &self.x_real_ip),
+                );
+            }
+            let mut object = format!(
+                r#" {{"source_port": {}, "destination_ip": "{}", "destination_port": {}, "source_ip": "{}", "x-forwarded-for": "#,
+                self.source_port, self.destination_ip, self.destination_port, self.source_ip
+            )
+            .into_bytes();
+            object.extend_from_slice(&self.x_forwarded_for);
+            object.extend_from_slice(br#", "x-real-ip": "#);
+            object.extend_from_slice(&self.x_real_ip);
+            object.push(b'}');
+            object
+        }
+
+        /// Every value printed the way the fast path takes: ports as up to five digits, the
+        /// rest quoted with no escape and no quote inside.
+        fn is_plain(&self) -> bool {
+            let digits = |text: &str| {
+                text.len() <= TEMPLATE_PORT_DIGITS && text.bytes().all(|byte| byte.is_ascii_digit())
+            };
+            let unescaped = |text: &[u8]| !text.contains(&b'"') && !text.contains(&b'\\');
+            self.headers_quoted
+                && digits(&self.source_port)
+                && digits(&self.destination_port)
+                && unescaped(self.source_ip.as_bytes())
+                && unescaped(self.destination_ip.as_bytes())
+                && unescaped(&self.x_forwarded_for)
+                && unescaped(&self.x_real_ip)
+        }
+    }
+
+    fn template_values() -> impl Strategy<Value = TemplateValues> {
+        (
+            (port_text(), port_text()),
+            (address_text(), address_text()),
+            (header_bytes(), header_bytes()),
+            proptest::bool::weighted(0.9),
+        )
+            .prop_map(
+                |(
+                    (source_port, destination_port),
+                    (source_ip, destination_ip),
+                    (x_forwarded_for, x_real_ip),
+                    headers_quoted,
+                )| TemplateValues {
+                    source_port,
+                    destination_port,
+                    source_ip,
+                    destination_ip,
+                    x_forwarded_for,
+                    x_real_ip,
+                    headers_quoted,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn fast_path_agrees_on_template_lines(
+            values in template_values(),
+            suffix in select(vec!["", "\n", " upstream=10.0.0.1", "}", "\"", ","]),
+        ) {
+            let mut object = values.object();
+            object.extend_from_slice(suffix.as_bytes());
+            assert_fast_path_agrees(&object);
+            // Plain values are the fast path's whole job: when the general scanner accepts
+            // such a line, the fast path must have answered.
+            if values.is_plain() && parse_object(&object).is_ok() {
+                prop_assert!(parse_template(&object).is_some());
+            }
+        }
+
+        #[test]
+        fn fast_path_agrees_on_mutated_template_lines(
+            values in template_values(),
+            edits in proptest::collection::vec(
+                (
+                    any::<Index>(),
+                    0..3u8,
+                    prop_oneof![select(b"\"\\ ,:{}-0123456789.x".to_vec()), any::<u8>()],
+                ),
+                1..4,
+            ),
+        ) {
+            let mut object = values.object();
+            for (index, operation, byte) in edits {
+                let at = index.index(object.len() + 1);
+                match operation {
+                    0 => object.insert(at, byte),
+                    1 if at < object.len() => {
+                        object.remove(at);
+                    }
+                    _ => {
+                        if let Some(slot) = object.get_mut(at) {
+                            *slot = byte;
+                        }
+                    }
+                }
+            }
+            assert_fast_path_agrees(&object);
+            // Cut short, as a line whose end has not been written yet.
+            let cut = object.len() / 2;
+            assert_fast_path_agrees(&object[..cut]);
+        }
+
+        #[test]
+        fn fast_path_agrees_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            assert_fast_path_agrees(&bytes);
+            let mut object = TEMPLATE_BEFORE_SOURCE_PORT.to_vec();
+            object.extend_from_slice(&bytes);
+            assert_fast_path_agrees(&object);
+        }
     }
 
     #[test]
