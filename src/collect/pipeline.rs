@@ -53,7 +53,9 @@ impl Pipeline {
         self.detector.as_mut()
     }
 
-    /// Reads the clock for the lines that follow.
+    /// Reads the clock for the lines that follow. The detector adds up the requests of each
+    /// clock reading per address and applies them when the clock moves on (or when its
+    /// events, view or counters are read), so its per-line cost is two small table updates.
     pub fn tick_clock(&mut self) {
         self.now_ms = u64::try_from(self.clock_origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.wall = SystemTime::now();
@@ -89,8 +91,12 @@ impl Pipeline {
         }
     }
 
-    /// Ends the interval: its reports, and a fresh interval begins.
+    /// Ends the interval: its reports, and a fresh interval begins. The detector is brought
+    /// up to date with the interval's last requests too.
     pub fn close_interval(&mut self) -> IntervalReport {
+        if let Some(detector) = &mut self.detector {
+            detector.flush();
+        }
         let report = self.aggregator.close_interval();
         self.metrics.intervals.inc();
         self.metrics

@@ -13,17 +13,21 @@
 //!   missed;
 //! - while fewer than `capacity` distinct IPs have been seen, every count is exact.
 //!
-//! The counters sit in a binary min-heap (by count) addressed through a hash index, so one
+//! The counters sit in a 4-ary min-heap (by count) addressed through a hash index, so one
 //! observation costs one hash lookup and `O(log capacity)` moves, and nothing is allocated after
 //! construction: the heap, the slots and the index are sized for `capacity` up front and only
-//! ever cleared. The index hashes with SipHash under a per-process random key, so a client
-//! cannot craft addresses that collide.
+//! ever cleared. The index hashes with foldhash under a per-table random seed, so a client
+//! cannot craft addresses that collide without guessing it.
+//!
+//! [`SpaceSaving::observe_weighted`] counts several requests of one IP at once, which is how
+//! the detector applies a batch: the summary is the same as after that many single
+//! observations in a row, and the guarantees hold with `N` the total weight.
 //!
 //! [`WindowedTopK`] runs one summary over tumbling windows and keeps the top entries of the
 //! last completed window for display while the current one fills.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::RandomState;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -69,15 +73,32 @@ impl Estimate {
     }
 }
 
+/// Where the heap keeps a counter: its count inline, so that a sift compares counts read from
+/// one contiguous run of memory instead of chasing each slot.
+#[derive(Clone, Copy, Debug)]
+struct HeapEntry {
+    count: u64,
+    slot: u32,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Counter {
     ip: IpAddr,
-    count: u64,
     error: u64,
-    /// Where this counter's slot number sits in the heap, kept in step by every move so that
-    /// moving a counter never needs a hash lookup.
-    heap_position: usize,
+    /// Where this counter sits in the heap, kept in step by every move so that moving a
+    /// counter never needs a hash lookup.
+    heap_position: u32,
 }
+
+/// Children per heap node: four 16-byte entries fill one cache line, and the heap is half as
+/// deep as a binary one, which matters because a newcomer inheriting the smallest count
+/// usually sinks to the bottom past counters tied at that count.
+const ARITY: usize = 4;
+
+/// The index's hasher: foldhash under a per-table random seed. The index is probed for every
+/// distinct address of every batch, where SipHash would cost more than the rest of the update;
+/// a client flooding crafted addresses would have to guess the seed to make them collide.
+type IndexHasher = foldhash::fast::RandomState;
 
 /// Space-Saving top-k over IP addresses with a fixed number of counters.
 #[derive(Debug)]
@@ -85,21 +106,21 @@ pub struct SpaceSaving {
     capacity: usize,
     /// Counters by slot number; a slot keeps its number for as long as its IP is counted.
     slots: Vec<Counter>,
-    /// Slot numbers arranged as a min-heap by count.
-    heap: Vec<usize>,
-    index: HashMap<IpAddr, usize, RandomState>,
+    /// Slot numbers with their counts, arranged as a 4-ary min-heap by count.
+    heap: Vec<HeapEntry>,
+    index: HashMap<IpAddr, u32, IndexHasher>,
     /// The index's capacity as allocated; see [`SpaceSaving::memory_bytes`].
     index_capacity: usize,
     observations: u64,
 }
 
 impl SpaceSaving {
-    /// A summary of `capacity` counters (at least one).
+    /// A summary of `capacity` counters (at least one, at most `u32::MAX`).
     pub fn new(capacity: usize) -> SpaceSaving {
-        let capacity = capacity.max(1);
+        let capacity = capacity.clamp(1, u32::MAX as usize);
         // Twice the entries: a full table with tombstones from replacements is then rehashed
         // in place instead of grown, so the index never allocates after construction.
-        let index = HashMap::with_capacity_and_hasher(capacity * 2, RandomState::new());
+        let index = HashMap::with_capacity_and_hasher(capacity * 2, IndexHasher::default());
         SpaceSaving {
             capacity,
             slots: Vec::with_capacity(capacity),
@@ -112,32 +133,65 @@ impl SpaceSaving {
 
     /// Counts one request from `ip` and returns the IP's estimate afterwards.
     pub fn observe(&mut self, ip: IpAddr) -> Estimate {
-        self.observations = self.observations.saturating_add(1);
-        if let Some(&slot) = self.index.get(&ip) {
-            return self.increment(slot);
+        self.observe_weighted(ip, 1)
+    }
+
+    /// Counts `weight` requests from `ip` at once — the same summary as `weight` calls of
+    /// [`SpaceSaving::observe`] in a row (weighted Space-Saving keeps every guarantee, with
+    /// `N` the total weight). Returns the IP's estimate afterwards.
+    pub fn observe_weighted(&mut self, ip: IpAddr, weight: u64) -> Estimate {
+        if weight == 0 {
+            return self
+                .estimate(&ip)
+                .unwrap_or(Estimate { count: 0, error: 0 });
         }
-        if self.slots.len() < self.capacity {
-            let slot = self.slots.len();
-            let heap_position = self.heap.len();
-            self.slots.push(Counter {
-                ip,
-                count: 1,
-                error: 0,
-                heap_position,
-            });
-            self.heap.push(slot);
-            self.index.insert(ip, slot);
-            self.sift_up(heap_position);
-            return Estimate { count: 1, error: 0 };
+        self.observations = self.observations.saturating_add(weight);
+        // The slot a newcomer would take: a fresh one while any is left, else the smallest
+        // counter's. Worked out first so that the index is probed once, through its entry.
+        let fresh = self.slots.len() < self.capacity;
+        let newcomer_slot = if fresh {
+            self.slots.len() as u32
+        } else {
+            match self.heap.first() {
+                Some(root) => root.slot,
+                None => return Estimate { count: 0, error: 0 },
+            }
+        };
+        match self.index.entry(ip) {
+            Entry::Occupied(counted) => {
+                let slot = *counted.get();
+                return self.increment(slot, weight);
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(newcomer_slot);
+            }
         }
-        self.replace_smallest(ip)
+        if !fresh {
+            return self.replace_smallest(ip, weight);
+        }
+        let heap_position = self.heap.len();
+        self.slots.push(Counter {
+            ip,
+            error: 0,
+            heap_position: heap_position as u32,
+        });
+        self.heap.push(HeapEntry {
+            count: weight,
+            slot: newcomer_slot,
+        });
+        self.sift_up(heap_position);
+        Estimate {
+            count: weight,
+            error: 0,
+        }
     }
 
     /// The current estimate for `ip`, if it is counted.
     pub fn estimate(&self, ip: &IpAddr) -> Option<Estimate> {
-        let counter = self.slots.get(*self.index.get(ip)?)?;
+        let counter = self.slots.get(*self.index.get(ip)? as usize)?;
+        let entry = self.heap.get(counter.heap_position as usize)?;
         Some(Estimate {
-            count: counter.count,
+            count: entry.count,
             error: counter.error,
         })
     }
@@ -146,12 +200,15 @@ impl SpaceSaving {
     /// address, so the order is stable between calls.
     pub fn top(&self, n: usize) -> Vec<TopEntry> {
         let mut entries: Vec<TopEntry> = self
-            .slots
+            .heap
             .iter()
-            .map(|counter| TopEntry {
-                ip: counter.ip,
-                requests: counter.count,
-                error: counter.error,
+            .filter_map(|entry| {
+                let counter = self.slots.get(entry.slot as usize)?;
+                Some(TopEntry {
+                    ip: counter.ip,
+                    requests: entry.count,
+                    error: counter.error,
+                })
             })
             .collect();
         entries.sort_unstable_by(|a, b| {
@@ -176,10 +233,7 @@ impl SpaceSaving {
         if self.slots.len() < self.capacity {
             return 0;
         }
-        self.heap
-            .first()
-            .and_then(|&slot| self.slots.get(slot))
-            .map_or(0, |counter| counter.count)
+        self.heap.first().map_or(0, |entry| entry.count)
     }
 
     /// IPs currently counted.
@@ -211,107 +265,117 @@ impl SpaceSaving {
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.slots.capacity() * std::mem::size_of::<Counter>()
-            + self.heap.capacity() * std::mem::size_of::<usize>()
-            + hash_table_bytes::<(IpAddr, usize)>(self.index_capacity.max(self.index.capacity()))
+            + self.heap.capacity() * std::mem::size_of::<HeapEntry>()
+            + hash_table_bytes::<(IpAddr, u32)>(self.index_capacity.max(self.index.capacity()))
     }
 
     /// The memory a summary of `capacity` counters holds, without building one.
     pub fn memory_bound_bytes(capacity: usize) -> usize {
-        let capacity = capacity.max(1);
+        let capacity = capacity.clamp(1, u32::MAX as usize);
         std::mem::size_of::<Self>()
-            + capacity * (std::mem::size_of::<Counter>() + std::mem::size_of::<usize>())
-            + hash_table_bytes::<(IpAddr, usize)>(capacity * 2)
+            + capacity * (std::mem::size_of::<Counter>() + std::mem::size_of::<HeapEntry>())
+            + hash_table_bytes::<(IpAddr, u32)>(capacity * 2)
     }
 
-    fn increment(&mut self, slot: usize) -> Estimate {
-        let Some(counter) = self.slots.get_mut(slot) else {
+    fn increment(&mut self, slot: u32, weight: u64) -> Estimate {
+        let Some(counter) = self.slots.get(slot as usize) else {
             return Estimate { count: 0, error: 0 };
         };
-        counter.count = counter.count.saturating_add(1);
-        let estimate = Estimate {
-            count: counter.count,
-            error: counter.error,
+        let (position, error) = (counter.heap_position as usize, counter.error);
+        let Some(entry) = self.heap.get_mut(position) else {
+            return Estimate { count: 0, error: 0 };
         };
-        let position = counter.heap_position;
+        entry.count = entry.count.saturating_add(weight);
+        let estimate = Estimate {
+            count: entry.count,
+            error,
+        };
         self.sift_down(position);
         estimate
     }
 
     /// The Space-Saving replacement: the newcomer takes the smallest counter, inheriting its
     /// count as error, because it may have been among the requests that counter absorbed.
-    fn replace_smallest(&mut self, ip: IpAddr) -> Estimate {
-        let Some(&slot) = self.heap.first() else {
+    /// The index already points `ip` at that counter's slot.
+    fn replace_smallest(&mut self, ip: IpAddr, weight: u64) -> Estimate {
+        let Some(root) = self.heap.first_mut() else {
             return Estimate { count: 0, error: 0 };
         };
-        let Some(counter) = self.slots.get_mut(slot) else {
+        let inherited = root.count;
+        root.count = inherited.saturating_add(weight);
+        let estimate = Estimate {
+            count: root.count,
+            error: inherited,
+        };
+        let slot = root.slot;
+        let Some(counter) = self.slots.get_mut(slot as usize) else {
             return Estimate { count: 0, error: 0 };
         };
         let evicted = counter.ip;
-        let inherited = counter.count;
         counter.ip = ip;
         counter.error = inherited;
-        counter.count = inherited.saturating_add(1);
-        let estimate = Estimate {
-            count: counter.count,
-            error: counter.error,
-        };
         self.index.remove(&evicted);
-        self.index.insert(ip, slot);
         self.sift_down(0);
         estimate
     }
 
-    fn count_at(&self, position: usize) -> u64 {
-        self.heap
-            .get(position)
-            .and_then(|&slot| self.slots.get(slot))
-            .map_or(u64::MAX, |counter| counter.count)
-    }
-
-    fn swap_positions(&mut self, a: usize, b: usize) {
-        if a >= self.heap.len() || b >= self.heap.len() {
-            return;
+    /// Writes `entry` at `position` and tells its slot where it now is.
+    fn place(&mut self, position: usize, entry: HeapEntry) {
+        if let Some(target) = self.heap.get_mut(position) {
+            *target = entry;
         }
-        self.heap.swap(a, b);
-        for position in [a, b] {
-            if let Some(&slot) = self.heap.get(position) {
-                if let Some(counter) = self.slots.get_mut(slot) {
-                    counter.heap_position = position;
-                }
-            }
+        if let Some(counter) = self.slots.get_mut(entry.slot as usize) {
+            counter.heap_position = position as u32;
         }
     }
 
     fn sift_up(&mut self, mut position: usize) {
+        let Some(&moving) = self.heap.get(position) else {
+            return;
+        };
         while position > 0 {
-            let parent = (position - 1) / 2;
-            if self.count_at(parent) <= self.count_at(position) {
+            let parent = (position - 1) / ARITY;
+            let Some(&above) = self.heap.get(parent) else {
+                break;
+            };
+            if above.count <= moving.count {
                 break;
             }
-            self.swap_positions(parent, position);
+            self.place(position, above);
             position = parent;
         }
+        self.place(position, moving);
     }
 
+    /// Moves the entry at `position` down past every smaller child, shifting those up into
+    /// the hole it leaves rather than swapping at every level.
     fn sift_down(&mut self, mut position: usize) {
-        let len = self.heap.len();
+        let Some(&moving) = self.heap.get(position) else {
+            return;
+        };
         loop {
-            let left = 2 * position + 1;
-            if left >= len {
+            let first_child = position * ARITY + 1;
+            let Some(children) = self
+                .heap
+                .get(first_child..(first_child + ARITY).min(self.heap.len()))
+            else {
                 break;
-            }
-            let right = left + 1;
-            let smaller_child = if right < len && self.count_at(right) < self.count_at(left) {
-                right
-            } else {
-                left
             };
-            if self.count_at(position) <= self.count_at(smaller_child) {
+            let Some((offset, smallest)) = children
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, entry)| entry.count)
+            else {
+                break;
+            };
+            if moving.count <= smallest.count {
                 break;
             }
-            self.swap_positions(position, smaller_child);
-            position = smaller_child;
+            let (child, smallest) = (first_child + offset, *smallest);
+            self.place(position, smallest);
+            position = child;
         }
+        self.place(position, moving);
     }
 }
 
@@ -402,8 +466,13 @@ impl WindowedTopK {
 
     /// Counts one request from `ip` at `now_ms`.
     pub fn observe(&mut self, now_ms: u64, ip: IpAddr) -> Estimate {
+        self.observe_weighted(now_ms, ip, 1)
+    }
+
+    /// Counts `weight` requests from `ip` at `now_ms`.
+    pub fn observe_weighted(&mut self, now_ms: u64, ip: IpAddr, weight: u64) -> Estimate {
         self.advance(now_ms);
-        self.current.observe(ip)
+        self.current.observe_weighted(ip, weight)
     }
 
     /// The current window's top entries, largest first.
@@ -495,16 +564,39 @@ mod tests {
         let mut state: u32 = 12345;
         for _ in 0..10_000 {
             state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            summary.observe(ip((state >> 16) % 40));
-            for (position, &slot) in summary.heap.iter().enumerate() {
-                assert_eq!(summary.slots[slot].heap_position, position);
+            let weight = u64::from(state >> 29) + 1;
+            summary.observe_weighted(ip((state >> 16) % 40), weight);
+            for (position, entry) in summary.heap.iter().enumerate() {
+                assert_eq!(
+                    summary.slots[entry.slot as usize].heap_position as usize,
+                    position
+                );
                 if position > 0 {
-                    let parent = summary.heap[(position - 1) / 2];
-                    assert!(summary.slots[parent].count <= summary.slots[slot].count);
+                    let parent = summary.heap[(position - 1) / ARITY];
+                    assert!(parent.count <= entry.count);
                 }
             }
         }
         assert_eq!(summary.index.len(), summary.slots.len());
+        let total: u64 = summary.heap.iter().map(|entry| entry.count).sum();
+        assert_eq!(total, summary.observations());
+    }
+
+    #[test]
+    fn a_weighted_observation_equals_that_many_single_ones() {
+        let mut weighted = SpaceSaving::new(3);
+        let mut single = SpaceSaving::new(3);
+        let stream = [(1, 4), (2, 1), (3, 2), (4, 3), (1, 2), (5, 1), (2, 6)];
+        for (n, weight) in stream {
+            let estimate = weighted.observe_weighted(ip(n), weight);
+            let mut last = None;
+            for _ in 0..weight {
+                last = Some(single.observe(ip(n)));
+            }
+            assert_eq!(Some(estimate), last);
+        }
+        assert_eq!(weighted.top(3), single.top(3));
+        assert_eq!(weighted.observations(), single.observations());
     }
 
     #[test]

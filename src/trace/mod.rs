@@ -22,6 +22,7 @@
 //! The threat lists cost what their entries cost — about 50 bytes per IPv4 CIDR — and are
 //! reported by [`Detector::memory_bytes`], which measures the actual allocations.
 
+mod batch;
 pub mod events;
 pub mod heavy_hitters;
 pub mod rules;
@@ -36,13 +37,15 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::collect::aggregate::Connection;
+use batch::Batch;
+pub use batch::BATCH_ADDRESSES;
 use events::{
     rfc3339_utc, Event, EventConnection, EventDetails, EventKind, Field, RecentEvents,
     EVENT_SCHEMA_VERSION,
 };
 use heavy_hitters::{TopEntry, WindowAdvance, WindowedTopK, DEFAULT_COUNTERS_PER_ENTRY};
 use rules::{
-    Cooldowns, EventRateLimiter, EventSource, LeakyBucket, LeakyBuckets, Pour, Rule, Threshold,
+    Cooldowns, EventRateLimiter, EventSource, LeakyBucket, LeakyBuckets, Rule, Threshold,
     ThresholdCounter, DEFAULT_BUCKETS, DEFAULT_THRESHOLD_COUNTERS,
 };
 use threat_lists::ThreatLists;
@@ -317,6 +320,7 @@ impl TraceConfig {
             + top
             + rules
             + Cooldowns::memory_bound_bytes(self.cooldown_entries)
+            + Batch::memory_bound_bytes()
             + events
     }
 }
@@ -415,6 +419,7 @@ struct Emitter {
 }
 
 /// One firing, before the cool-down and the rate limit decide whether it becomes an event.
+#[derive(Clone, Copy)]
 struct Firing<'a> {
     source: EventSource,
     cooldown_ms: u64,
@@ -467,6 +472,59 @@ impl Emitter {
         }
         FireOutcome::Raised
     }
+
+    /// The same firing `times` times at one instant, as `times` requests of one address in a
+    /// batch would fire one after another; `details` gets the firing's position. Once the
+    /// outcome can no longer change within the instant — cooling down, or out of tokens — the
+    /// rest are counted without being tried.
+    fn fire_repeatedly(
+        &mut self,
+        now_ms: u64,
+        wall: SystemTime,
+        connection: &Connection,
+        firing: Firing<'_>,
+        times: u64,
+        details: impl Fn(u64) -> EventDetails,
+    ) -> Outcomes {
+        let mut outcomes = Outcomes::default();
+        for repeat in 0..times {
+            let rest = times - repeat - 1;
+            match self.fire(now_ms, wall, connection, firing, || details(repeat)) {
+                FireOutcome::Raised => {
+                    outcomes.raised += 1;
+                    // A cool-down started now covers the rest of the instant.
+                    if firing.cooldown_ms > 0 {
+                        outcomes.cooled_down = outcomes.cooled_down.saturating_add(rest);
+                        break;
+                    }
+                }
+                FireOutcome::CooledDown => {
+                    outcomes.cooled_down = outcomes.cooled_down.saturating_add(1 + rest);
+                    break;
+                }
+                FireOutcome::RateLimited => {
+                    // No tokens come back within the same millisecond.
+                    self.events_rate_limited = self.events_rate_limited.saturating_add(rest);
+                    break;
+                }
+            }
+        }
+        outcomes
+    }
+}
+
+/// What the firings of one address in one batch came to.
+#[derive(Clone, Copy, Debug, Default)]
+struct Outcomes {
+    raised: u64,
+    cooled_down: u64,
+}
+
+impl Outcomes {
+    fn add(&mut self, other: Outcomes) {
+        self.raised = self.raised.saturating_add(other.raised);
+        self.cooled_down = self.cooled_down.saturating_add(other.cooled_down);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -491,6 +549,8 @@ pub struct Detector {
     rule_cooled_down: Vec<u64>,
     list_hits: Vec<u64>,
     list_events: Vec<u64>,
+    /// Requests observed but not yet applied; see [`Detector::observe`].
+    batch: Batch,
 }
 
 impl Detector {
@@ -550,6 +610,7 @@ impl Detector {
             rule_cooled_down: vec![0; rule_count],
             list_hits: Vec::new(),
             list_events: Vec::new(),
+            batch: Batch::new(),
             config,
         })
     }
@@ -559,8 +620,14 @@ impl Detector {
     }
 
     /// Moves the windows to `now_ms` without a request, so that an idle collector still
-    /// closes its windows on time for `GET /suspicious`.
+    /// closes its windows on time for `GET /suspicious`. Requests observed before are applied
+    /// first, at their own time.
     pub fn advance(&mut self, now_ms: u64, wall: SystemTime) {
+        self.flush();
+        self.advance_windows(now_ms, wall);
+    }
+
+    fn advance_windows(&mut self, now_ms: u64, wall: SystemTime) {
         self.top_original.advance(now_ms);
         if let WindowAdvance::Started { start_ms } = self.top_sources.advance(now_ms) {
             let started = wall
@@ -576,6 +643,13 @@ impl Detector {
 
     /// Takes one request: its connection and, when the client IP policy found one, its
     /// original IP. `now_ms` is monotonic milliseconds; `wall` stamps the events.
+    ///
+    /// Requests of one instant (the same `now_ms` and `wall`) are added up per address and
+    /// applied together when a request of another instant arrives, or when the windows,
+    /// events, view or counters are next read ([`Detector::flush`] does it explicitly). The
+    /// outcome is that of applying them one by one, address after address in first-seen
+    /// order: the same counts and firings, and each event names the connection of the first
+    /// request of its address in the batch.
     pub fn observe(
         &mut self,
         now_ms: u64,
@@ -583,143 +657,163 @@ impl Detector {
         connection: &Connection,
         original: Option<IpAddr>,
     ) {
-        self.advance(now_ms, wall);
-        let source_ip = connection.source_ip;
-        self.top_sources.observe(now_ms, source_ip);
-        if let Some(original_ip) = original {
-            self.top_original.observe(now_ms, original_ip);
+        if !self.batch.accepts(now_ms, wall) {
+            self.flush();
+        }
+        self.batch.add(now_ms, wall, connection, original);
+    }
+
+    /// Applies the requests observed so far to every summary, rule and list.
+    pub fn flush(&mut self) {
+        let Some((now_ms, wall)) = self.batch.at else {
+            return;
+        };
+        self.advance_windows(now_ms, wall);
+        let Detector {
+            config,
+            top_original,
+            top_sources,
+            rules,
+            lists,
+            emitter,
+            rule_events,
+            rule_cooled_down,
+            list_hits,
+            list_events,
+            batch,
+            ..
+        } = self;
+        let (originals, sources) = (batch.originals.as_slice(), batch.sources.as_slice());
+        for tally in sources {
+            top_sources.observe_weighted(now_ms, tally.ip, tally.requests);
+        }
+        for tally in originals {
+            top_original.observe_weighted(now_ms, tally.ip, tally.requests);
         }
 
-        for (index, rule) in self.rules.iter_mut().enumerate() {
-            let ip = match rule.field {
-                Field::Original => match original {
-                    Some(ip) => ip,
-                    None => continue,
-                },
-                Field::Source => source_ip,
+        let cooldown_ms = config.cooldown_seconds.saturating_mul(1000);
+        for (index, rule) in rules.iter_mut().enumerate() {
+            let tallies = match rule.field {
+                Field::Original => originals,
+                Field::Source => sources,
             };
             let source = EventSource::Rule(index as u16);
-            let cooldown_ms = self.config.cooldown_seconds.saturating_mul(1000);
-            let outcome = match &mut rule.check {
-                RuleCheck::Threshold {
-                    counter,
-                    requests,
-                    window_seconds,
-                } => counter.observe(now_ms, ip).map(|count| {
-                    let (threshold, window_seconds) = (*requests, *window_seconds);
-                    self.emitter.fire(
-                        now_ms,
-                        wall,
-                        connection,
-                        Firing {
-                            source,
-                            cooldown_ms,
-                            kind: EventKind::VolumeThreshold,
-                            name: &rule.name,
-                            ip,
-                            field: rule.field,
-                        },
-                        || EventDetails {
-                            count: Some(count),
-                            threshold: Some(threshold),
-                            window_seconds: Some(window_seconds),
-                            ..EventDetails::default()
-                        },
-                    )
-                }),
-                RuleCheck::LeakyBucket {
-                    buckets,
-                    capacity,
-                    leak_per_second,
-                } => match buckets.pour(now_ms, ip) {
-                    Pour::Held(_) => None,
-                    Pour::Overflow => {
-                        let (capacity, leak_per_second) = (*capacity, *leak_per_second);
-                        Some(self.emitter.fire(
+            let mut outcomes = Outcomes::default();
+            for tally in tallies {
+                let firing = Firing {
+                    source,
+                    cooldown_ms,
+                    kind: EventKind::VolumeThreshold,
+                    name: &rule.name,
+                    ip: tally.ip,
+                    field: rule.field,
+                };
+                match &mut rule.check {
+                    RuleCheck::Threshold {
+                        counter,
+                        requests,
+                        window_seconds,
+                    } => {
+                        let Some(firings) = counter.observe_many(now_ms, tally.ip, tally.requests)
+                        else {
+                            continue;
+                        };
+                        let (threshold, window_seconds) = (*requests, *window_seconds);
+                        outcomes.add(emitter.fire_repeatedly(
                             now_ms,
                             wall,
-                            connection,
-                            Firing {
-                                source,
-                                cooldown_ms,
-                                kind: EventKind::LeakyBucket,
-                                name: &rule.name,
-                                ip,
-                                field: rule.field,
+                            &tally.connection,
+                            firing,
+                            firings.count,
+                            |repeat| EventDetails {
+                                count: Some(firings.first_count.saturating_add(repeat)),
+                                threshold: Some(threshold),
+                                window_seconds: Some(window_seconds),
+                                ..EventDetails::default()
                             },
-                            || EventDetails {
+                        ));
+                    }
+                    RuleCheck::LeakyBucket {
+                        buckets,
+                        capacity,
+                        leak_per_second,
+                    } => {
+                        let overflows = buckets
+                            .pour_many(now_ms, tally.ip, tally.requests)
+                            .overflows;
+                        if overflows == 0 {
+                            continue;
+                        }
+                        let (capacity, leak_per_second) = (*capacity, *leak_per_second);
+                        outcomes.add(emitter.fire_repeatedly(
+                            now_ms,
+                            wall,
+                            &tally.connection,
+                            Firing {
+                                kind: EventKind::LeakyBucket,
+                                ..firing
+                            },
+                            overflows,
+                            |_| EventDetails {
                                 capacity: Some(capacity),
                                 leak_per_second: Some(leak_per_second),
                                 ..EventDetails::default()
                             },
-                        ))
+                        ));
                     }
-                },
-            };
-            match outcome {
-                Some(FireOutcome::Raised) => increment(&mut self.rule_events, index),
-                Some(FireOutcome::CooledDown) => increment(&mut self.rule_cooled_down, index),
-                Some(FireOutcome::RateLimited) | None => {}
+                }
             }
+            add_to(rule_events, index, outcomes.raised);
+            add_to(rule_cooled_down, index, outcomes.cooled_down);
         }
 
-        if self.lists.is_empty() {
-            return;
-        }
-        if let Some(original_ip) = original {
-            self.check_lists(now_ms, wall, connection, original_ip, Field::Original);
-        }
-        // A request with no proxy in front has the same address in both fields: one hit.
-        if original != Some(source_ip) {
-            self.check_lists(now_ms, wall, connection, source_ip, Field::Source);
-        }
-    }
-
-    fn check_lists(
-        &mut self,
-        now_ms: u64,
-        wall: SystemTime,
-        connection: &Connection,
-        ip: IpAddr,
-        field: Field,
-    ) {
-        let interval_ms = self
-            .config
-            .threat_event_interval_seconds
-            .saturating_mul(1000);
-        for hit in self.lists.matches(ip) {
-            increment(&mut self.list_hits, hit.list_index);
-            let outcome = self.emitter.fire(
-                now_ms,
-                wall,
-                connection,
-                Firing {
-                    source: EventSource::List(hit.list_index as u16),
-                    cooldown_ms: interval_ms,
-                    kind: EventKind::ThreatList,
-                    name: hit.list,
-                    ip,
-                    field,
-                },
-                || EventDetails {
-                    cidr: Some(hit.cidr.to_string()),
-                    note: hit.note.map(str::to_owned),
-                    ..EventDetails::default()
-                },
-            );
-            if outcome == FireOutcome::Raised {
-                increment(&mut self.list_events, hit.list_index);
+        if !lists.is_empty() {
+            let interval_ms = config.threat_event_interval_seconds.saturating_mul(1000);
+            let checks = originals
+                .iter()
+                .map(|tally| (tally, Field::Original))
+                .chain(sources.iter().map(|tally| (tally, Field::Source)));
+            for (tally, field) in checks {
+                if tally.listed_requests == 0 {
+                    continue;
+                }
+                for hit in lists.covering(tally.ip) {
+                    add_to(list_hits, hit.list_index, tally.listed_requests);
+                    let outcomes = emitter.fire_repeatedly(
+                        now_ms,
+                        wall,
+                        &tally.connection,
+                        Firing {
+                            source: EventSource::List(hit.list_index as u16),
+                            cooldown_ms: interval_ms,
+                            kind: EventKind::ThreatList,
+                            name: hit.list,
+                            ip: tally.ip,
+                            field,
+                        },
+                        tally.listed_requests,
+                        |_| EventDetails {
+                            cidr: Some(hit.cidr.to_string()),
+                            note: hit.note.map(str::to_owned),
+                            ..EventDetails::default()
+                        },
+                    );
+                    add_to(list_events, hit.list_index, outcomes.raised);
+                }
             }
         }
+        batch.clear();
     }
 
     /// The events raised since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
+        self.flush();
         self.emitter.pending.drain(..).collect()
     }
 
     /// The view served at `GET /suspicious`.
-    pub fn snapshot(&self) -> Suspicious {
+    pub fn snapshot(&mut self) -> Suspicious {
+        self.flush();
         let previous_window = match (self.top_original.previous(), self.top_sources.previous()) {
             (original, Some(sources)) => Some(CompletedWindowView {
                 started: self
@@ -747,7 +841,8 @@ impl Detector {
     }
 
     /// Counters for metrics.
-    pub fn counters(&self) -> TraceCounters {
+    pub fn counters(&mut self) -> TraceCounters {
+        self.flush();
         let named = |names: &mut dyn Iterator<Item = &str>, counts: &[u64]| {
             names
                 .zip(counts.iter())
@@ -780,6 +875,8 @@ impl Detector {
     /// Swaps in freshly loaded lists. Hit and event counts of lists that keep their name carry
     /// over, so Prometheus counters stay monotonic across reloads.
     pub fn replace_lists(&mut self, lists: ThreatLists) {
+        // Requests already observed are checked against the lists in force when they came.
+        self.flush();
         let carried = |old_counts: &[u64]| -> Vec<u64> {
             lists
                 .names()
@@ -824,11 +921,12 @@ impl Detector {
             + self.emitter.cooldowns.memory_bytes()
             + (self.emitter.pending.len() + self.emitter.recent.len()) * EVENT_BYTES_ESTIMATE
             + self.lists.memory_bytes()
+            + self.batch.memory_bytes()
     }
 }
 
-fn increment(counts: &mut [u64], index: usize) {
+fn add_to(counts: &mut [u64], index: usize, amount: u64) {
     if let Some(count) = counts.get_mut(index) {
-        *count = count.saturating_add(1);
+        *count = count.saturating_add(amount);
     }
 }

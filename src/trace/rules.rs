@@ -20,8 +20,9 @@
 //! - [`EventRateLimiter`]: a token bucket over all events, the last line against an event flood
 //!   from millions of addresses that each fire once.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::{Hash, RandomState};
+use std::hash::Hash;
 use std::net::IpAddr;
 
 use rand::rngs::SmallRng;
@@ -114,6 +115,14 @@ impl Rule {
     }
 }
 
+/// The requests of one batch that reached a threshold: `count` of them, the first seeing a
+/// certain count of `first_count` and each later one a count one higher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Firings {
+    pub first_count: u64,
+    pub count: u64,
+}
+
 /// A threshold rule's windowed counts.
 #[derive(Debug)]
 pub struct ThresholdCounter {
@@ -136,6 +145,13 @@ impl ThresholdCounter {
     /// Counts one request; returns the IP's certain count when it has reached the threshold.
     /// Every request over the threshold returns it: suppressing repeats is the cool-down's job.
     pub fn observe(&mut self, now_ms: u64, ip: IpAddr) -> Option<u64> {
+        self.observe_many(now_ms, ip, 1)
+            .map(|firings| firings.first_count)
+    }
+
+    /// Counts `requests` requests of `ip` at `now_ms` at once; returns which of them reached
+    /// the threshold, exactly as that many calls of [`ThresholdCounter::observe`] would.
+    pub fn observe_many(&mut self, now_ms: u64, ip: IpAddr, requests: u64) -> Option<Firings> {
         match self.window_start_ms {
             Some(start) if now_ms.saturating_sub(start) < self.window_ms => {}
             Some(start) => {
@@ -146,8 +162,22 @@ impl ThresholdCounter {
             }
             None => self.window_start_ms = Some(now_ms),
         }
-        let certain = self.counts.observe(ip).lower_bound();
-        (certain >= self.requests).then_some(certain)
+        if requests == 0 {
+            return None;
+        }
+        // Taken one at a time, the k-th of these requests would see a certain count of
+        // `before + k`: a counted IP's lower bound grows by one per request, and a newcomer's
+        // starts from zero whatever count it inherits.
+        let after = self.counts.observe_weighted(ip, requests).lower_bound();
+        let before = after.saturating_sub(requests);
+        if after < self.requests {
+            return None;
+        }
+        let first_count = self.requests.max(before.saturating_add(1));
+        Some(Firings {
+            first_count,
+            count: after - first_count + 1,
+        })
     }
 
     pub fn memory_bytes(&self) -> usize {
@@ -168,7 +198,9 @@ impl ThresholdCounter {
 pub struct BoundedMap<K, V> {
     capacity: usize,
     entries: Vec<(K, V)>,
-    index: HashMap<K, usize, RandomState>,
+    /// foldhash under a per-map random seed, as the heavy-hitter index: probed for every
+    /// distinct address of every batch.
+    index: HashMap<K, usize, foldhash::fast::RandomState>,
     /// The index's capacity as allocated; see [`SpaceSaving::memory_bytes`].
     index_capacity: usize,
     rng: SmallRng,
@@ -180,7 +212,8 @@ impl<K: Copy + Eq + Hash, V> BoundedMap<K, V> {
         let capacity = capacity.max(1);
         // Twice the entries so removals' tombstones are cleaned by an in-place rehash rather
         // than a larger table.
-        let index = HashMap::with_capacity_and_hasher(capacity * 2, RandomState::new());
+        let index =
+            HashMap::with_capacity_and_hasher(capacity * 2, foldhash::fast::RandomState::default());
         BoundedMap {
             capacity,
             entries: Vec::with_capacity(capacity),
@@ -208,13 +241,38 @@ impl<K: Copy + Eq + Hash, V> BoundedMap<K, V> {
         value: V,
         score: impl Fn(&V) -> S,
     ) -> bool {
-        let mut evicted = false;
-        if self.entries.len() >= self.capacity {
-            let len = self.entries.len();
-            let mut victim: Option<(usize, S)> = None;
+        self.get_or_insert_evicting(key, || value, score).1
+    }
+
+    /// `key`'s value, inserting `value()` first when `key` is absent (evicting as
+    /// [`BoundedMap::insert_evicting`] does). Probes the index once: this is the per-address
+    /// path of every leaky-bucket rule. Returns whether an entry was evicted.
+    pub fn get_or_insert_evicting<S: PartialOrd>(
+        &mut self,
+        key: K,
+        value: impl FnOnce() -> V,
+        score: impl Fn(&V) -> S,
+    ) -> (Option<&mut V>, bool) {
+        let BoundedMap {
+            capacity,
+            entries,
+            index,
+            rng,
+            ..
+        } = self;
+        let vacant = match index.entry(key) {
+            Entry::Occupied(present) => {
+                let position = *present.get();
+                return (entries.get_mut(position).map(|(_, value)| value), false);
+            }
+            Entry::Vacant(vacant) => vacant,
+        };
+        let mut victim: Option<(usize, S)> = None;
+        if entries.len() >= *capacity {
+            let len = entries.len();
             for _ in 0..EVICTION_SAMPLES.min(len) {
-                let position = self.rng.random_range(0..len);
-                if let Some((_, candidate)) = self.entries.get(position) {
+                let position = rng.random_range(0..len);
+                if let Some((_, candidate)) = entries.get(position) {
                     let candidate_score = score(candidate);
                     if victim
                         .as_ref()
@@ -224,14 +282,31 @@ impl<K: Copy + Eq + Hash, V> BoundedMap<K, V> {
                     }
                 }
             }
-            if let Some((position, _)) = victim {
-                self.remove_at(position);
-                evicted = true;
-            }
         }
-        self.index.insert(key, self.entries.len());
-        self.entries.push((key, value));
-        evicted
+        // The newcomer takes the victim's place in `entries`, so no other entry moves.
+        let (position, evicted_key) = match victim.and_then(|(position, _)| {
+            let (evicted_key, _) = *entries.get(position)?;
+            Some((position, evicted_key))
+        }) {
+            Some((position, evicted_key)) => {
+                if let Some(entry) = entries.get_mut(position) {
+                    *entry = (key, value());
+                }
+                (position, Some(evicted_key))
+            }
+            None => {
+                entries.push((key, value()));
+                (entries.len() - 1, None)
+            }
+        };
+        vacant.insert(position);
+        if let Some(evicted_key) = evicted_key {
+            index.remove(&evicted_key);
+        }
+        (
+            entries.get_mut(position).map(|(_, value)| value),
+            evicted_key.is_some(),
+        )
     }
 
     pub fn remove(&mut self, key: &K) -> Option<V> {
@@ -308,6 +383,35 @@ pub enum Pour {
     Overflow,
 }
 
+/// What pouring several requests at one instant did to a bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Poured {
+    /// Requests that found the bucket full (each emptied it).
+    pub overflows: u64,
+    /// The level afterwards, in millionths of a request.
+    pub level_units: u64,
+}
+
+/// `requests` requests poured one after another into a bucket at `level` (all in
+/// [`UNITS_PER_REQUEST`] units, `capacity` at least one request): each adds one request; one
+/// that would pass `capacity` overflows instead and empties the bucket.
+fn pour_at_one_instant(level: u64, capacity: u64, requests: u64) -> Poured {
+    let fit_from_level = capacity.saturating_sub(level) / UNITS_PER_REQUEST;
+    if requests <= fit_from_level {
+        return Poured {
+            overflows: 0,
+            level_units: level.saturating_add(requests.saturating_mul(UNITS_PER_REQUEST)),
+        };
+    }
+    // The first overflow, then cycles of an empty bucket filling to the brim and overflowing.
+    let after_first = requests - fit_from_level - 1;
+    let cycle = (capacity / UNITS_PER_REQUEST).saturating_add(1);
+    Poured {
+        overflows: 1 + after_first / cycle,
+        level_units: (after_first % cycle).saturating_mul(UNITS_PER_REQUEST),
+    }
+}
+
 /// One leaky-bucket rule's buckets.
 #[derive(Debug)]
 pub struct LeakyBuckets {
@@ -336,34 +440,65 @@ impl LeakyBuckets {
 
     /// Pours one request from `ip` at `now_ms`.
     pub fn pour(&mut self, now_ms: u64, ip: IpAddr) -> Pour {
+        let poured = self.pour_many(now_ms, ip, 1);
+        if poured.overflows > 0 {
+            Pour::Overflow
+        } else {
+            Pour::Held(poured.level_units as f64 / UNITS_PER_REQUEST as f64)
+        }
+    }
+
+    /// Pours `requests` requests from `ip` at `now_ms` at once, with the outcome of that many
+    /// [`LeakyBuckets::pour`] calls in a row: nothing leaks between requests of the same
+    /// instant, so the overflows follow from the level in closed form.
+    pub fn pour_many(&mut self, now_ms: u64, ip: IpAddr, requests: u64) -> Poured {
         let leak = self.leak_units_per_ms;
         let capacity = self.capacity_units;
-        if let Some(bucket) = self.buckets.get_mut(&ip) {
-            let level = bucket.level_at(now_ms, leak);
-            bucket.last_ms = bucket.last_ms.max(now_ms);
-            let poured = level.saturating_add(UNITS_PER_REQUEST);
-            if poured > capacity {
-                bucket.level = 0;
-                return Pour::Overflow;
-            }
-            bucket.level = poured;
-            return Pour::Held(poured as f64 / UNITS_PER_REQUEST as f64);
+        if requests == 0 {
+            return Poured {
+                overflows: 0,
+                level_units: self
+                    .buckets
+                    .get(&ip)
+                    .map_or(0, |b| b.level_at(now_ms, leak)),
+            };
         }
         if capacity < UNITS_PER_REQUEST {
-            return Pour::Overflow;
+            // Not even one request fits: every request overflows and no bucket is kept.
+            if let Some(bucket) = self.buckets.get_mut(&ip) {
+                bucket.level = 0;
+                bucket.last_ms = bucket.last_ms.max(now_ms);
+            }
+            return Poured {
+                overflows: requests,
+                level_units: 0,
+            };
         }
         let fresh = Bucket {
-            level: UNITS_PER_REQUEST,
+            level: 0,
             last_ms: now_ms,
         };
-        // The emptiest bucket is the least likely to overflow soon; among equals the one
-        // idle longest.
-        if self.buckets.insert_evicting(ip, fresh, |bucket| {
-            (bucket.level_at(now_ms, leak), bucket.last_ms)
-        }) {
+        // The emptiest bucket is the least likely to overflow soon; among equals the one idle
+        // longest.
+        let (bucket, evicted) = self.buckets.get_or_insert_evicting(
+            ip,
+            || fresh,
+            |bucket| (bucket.level_at(now_ms, leak), bucket.last_ms),
+        );
+        let Some(bucket) = bucket else {
+            return Poured {
+                overflows: 0,
+                level_units: 0,
+            };
+        };
+        let level = bucket.level_at(now_ms, leak);
+        bucket.last_ms = bucket.last_ms.max(now_ms);
+        let poured = pour_at_one_instant(level, capacity, requests);
+        bucket.level = poured.level_units;
+        if evicted {
             self.evictions = self.evictions.saturating_add(1);
         }
-        Pour::Held(1.0)
+        poured
     }
 
     /// The requests `ip`'s bucket holds at `now_ms`, if it has one.
@@ -529,6 +664,35 @@ mod tests {
         let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(buckets.pour(0, ip), Pour::Overflow);
         assert_eq!(buckets.pour(0, ip), Pour::Overflow);
+    }
+
+    #[test]
+    fn pouring_many_at_once_equals_pouring_one_at_a_time() {
+        for (capacity, requests) in [(1, 7), (3, 1), (3, 4), (3, 9), (5, 5), (5, 6), (5, 25)] {
+            let rule = LeakyBucket {
+                name: "b".to_owned(),
+                capacity,
+                leak_per_second: 1.0,
+                field: Field::Original,
+                buckets: 4,
+            };
+            let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+            let mut many = LeakyBuckets::new(&rule, 1);
+            let mut single = LeakyBuckets::new(&rule, 1);
+            // A part-filled, part-leaked bucket first, then a batch at one instant.
+            many.pour_many(0, client, 2);
+            single.pour(0, client);
+            single.pour(0, client);
+            let poured = many.pour_many(700, client, requests);
+            let overflows = (0..requests)
+                .filter(|_| single.pour(700, client) == Pour::Overflow)
+                .count() as u64;
+            assert_eq!(
+                poured.overflows, overflows,
+                "capacity {capacity}, {requests} requests"
+            );
+            assert_eq!(many.level(700, &client), single.level(700, &client));
+        }
     }
 
     #[test]

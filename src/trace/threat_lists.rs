@@ -16,8 +16,13 @@
 //!
 //! Lookup uses `prefix_trie::PrefixMap`, a tree-bitmap trie of 5-bit strides: at most 7 nodes
 //! on an IPv4 search path and 26 on an IPv6 one, whatever the number of entries. All lists
-//! share one trie per address family; a trie value names the first list entry for that
-//! exact prefix, and further lists holding the same prefix are chained from it.
+//! share one trie per address family. At build time every stored prefix is given the answer
+//! for any address it is the longest match of — each list with an entry covering it, and that
+//! list's most specific such entry — by pushing the lists of shorter prefixes down to the
+//! longer ones they contain. So finding every list that holds an address is one
+//! longest-prefix match, never a walk over all covering prefixes. In front of each trie, one
+//! bit per leading 16 bits of address says whether any stored prefix is there at all, so an
+//! address in no list (the common case) usually costs one load.
 
 use std::net::IpAddr;
 
@@ -246,8 +251,62 @@ struct Slot {
     list: u32,
     /// Index into `notes`, or [`NONE`].
     note: u32,
-    /// The next list's slot for the same prefix, or [`NONE`].
+    /// The next list's slot for the same prefix, or [`NONE`]; used while building.
     next: u32,
+}
+
+/// One list's most specific entry covering a stored prefix. The entry's network is the
+/// looked-up address cut to `prefix_len`, since it covers that address. A stored prefix's
+/// covers are a run in `covers` — every list with an entry covering it, in load order —
+/// whose final element is marked `last`, so the trie's value is just the run's start.
+#[derive(Clone, Copy, Debug)]
+struct Cover {
+    slot: u32,
+    prefix_len: u8,
+    last: bool,
+}
+
+/// Bits of a [`MissFilter`]: one per leading 16 bits of an address.
+const FILTER_BITS: usize = 1 << 16;
+
+/// One bit per /16 (IPv4) or leading 16 bits (IPv6), set when any stored prefix overlaps it.
+/// Most requests come from addresses in no list, and most /16s hold no listed network, so
+/// a clear bit settles the common case with one load instead of a trie walk.
+#[derive(Clone, Debug)]
+struct MissFilter {
+    words: Box<[u64]>,
+}
+
+impl Default for MissFilter {
+    fn default() -> MissFilter {
+        MissFilter {
+            words: vec![0; FILTER_BITS / 64].into_boxed_slice(),
+        }
+    }
+}
+
+impl MissFilter {
+    /// Marks the leading-16-bit values a prefix of `prefix_len` starting at `leading` covers.
+    fn mark(&mut self, leading: u16, prefix_len: u8) {
+        let span = 1_usize << 16_u8.saturating_sub(prefix_len).min(16);
+        let first = usize::from(leading) & !(span - 1);
+        for bit in first..(first + span).min(FILTER_BITS) {
+            if let Some(word) = self.words.get_mut(bit / 64) {
+                *word |= 1 << (bit % 64);
+            }
+        }
+    }
+
+    fn may_contain(&self, leading: u16) -> bool {
+        let bit = usize::from(leading);
+        self.words
+            .get(bit / 64)
+            .is_some_and(|word| word & (1 << (bit % 64)) != 0)
+    }
+
+    fn bytes(&self) -> usize {
+        self.words.len() * std::mem::size_of::<u64>()
+    }
 }
 
 /// A list that contains an address, with its most specific entry containing it.
@@ -274,9 +333,14 @@ pub enum ThreatListsError {
 pub struct ThreatLists {
     names: Vec<String>,
     entry_counts: Vec<usize>,
+    /// Trie values: while building, the first list's slot for exactly that prefix (the others
+    /// chained from it in load order); once built, the start of the prefix's run in `covers`.
     v4: PrefixMap<Ipv4Net, u32>,
     v6: PrefixMap<Ipv6Net, u32>,
+    v4_filter: MissFilter,
+    v6_filter: MissFilter,
     slots: Vec<Slot>,
+    covers: Vec<Cover>,
     notes: Vec<Box<str>>,
 }
 
@@ -287,6 +351,10 @@ impl ThreatLists {
     }
 
     /// Combines parsed lists; a prefix listed twice in one list keeps its first note.
+    ///
+    /// Besides the trie, this works out once per stored prefix which lists cover it and with
+    /// which entry, so that a lookup of any address is a single longest-prefix match however
+    /// many lists hold nested networks.
     pub fn build(lists: Vec<ThreatList>) -> Result<ThreatLists, ThreatListsError> {
         let total: usize = lists.iter().map(|list| list.entries.len()).sum();
         // Slots are addressed by u32 with u32::MAX reserved.
@@ -310,6 +378,24 @@ impl ThreatLists {
             }
         }
         combined.slots.shrink_to_fit();
+        let ThreatLists {
+            v4,
+            v6,
+            v4_filter,
+            v6_filter,
+            slots,
+            covers,
+            ..
+        } = &mut combined;
+        propagate_covers(v4.iter_mut(), slots, covers)?;
+        propagate_covers(v6.iter_mut(), slots, covers)?;
+        covers.shrink_to_fit();
+        for (net, _) in v4.iter() {
+            v4_filter.mark((u32::from(net.addr()) >> 16) as u16, net.prefix_len());
+        }
+        for (net, _) in v6.iter() {
+            v6_filter.mark((u128::from(net.addr()) >> 112) as u16, net.prefix_len());
+        }
         Ok(combined)
     }
 
@@ -366,65 +452,71 @@ impl ThreatLists {
     /// The most specific entry containing `ip` across all lists (the first list in load order
     /// when several hold that same prefix). `O(prefix length)`, independent of list sizes.
     pub fn lookup(&self, ip: IpAddr) -> Option<ThreatMatch<'_>> {
-        let (cidr, head) = self.longest_prefix(canonical_ip(ip))?;
-        self.slot_match(cidr, head)
+        let (ip, start, longest) = self.longest_prefix(ip)?;
+        self.cover_run(start)
+            .iter()
+            .find(|cover| cover.prefix_len == longest)
+            .and_then(|cover| self.cover_match(ip, *cover))
     }
 
     /// Every list containing `ip`, each once, with its most specific entry; in load order.
-    /// Costs the same walk as [`ThreatLists::lookup`] and allocates only on a hit.
+    /// Costs one longest-prefix match, like [`ThreatLists::lookup`], and allocates only on a
+    /// hit; [`ThreatLists::covering`] does not allocate at all.
     pub fn matches(&self, ip: IpAddr) -> Vec<ThreatMatch<'_>> {
+        self.covering(ip).collect()
+    }
+
+    /// As [`ThreatLists::matches`], without collecting.
+    pub fn covering(&self, ip: IpAddr) -> impl Iterator<Item = ThreatMatch<'_>> + '_ {
+        let found = self.longest_prefix(ip);
+        let covers = found.map_or(&[][..], |(_, start, _)| self.cover_run(start));
+        let ip = found.map(|(ip, _, _)| ip);
+        covers
+            .iter()
+            .filter_map(move |cover| self.cover_match(ip?, *cover))
+    }
+
+    /// Whether any list contains `ip`.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.longest_prefix(ip).is_some()
+    }
+
+    /// The canonical address, its longest stored prefix's cover run and that prefix's length.
+    fn longest_prefix(&self, ip: IpAddr) -> Option<(IpAddr, u32, u8)> {
         let ip = canonical_ip(ip);
-        // Most addresses are in no list: one longest-prefix walk settles those.
-        if self.longest_prefix(ip).is_none() {
-            return Vec::new();
-        }
-        let mut found: Vec<ThreatMatch<'_>> = Vec::new();
-        // The cover walk yields prefixes shortest first, so a later (longer) entry of a list
-        // replaces its earlier one.
-        let mut record = |cidr: IpNet, head: u32| {
-            let mut current = head;
-            while let Some(slot) = self.slots.get(current as usize) {
-                if let Some(hit) = self.slot_match(cidr, current) {
-                    match found.iter_mut().find(|m| m.list_index == hit.list_index) {
-                        Some(existing) => *existing = hit,
-                        None => found.push(hit),
-                    }
-                }
-                current = slot.next;
-            }
-        };
         match ip {
             IpAddr::V4(v4) => {
-                for (net, &head) in self.v4.cover(&Ipv4Net::from(v4)) {
-                    record(IpNet::V4(net), head);
+                if !self.v4_filter.may_contain((u32::from(v4) >> 16) as u16) {
+                    return None;
                 }
+                self.v4
+                    .get_lpm(&Ipv4Net::from(v4))
+                    .map(|(net, &value)| (ip, value, net.prefix_len()))
             }
             IpAddr::V6(v6) => {
-                for (net, &head) in self.v6.cover(&Ipv6Net::from(v6)) {
-                    record(IpNet::V6(net), head);
+                if !self.v6_filter.may_contain((u128::from(v6) >> 112) as u16) {
+                    return None;
                 }
+                self.v6
+                    .get_lpm(&Ipv6Net::from(v6))
+                    .map(|(net, &value)| (ip, value, net.prefix_len()))
             }
         }
-        found.sort_unstable_by_key(|m| m.list_index);
-        found
     }
 
-    fn longest_prefix(&self, ip: IpAddr) -> Option<(IpNet, u32)> {
-        match ip {
-            IpAddr::V4(v4) => self
-                .v4
-                .get_lpm(&Ipv4Net::from(v4))
-                .map(|(net, &head)| (IpNet::V4(net), head)),
-            IpAddr::V6(v6) => self
-                .v6
-                .get_lpm(&Ipv6Net::from(v6))
-                .map(|(net, &head)| (IpNet::V6(net), head)),
-        }
+    fn cover_run(&self, start: u32) -> &[Cover] {
+        let rest = self.covers.get(start as usize..).unwrap_or(&[]);
+        let len = rest
+            .iter()
+            .position(|cover| cover.last)
+            .map_or(rest.len(), |last| last + 1);
+        rest.get(..len).unwrap_or(&[])
     }
 
-    fn slot_match(&self, cidr: IpNet, slot_index: u32) -> Option<ThreatMatch<'_>> {
-        let slot = self.slots.get(slot_index as usize)?;
+    fn cover_match(&self, ip: IpAddr, cover: Cover) -> Option<ThreatMatch<'_>> {
+        let slot = self.slots.get(cover.slot as usize)?;
         let list_index = slot.list as usize;
+        let cidr = IpNet::new(ip, cover.prefix_len).ok()?.trunc();
         Some(ThreatMatch {
             list_index,
             list: self.names.get(list_index)?,
@@ -457,13 +549,82 @@ impl ThreatLists {
         std::mem::size_of::<Self>()
             + self.v4.mem_size()
             + self.v6.mem_size()
+            + self.v4_filter.bytes()
+            + self.v6_filter.bytes()
             + self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.covers.capacity() * std::mem::size_of::<Cover>()
             + self.notes.capacity() * std::mem::size_of::<Box<str>>()
             + self.notes.iter().map(|note| note.len()).sum::<usize>()
             + self.names.iter().map(|name| name.capacity()).sum::<usize>()
             + self.names.capacity() * std::mem::size_of::<String>()
             + self.entry_counts.capacity() * std::mem::size_of::<usize>()
     }
+}
+
+/// Fills each stored prefix's cover range, visiting prefixes in the trie's lexicographic
+/// order — every prefix right after the prefixes containing it — so the innermost stored
+/// prefix containing the current one is on top of a stack, with its covers already final.
+fn propagate_covers<'a, P: prefix_trie::Prefix + Copy + 'a>(
+    prefixes: impl Iterator<Item = (P, &'a mut u32)>,
+    slots: &[Slot],
+    covers: &mut Vec<Cover>,
+) -> Result<(), ThreatListsError> {
+    let too_many = || ThreatListsError::TooManyEntries {
+        max: (NONE - 1) as usize,
+    };
+    let mut enclosing: Vec<(P, u32, u32)> = Vec::new();
+    let mut scratch: Vec<Cover> = Vec::new();
+    for (prefix, value) in prefixes {
+        while enclosing
+            .last()
+            .is_some_and(|(outer, _, _)| !contains(outer, &prefix))
+        {
+            enclosing.pop();
+        }
+        scratch.clear();
+        if let Some(&(_, start, len)) = enclosing.last() {
+            let start = start as usize;
+            scratch.extend_from_slice(covers.get(start..start + len as usize).unwrap_or(&[]));
+        }
+        let prefix_len = prefix.prefix_len();
+        let mut current = *value;
+        while let Some(slot) = slots.get(current as usize) {
+            let own = Cover {
+                slot: current,
+                prefix_len,
+                last: false,
+            };
+            // A list's entry here is more specific than any it has on a containing prefix.
+            let same_list = scratch.iter_mut().find(|cover| {
+                slots
+                    .get(cover.slot as usize)
+                    .is_some_and(|other| other.list == slot.list)
+            });
+            match same_list {
+                Some(cover) => *cover = own,
+                None => scratch.push(own),
+            }
+            current = slot.next;
+        }
+        scratch.sort_unstable_by_key(|cover| slots.get(cover.slot as usize).map(|s| s.list));
+        for cover in scratch.iter_mut() {
+            cover.last = false;
+        }
+        if let Some(final_cover) = scratch.last_mut() {
+            final_cover.last = true;
+        }
+        let start = u32::try_from(covers.len()).map_err(|_| too_many())?;
+        let len = u32::try_from(scratch.len()).map_err(|_| too_many())?;
+        covers.extend_from_slice(&scratch);
+        *value = start;
+        enclosing.push((prefix, start, len));
+    }
+    Ok(())
+}
+
+/// Whether `outer` contains `inner` (both as stored, host bits clear).
+fn contains<P: prefix_trie::Prefix>(outer: &P, inner: &P) -> bool {
+    outer.prefix_len() <= inner.prefix_len() && outer.contains(inner)
 }
 
 #[cfg(test)]
@@ -476,6 +637,80 @@ mod tests {
         assert!(issues.is_empty());
         let notes: Vec<Option<&str>> = list.entries().iter().map(|e| e.note.as_deref()).collect();
         assert_eq!(notes, vec![Some("SBL123"), Some("scanner")]);
+    }
+
+    #[test]
+    fn nested_prefixes_of_three_lists_answer_with_each_list_once() {
+        let (outer, _) = parse_list("outer", "10.0.0.0/8 ; o\n10.1.0.0/16 ; o16\n");
+        let (middle, _) = parse_list("middle", "10.1.0.0/16 ; m\n");
+        let (inner, _) = parse_list("inner", "10.1.2.0/24\n10.9.0.0/16\n");
+        let lists = ThreatLists::build(vec![outer, middle, inner]).unwrap();
+        let seen = |text: &str| -> Vec<(String, String, Option<String>)> {
+            lists
+                .matches(text.parse().unwrap())
+                .iter()
+                .map(|m| {
+                    (
+                        m.list.to_owned(),
+                        m.cidr.to_string(),
+                        m.note.map(str::to_owned),
+                    )
+                })
+                .collect()
+        };
+        let entry = |list: &str, cidr: &str, note: Option<&str>| {
+            (list.to_owned(), cidr.to_owned(), note.map(str::to_owned))
+        };
+        assert_eq!(
+            seen("10.1.2.3"),
+            vec![
+                entry("outer", "10.1.0.0/16", Some("o16")),
+                entry("middle", "10.1.0.0/16", Some("m")),
+                entry("inner", "10.1.2.0/24", None),
+            ]
+        );
+        assert_eq!(
+            seen("10.1.3.3"),
+            vec![
+                entry("outer", "10.1.0.0/16", Some("o16")),
+                entry("middle", "10.1.0.0/16", Some("m")),
+            ]
+        );
+        // A sibling branch does not inherit the lists of the branch before it.
+        assert_eq!(
+            seen("10.9.0.1"),
+            vec![
+                entry("outer", "10.0.0.0/8", Some("o")),
+                entry("inner", "10.9.0.0/16", None),
+            ]
+        );
+        assert_eq!(
+            seen("10.200.0.1"),
+            vec![entry("outer", "10.0.0.0/8", Some("o"))]
+        );
+        assert!(seen("11.0.0.1").is_empty());
+        assert_eq!(
+            lists.lookup("10.1.3.3".parse().unwrap()).unwrap().list,
+            "outer"
+        );
+    }
+
+    #[test]
+    fn the_miss_filter_never_hides_a_listed_address() {
+        let (list, _) = parse_list("x", "128.0.0.0/1\n192.0.2.0/24\n2001:db8::/32\n4000::/2\n");
+        let lists = ThreatLists::build(vec![list]).unwrap();
+        for text in [
+            "128.0.0.1",
+            "255.255.255.255",
+            "192.0.2.200",
+            "2001:db8::1",
+            "7fff::1",
+        ] {
+            assert!(lists.contains(text.parse().unwrap()), "{text}");
+        }
+        for text in ["127.255.255.255", "2001:db9::1", "3fff::1", "8000::1"] {
+            assert!(!lists.contains(text.parse().unwrap()), "{text}");
+        }
     }
 
     #[test]
