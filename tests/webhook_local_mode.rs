@@ -16,9 +16,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn local_mode_prints_a_working_curl_command_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `ingress-tap webhook` in local mode writing into `dir`; returns the child and its
+/// stdout lines up to and including the printed curl command.
+fn start_local_webhook(dir: &std::path::Path, stderr: Stdio) -> (KillOnDrop, Vec<String>) {
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
             .args([
@@ -29,10 +29,10 @@ fn local_mode_prints_a_working_curl_command_and_stops_on_sigterm() {
                 "127.0.0.1:0",
             ])
             .arg("--dev-dir")
-            .arg(dir.path())
+            .arg(dir)
             .env("LOG_LEVEL", "Info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("the binary starts"),
     );
@@ -46,15 +46,23 @@ fn local_mode_prints_a_working_curl_command_and_stops_on_sigterm() {
         }
     });
     let mut printed = Vec::new();
-    let curl = loop {
+    loop {
         let line = lines_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the webhook printed no curl command");
-        printed.push(line.clone());
-        if line.trim_start().starts_with("curl ") {
-            break line;
+        let done = line.trim_start().starts_with("curl ");
+        printed.push(line);
+        if done {
+            return (child, printed);
         }
-    };
+    }
+}
+
+#[test]
+fn local_mode_prints_a_working_curl_command_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, printed) = start_local_webhook(dir.path(), Stdio::null());
+    let curl = printed.last().unwrap().clone();
     let text = printed.join("\n");
     assert!(text.contains("caBundle (base64):"), "{text}");
     assert!(dir.path().join("ca.pem").exists());
@@ -105,40 +113,15 @@ fn local_mode_prints_a_working_curl_command_and_stops_on_sigterm() {
 fn a_pod_name_cannot_forge_log_lines() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("webhook.log");
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
-            .args([
-                "webhook",
-                "--listen",
-                "127.0.0.1:0",
-                "--health-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--dev-dir")
-            .arg(dir.path())
-            .env("LOG_LEVEL", "Info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-            .spawn()
-            .expect("the binary starts"),
+    let (_child, printed) = start_local_webhook(
+        dir.path(),
+        Stdio::from(std::fs::File::create(&log_path).unwrap()),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if lines_tx.send(line.unwrap_or_default()).is_err() {
-                break;
-            }
-        }
-    });
-    let url = loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the webhook printed no curl command");
-        if line.trim_start().starts_with("curl ") {
-            break line.split_whitespace().last().unwrap().to_owned();
-        }
-    };
+    let url = printed
+        .last()
+        .and_then(|curl| curl.split_whitespace().last())
+        .unwrap()
+        .to_owned();
     // A denied review (unknown target container) is logged at Info, with the pod's name.
     let mut review: serde_json::Value =
         serde_json::from_str(ingress_tap::admission::dev::SAMPLE_REVIEW).unwrap();
