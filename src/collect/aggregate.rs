@@ -37,7 +37,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::cardinality::{
-    ip_key_bytes, Accuracy, CardinalityBudget, DistinctCounter, Insertion, SketchHasher,
+    hash_ip, Accuracy, CardinalityBudget, DistinctCounter, Insertion, SketchHasher,
     COUNTER_OVERHEAD_BYTES, EXACT_ENTRY_BYTES, SKETCH_BYTES,
 };
 use super::origin::{HttpEntry, Origin};
@@ -135,8 +135,8 @@ pub struct Connection {
 /// once per log line.
 impl Hash for Connection {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(&ip_key_bytes(self.source_ip));
-        state.write(&ip_key_bytes(self.destination_ip));
+        hash_ip(self.source_ip, state);
+        hash_ip(self.destination_ip, state);
         state.write_u64(
             u64::from(self.source_port) << 32
                 | u64::from(self.destination_port) << 16

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::parse::{parse_ip, parse_ipv4, Record};
+use super::parse::{parse_ipv4, Record};
 
 /// The original source of one request, ready to become a Felix `HTTPData`.
 ///
@@ -201,11 +201,15 @@ pub fn parse_client_address(entry: &str) -> Option<IpAddr> {
         }
         return inside.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
     }
-    if let Some(ip) = parse_ip(entry.as_bytes()) {
-        return Some(ip);
+    if let Some(v4) = parse_ipv4(entry.as_bytes()) {
+        return Some(IpAddr::V4(v4));
     }
-    // An IPv6 address with a port but no brackets is ambiguous, so only IPv4 may carry one.
     let (host, port) = entry.split_once(':')?;
+    // Every IPv6 text form has at least two colons, so one colon means `v4:port` or nothing;
+    // an IPv6 address with a port but no brackets is ambiguous, so only IPv4 may carry one.
+    if port.contains(':') {
+        return entry.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
     if !is_port(port) {
         return None;
     }

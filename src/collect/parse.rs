@@ -483,36 +483,36 @@ pub fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
     if text.len() > "255.255.255.255".len() {
         return None;
     }
-    let mut octets = [0u8; 4];
-    let mut octet_index = 0;
-    let mut octet_start = 0;
-    // One pass over at most 15 bytes: splitting into fields first costs more than the parse.
-    for (position, &byte) in text.iter().enumerate() {
-        if byte == b'.' {
-            *octets.get_mut(octet_index)? = parse_octet(text.get(octet_start..position)?)?;
-            octet_index += 1;
-            octet_start = position + 1;
+    // One pass, accumulating as it goes: this runs several times per log line, and slicing
+    // the text into fields first costs more than the arithmetic.
+    let mut address = 0u32;
+    let mut octet = 0u32;
+    let mut digits = 0u32;
+    let mut dots = 0u32;
+    for &byte in text {
+        match byte {
+            b'0'..=b'9' => {
+                // Octal-looking octets (`01`) are ambiguous, so std rejects them and so does
+                // this; three digits at most keep `octet` small.
+                if (digits == 1 && octet == 0) || digits == 3 {
+                    return None;
+                }
+                octet = octet * 10 + u32::from(byte - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 && octet <= 255 && dots < 3 => {
+                address = address << 8 | octet;
+                octet = 0;
+                digits = 0;
+                dots += 1;
+            }
+            _ => return None,
         }
     }
-    if octet_index != 3 {
+    if dots != 3 || digits == 0 || octet > 255 {
         return None;
     }
-    octets[3] = parse_octet(text.get(octet_start..)?)?;
-    Some(Ipv4Addr::from(octets))
-}
-
-/// One to three decimal digits without a leading zero, at most 255.
-fn parse_octet(digits: &[u8]) -> Option<u8> {
-    let digit = |byte: u8| byte.is_ascii_digit().then(|| u16::from(byte - b'0'));
-    let value = match *digits {
-        [only] => digit(only)?,
-        // Octal-looking octets are ambiguous, so std rejects them and so does this.
-        [b'0', ..] => return None,
-        [tens, ones] => digit(tens)? * 10 + digit(ones)?,
-        [hundreds, tens, ones] => digit(hundreds)? * 100 + digit(tens)? * 10 + digit(ones)?,
-        _ => return None,
-    };
-    u8::try_from(value).ok()
+    Some(Ipv4Addr::from(address << 8 | octet))
 }
 
 /// An IPv4 or IPv6 address, as `IpAddr::from_str` reads it, with the IPv4 fast path first.
