@@ -6,6 +6,8 @@
 //! cargo bench --bench collector_load -- throughput   # one of: throughput, memory, cpu
 //! ```
 //! Without `--bench` (as `cargo test --benches` runs it) it does a small smoke run of each.
+//! `COLLECTOR_LOAD_DETECTION=off` (or `only`) runs the throughput pipeline without (or only
+//! with) the trace detectors, for profiling one side.
 
 #[path = "support/synthetic_log.rs"]
 mod synthetic_log;
@@ -145,9 +147,13 @@ fn throughput(dir: &Path, lines: u64, rounds: u32) {
     };
     let mut pipeline_best = Duration::MAX;
     let mut traced_best = Duration::MAX;
+    // For profiling one side alone: COLLECTOR_LOAD_DETECTION=off or =only.
+    let detection = std::env::var("COLLECTOR_LOAD_DETECTION").unwrap_or_default();
     for _ in 0..rounds {
-        pipeline_best = pipeline_best.min(run(None));
-        if std::env::var_os("NO_TRACE").is_none() {
+        if detection != "only" {
+            pipeline_best = pipeline_best.min(run(None));
+        }
+        if detection != "off" {
             traced_best = traced_best.min(run(Some(detector())));
         }
     }
