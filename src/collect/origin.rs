@@ -185,9 +185,45 @@ fn trusted_hops_origin(record: &Record<'_>, hops: usize) -> Origin {
 /// The entries of an X-Forwarded-For value, trimmed, without the empty ones a stray comma
 /// leaves.
 pub fn forwarded_entries(list: &str) -> impl DoubleEndedIterator<Item = &str> {
-    list.split(',')
-        .map(|entry| entry.trim_matches([' ', '\t']))
+    CommaSeparated { rest: Some(list) }
+        .map(trim_blanks)
         .filter(|entry| !entry.is_empty())
+}
+
+/// `str::split(',')` by bytes: the list is usually one short entry, where the general
+/// character searcher's setup costs more than the whole search.
+struct CommaSeparated<'a> {
+    /// What is left to split; `None` once the last piece has been handed out.
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for CommaSeparated<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        // A comma is ASCII, so the positions on either side are character boundaries.
+        match rest.bytes().position(|byte| byte == b',') {
+            Some(comma) => {
+                self.rest = rest.get(comma + 1..);
+                rest.get(..comma)
+            }
+            None => self.rest.take(),
+        }
+    }
+}
+
+impl<'a> DoubleEndedIterator for CommaSeparated<'a> {
+    fn next_back(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match rest.bytes().rposition(|byte| byte == b',') {
+            Some(comma) => {
+                self.rest = rest.get(..comma);
+                rest.get(comma + 1..)
+            }
+            None => self.rest.take(),
+        }
+    }
 }
 
 /// One header entry as a bare IP: `a.b.c.d`, `a.b.c.d:port`, an IPv6 address, `[v6]` or
@@ -275,6 +311,32 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_split_like_str_split_from_both_ends() {
+        for list in ["", ",", "a", "a,b", ",a,,b,", " a , b ,c", "é,ü", ",,"] {
+            let expected: Vec<&str> = list.split(',').collect();
+            let forwards: Vec<&str> = CommaSeparated { rest: Some(list) }.collect();
+            let mut backwards: Vec<&str> = CommaSeparated { rest: Some(list) }.rev().collect();
+            backwards.reverse();
+            assert_eq!(forwards, expected, "{list:?}");
+            assert_eq!(backwards, expected, "{list:?}");
+            let mut mixed = CommaSeparated { rest: Some(list) };
+            let (first, last) = (mixed.next(), mixed.next_back());
+            assert_eq!(first, expected.first().copied(), "{list:?}");
+            if expected.len() > 1 {
+                assert_eq!(last, expected.last().copied(), "{list:?}");
+            }
+            let middle: Vec<&str> = mixed.collect();
+            assert_eq!(
+                middle,
+                expected
+                    .get(1..expected.len().saturating_sub(1))
+                    .unwrap_or_default(),
+                "{list:?}"
+            );
+        }
+    }
 
     #[test]
     fn addresses_with_ports_and_brackets() {
