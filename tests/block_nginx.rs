@@ -11,7 +11,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+
+mod nginx_process;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -26,14 +28,6 @@ const TRUSTED_PROXY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const UNTRUSTED_PEER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const BLOCKED_CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
-fn nginx_binary() -> PathBuf {
-    let installed = Path::new("/usr/sbin/nginx");
-    if installed.is_file() {
-        return installed.to_owned();
-    }
-    panic!("nginx not found at /usr/sbin/nginx: run scripts/test.sh, which installs Debian's nginx-light")
-}
-
 /// nginx in the foreground with everything under `dir`; killed when dropped.
 struct Nginx {
     child: Child,
@@ -43,22 +37,8 @@ struct Nginx {
 impl Nginx {
     fn start(dir: &Path, trusted: &str, deny_lines: &str) -> Nginx {
         let d = dir.display();
-        let config = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{
-    worker_connections 64;
-}}
-http {{
-    client_body_temp_path {d}/client_body_temp;
-    proxy_temp_path {d}/proxy_temp;
-    fastcgi_temp_path {d}/fastcgi_temp;
-    uwsgi_temp_path {d}/uwsgi_temp;
-    scgi_temp_path {d}/scgi_temp;
-    access_log {d}/access.log;
+        let http_directives = format!(
+            r#"    access_log {d}/access.log;
     # As ingress-nginx renders use-forwarded-headers with proxy-real-ip-cidr.
     set_real_ip_from {trusted};
     real_ip_header X-Forwarded-For;
@@ -73,28 +53,11 @@ http {{
         location / {{
             root {d}/www;
         }}
-    }}
-}}
-"#
+    }}"#
         );
         std::fs::create_dir_all(dir.join("www")).unwrap();
         std::fs::write(dir.join("www/index.html"), "ok\n").unwrap();
-        let config_path = dir.join("nginx.conf");
-        std::fs::write(&config_path, config).unwrap();
-        let output = std::fs::File::create(dir.join("nginx.out")).unwrap();
-        let errors = output.try_clone().unwrap();
-        let child = Command::new(nginx_binary())
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&config_path)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(output))
-            .stderr(Stdio::from(errors))
-            .spawn()
-            .expect("start nginx");
+        let child = nginx_process::spawn(dir, &nginx_process::config(dir, &http_directives));
         Nginx {
             child,
             dir: dir.to_owned(),
@@ -102,13 +65,7 @@ http {{
     }
 
     fn diagnostics(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        format!(
-            "nginx output:\n{}\nerror.log:\n{}\nnginx.conf:\n{}",
-            read("nginx.out"),
-            read("error.log"),
-            read("nginx.conf")
-        )
+        nginx_process::diagnostics(&self.dir, &["nginx.conf"])
     }
 
     async fn wait_ready(&self) {

@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+#[path = "../nginx_process/mod.rs"]
+pub mod nginx_process;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

@@ -1,30 +1,16 @@
 //! Real nginx for the collector tests: the spec's log template verbatim, with nginx's default
 //! escaping, one foreground process whose files all live in a test directory.
 
+use super::nginx_process;
 use super::{free_port, stop_child, wait_for, DEADLINE};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The log format of the ingress-log spec, verbatim, with nginx's default escaping.
 pub const INGRESS_TEMPLATE: &str = r#"tigera_secure_ee_ingress: {"source_port": $realip_remote_port, "destination_ip": "$server_addr", "destination_port": $server_port, "source_ip": "$realip_remote_addr", "x-forwarded-for": "$http_x_forwarded_for", "x-real-ip": "$http_x_real_ip"}"#;
-
-pub fn nginx_binary() -> PathBuf {
-    let installed = Path::new("/usr/sbin/nginx");
-    if installed.is_file() {
-        return installed.to_owned();
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("nginx"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!("nginx not found: run scripts/test.sh, which installs Debian's nginx-light")
-        })
-}
 
 /// nginx as the current user, everything it writes inside `dir`, one process in the
 /// foreground; killed when dropped.
@@ -37,23 +23,8 @@ pub struct Nginx {
 impl Nginx {
     pub async fn start(dir: &Path, access_log: &Path) -> Nginx {
         let port = free_port();
-        let d = dir.display();
-        let config = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{
-    worker_connections 64;
-}}
-http {{
-    client_body_temp_path {d}/client_body_temp;
-    proxy_temp_path {d}/proxy_temp;
-    fastcgi_temp_path {d}/fastcgi_temp;
-    uwsgi_temp_path {d}/uwsgi_temp;
-    scgi_temp_path {d}/scgi_temp;
-    log_format ingress '{INGRESS_TEMPLATE}';
+        let http_directives = format!(
+            r#"    log_format ingress '{INGRESS_TEMPLATE}';
     access_log {log} ingress;
     keepalive_requests 1000;
     keepalive_timeout 60s;
@@ -62,27 +33,10 @@ http {{
         location / {{
             return 200 "ok\n";
         }}
-    }}
-}}
-"#,
+    }}"#,
             log = access_log.display(),
         );
-        let config_path = dir.join("nginx.conf");
-        std::fs::write(&config_path, config).unwrap();
-        let output = std::fs::File::create(dir.join("nginx.out")).unwrap();
-        let errors = output.try_clone().unwrap();
-        let child = Command::new(nginx_binary())
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&config_path)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(output))
-            .stderr(Stdio::from(errors))
-            .spawn()
-            .expect("start nginx");
+        let child = nginx_process::spawn(dir, &nginx_process::config(dir, &http_directives));
         let nginx = Nginx {
             child,
             port,
@@ -101,13 +55,7 @@ http {{
     }
 
     pub fn diagnostics(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        format!(
-            "nginx output:\n{}\nerror.log:\n{}\ningress.log:\n{}",
-            read("nginx.out"),
-            read("error.log"),
-            read("ingress.log")
-        )
+        nginx_process::diagnostics(&self.dir, &["ingress.log"])
     }
 }
 
