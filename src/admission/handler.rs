@@ -5,25 +5,28 @@
 //! that JSON: a field this build's types do not know must neither vanish nor shift a path.
 //!
 //! Every review costs the API server time in the pod creation path, so a well-formed review
-//! takes a single pass over the body: the envelope is read into typed form with the pod kept
-//! as raw text, and the engine reads from that text only the parts it decides on, without
-//! building a tree of the whole pod. Anything that pass does not accept as a plain, well-formed
-//! review (a syntax error, a missing field, a repeated key, an array where an object belongs)
-//! goes through the general path instead, which parses the body as a JSON tree and is the one
-//! that says what is wrong: one implementation decides every 400 and its reason.
+//! takes a single pass over the body: the envelope is read into typed form and, in the same
+//! pass, the pod into the engine's view of it (only the parts the engine decides on, the rest
+//! skipped without being built). The answer is written directly, with the patch spliced from
+//! values the engine rendered once per config. Anything that pass does not accept as a plain,
+//! well-formed review (a syntax error, a missing field, a repeated key, an array where an
+//! object belongs, a pod whose read parts do not match Kubernetes' types) goes through the
+//! general path instead, which parses the body as a JSON tree and is the one that says what is
+//! wrong: one implementation decides every 400 and every denial's wording.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::rc::Rc;
 
-use crate::inject::{self, Decision, InjectConfig};
+use crate::inject::{self, CheckedString, Decision, InjectConfig, LogName, PodView};
 use base64::Engine;
-use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
-use kube::core::{DynamicObject, GroupVersionKind, GroupVersionResource};
+use kube::core::DynamicObject;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -101,29 +104,25 @@ impl Answer {
             PodName::InObject {
                 object,
                 request_name,
-            } => ObjectNames::deserialize(&**object)
-                .ok()
-                .and_then(ObjectNames::best)
-                .unwrap_or_else(|| request_name.clone()),
+            } => object.get().unwrap_or_else(|| request_name.clone()),
         }
     }
 }
 
-/// Only log lines need the pod's name: a copy of the object's text is cheaper than reading
-/// the name out of it for every review.
+/// Only log lines need the pod's name, and most reviews log nothing: it is decoded when asked.
 #[derive(Debug)]
 enum PodName {
     Known(String),
     InObject {
-        object: Box<RawValue>,
+        object: LogName,
         request_name: String,
     },
 }
 
 /// Reviews one request body against `config`.
 pub fn review(body: &[u8], config: &InjectConfig) -> Result<Answer, ReviewError> {
-    match PlainReview::read(body) {
-        Some(plain) => plain.answer(config),
+    match SinglePass::read(body) {
+        Some(single_pass) => single_pass.answer(config),
         None => review_tree(body, config),
     }
 }
@@ -131,55 +130,188 @@ pub fn review(body: &[u8], config: &InjectConfig) -> Result<Answer, ReviewError>
 // ---------------------------------------------------------------------------------------------
 // The single pass
 
-/// A review as the API server sends it, read in one pass with the pod left as text.
+/// A review as the API server sends it, read in one pass with the object read as `O`: the
+/// engine's view of a pod, or (second chance, when the view refuses the pod) its raw text.
 ///
-/// Field for field the same types as kube's `AdmissionReview`/`AdmissionRequest` (so the same
-/// values are refused), except that the object stays raw and the fields the answer does not
-/// use are checked and dropped.
+/// Field for field the same types as kube's `AdmissionReview`/`AdmissionRequest`, or types that
+/// refuse at least what kube's refuse: a refusal here only sends the body to the general path,
+/// which reads it with kube's own types. What the answer does not use is checked and dropped
+/// without being kept, and strings are borrowed from the body where they have no escapes.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewText<'body> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de>, 'de: 'body")
+)]
+struct ReviewText<'body, O> {
     #[serde(borrow)]
-    api_version: Option<Cow<'body, str>>,
+    api_version: Option<Text<'body>>,
     #[serde(borrow)]
-    kind: Option<Cow<'body, str>>,
-    #[serde(borrow, default, deserialize_with = "object_only")]
-    request: Option<RequestText<'body>>,
+    kind: Option<Text<'body>>,
+    #[serde(default, deserialize_with = "object_only")]
+    request: Option<RequestText<'body, O>>,
     /// A request never carries one; when one is there, the general path checks it.
     response: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de>, 'de: 'body")
+)]
 #[expect(
     dead_code,
     reason = "the `Checked` fields are read only to refuse what kube's AdmissionRequest refuses"
 )]
-struct RequestText<'body> {
-    uid: String,
-    kind: GroupVersionKind,
-    resource: Checked<GroupVersionResource>,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    request_kind: Checked<Option<GroupVersionKind>>,
-    #[serde(default)]
-    request_resource: Checked<Option<GroupVersionResource>>,
-    #[serde(default)]
-    request_sub_resource: Checked<Option<String>>,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    namespace: Option<String>,
-    operation: Operation,
-    user_info: Checked<UserInfo>,
+struct RequestText<'body, O> {
     #[serde(borrow)]
-    object: Option<&'body RawValue>,
+    uid: Text<'body>,
+    #[serde(borrow)]
+    kind: KindText<'body>,
+    resource: Checked<ResourceShape>,
+    #[serde(default, borrow)]
+    sub_resource: Option<Text<'body>>,
+    #[serde(default)]
+    request_kind: Checked<Option<KindShape>>,
+    #[serde(default)]
+    request_resource: Checked<Option<ResourceShape>>,
+    #[serde(default)]
+    request_sub_resource: Checked<Option<CheckedString>>,
+    #[serde(default, borrow)]
+    name: Text<'body>,
+    #[serde(default, borrow)]
+    namespace: Option<Text<'body>>,
+    operation: Operation,
+    user_info: Checked<ObjectOnly<UserInfoShape>>,
+    object: Option<O>,
     old_object: Checked<Option<DynamicObject>>,
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
     options: Checked<Option<RawExtension>>,
+}
+
+/// A JSON string, borrowed from the body when it has no escapes (a `String` reads the same
+/// values).
+#[derive(Default)]
+struct Text<'body>(Cow<'body, str>);
+
+impl<'de: 'body, 'body> Deserialize<'de> for Text<'body> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn into_owned(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+/// kube's `GroupVersionKind` (all three members required), with the parts the decision reads.
+#[derive(Deserialize)]
+#[expect(
+    dead_code,
+    reason = "`version` is read only to refuse what kube refuses"
+)]
+struct KindText<'body> {
+    #[serde(borrow)]
+    group: Text<'body>,
+    version: CheckedString,
+    #[serde(borrow)]
+    kind: Text<'body>,
+}
+
+/// kube's `GroupVersionKind`, checked and not kept.
+#[derive(Deserialize)]
+#[expect(dead_code, reason = "read only to refuse what kube refuses")]
+struct KindShape {
+    group: CheckedString,
+    version: CheckedString,
+    kind: CheckedString,
+}
+
+/// kube's `GroupVersionResource` (its `api_version` member is spelt so), checked and not kept.
+#[derive(Deserialize)]
+#[expect(dead_code, reason = "read only to refuse what kube refuses")]
+struct ResourceShape {
+    group: CheckedString,
+    version: CheckedString,
+    resource: CheckedString,
+    #[serde(default)]
+    api_version: CheckedString,
+}
+
+/// k8s-openapi's `UserInfo`, checked and not kept (a repeated member, which it accepts, is
+/// refused here and left to the general path). Lists of zero-sized values do not allocate.
+#[derive(Deserialize)]
+#[expect(dead_code, reason = "read only to refuse what k8s-openapi refuses")]
+struct UserInfoShape {
+    extra: Option<EachEntry<CheckedString, Vec<CheckedString>>>,
+    groups: Option<Vec<CheckedString>>,
+    uid: Option<CheckedString>,
+    username: Option<CheckedString>,
+}
+
+/// A JSON object whose members read as `K` and `V` (as a map of them does), not kept.
+struct EachEntry<K, V>(PhantomData<(K, V)>);
+
+impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for EachEntry<K, V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<K, V>(PhantomData<(K, V)>);
+
+        impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<K, V> {
+            type Value = EachEntry<K, V>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a map")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<K, V>()?.is_some() {}
+                Ok(EachEntry(PhantomData))
+            }
+        }
+
+        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+/// `T` read from a JSON object only, as a type whose visitor knows only maps reads it (a
+/// derived struct would also accept an array of its fields).
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(ObjectFields(PhantomData))
+            .map(ObjectOnly)
+    }
 }
 
 /// A field read as `T` (so a value `T` refuses is refused here too) and then dropped.
@@ -247,19 +379,78 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectFields<T> {
 }
 
 /// A review the single pass accepted: a known kind and version, and a request.
-struct PlainReview<'body> {
-    api_version: Cow<'body, str>,
-    request: RequestText<'body>,
+struct PlainReview<'body, O> {
+    api_version: Text<'body>,
+    request: RequestText<'body, O>,
 }
 
-impl<'body> PlainReview<'body> {
+/// What the single pass answers from, when it accepts the body.
+enum SinglePass<'body> {
+    /// The pod read into the engine's view in the same pass (every pod the engine can decide).
+    View(PlainReview<'body, PodView>),
+    /// The object as raw text: a pod the view refuses is denied in the engine's words, as
+    /// `inject::decide` words it from the text, without the general path's tree.
+    Text(PlainReview<'body, &'body RawValue>),
+}
+
+impl<'body> SinglePass<'body> {
     /// The review, when `body` is a plain well-formed one; `None` sends it to the general path.
     fn read(body: &'body [u8]) -> Option<Self> {
         // Checked once for the whole body: the pass below skips what it does not read without
         // validating it as text, and the general path refuses invalid UTF-8 anywhere.
         let text = std::str::from_utf8(body).ok()?;
+        PlainReview::read(text)
+            .map(SinglePass::View)
+            .or_else(|| PlainReview::read(text).map(SinglePass::Text))
+    }
+
+    fn answer(self, config: &InjectConfig) -> Result<Answer, ReviewError> {
+        match self {
+            SinglePass::View(review) => review.answer(config),
+            SinglePass::Text(review) => review.answer(config),
+        }
+    }
+}
+
+/// The object as the single pass holds it.
+trait SinglePassObject {
+    /// The object for the decision.
+    fn pod(&self) -> PodObject<'_>;
+
+    /// The pod's name for log lines, else `request_name`.
+    fn into_pod_name(self, request_name: String) -> PodName;
+}
+
+impl SinglePassObject for PodView {
+    fn pod(&self) -> PodObject<'_> {
+        PodObject::View(self)
+    }
+
+    fn into_pod_name(self, request_name: String) -> PodName {
+        PodName::InObject {
+            object: self.into_log_name(),
+            request_name,
+        }
+    }
+}
+
+impl SinglePassObject for &RawValue {
+    fn pod(&self) -> PodObject<'_> {
+        PodObject::Text(self)
+    }
+
+    fn into_pod_name(self, request_name: String) -> PodName {
+        let name = ObjectNames::deserialize(self)
+            .ok()
+            .and_then(ObjectNames::best);
+        PodName::Known(name.unwrap_or(request_name))
+    }
+}
+
+impl<'body, O: Deserialize<'body>> PlainReview<'body, O> {
+    fn read(text: &'body str) -> Option<Self> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let review: ReviewText<'body> = (&mut deserializer)
+        let review: ReviewText<'body, O> = (&mut deserializer)
             .deserialize_map(ObjectFields(PhantomData))
             .ok()?;
         deserializer.end().ok()?;
@@ -272,34 +463,36 @@ impl<'body> PlainReview<'body> {
         else {
             return None;
         };
-        let known = kind == REVIEW_KIND && REVIEW_API_VERSIONS.contains(&api_version.as_ref());
+        let known =
+            kind.as_str() == REVIEW_KIND && REVIEW_API_VERSIONS.contains(&api_version.as_str());
         known.then_some(PlainReview {
             api_version,
             request,
         })
     }
+}
 
+impl<O: SinglePassObject> PlainReview<'_, O> {
     fn answer(self, config: &InjectConfig) -> Result<Answer, ReviewError> {
         let request = self.request;
         let facts = RequestFacts {
-            kind: &request.kind,
+            group: request.kind.group.as_str(),
+            kind: request.kind.kind.as_str(),
             operation: &request.operation,
-            sub_resource: request.sub_resource.as_deref(),
+            sub_resource: request.sub_resource.as_ref().map(Text::as_str),
         };
-        let (outcome, verdict) = decide(&facts, request.object.map(PodObject::Text), config)?;
-        let body = serialise(&self.api_version, &request.uid, &verdict)?;
+        let (outcome, verdict) = decide(&facts, request.object.as_ref().map(O::pod), config)?;
+        let body = serialise(self.api_version.as_str(), request.uid.as_str(), &verdict)?;
+        let request_name = request.name.into_owned();
         let pod_name = match request.object {
-            Some(object) => PodName::InObject {
-                object: object.to_owned(),
-                request_name: request.name,
-            },
-            None => PodName::Known(request.name),
+            Some(object) => object.into_pod_name(request_name),
+            None => PodName::Known(request_name),
         };
         Ok(Answer {
             body,
             outcome,
-            uid: request.uid,
-            namespace: request.namespace.unwrap_or_default(),
+            uid: request.uid.into_owned(),
+            namespace: request.namespace.map(Text::into_owned).unwrap_or_default(),
             dry_run: request.dry_run,
             pod_name,
         })
@@ -369,7 +562,8 @@ fn review_tree(body: &[u8], config: &InjectConfig) -> Result<Answer, ReviewError
         review.try_into().map_err(|_| ReviewError::NoRequest)?;
 
     let facts = RequestFacts {
-        kind: &request.kind,
+        group: &request.kind.group,
+        kind: &request.kind.kind,
         operation: &request.operation,
         sub_resource: request.sub_resource.as_deref(),
     };
@@ -426,7 +620,8 @@ fn check_type(document: &Value) -> Result<(), ReviewError> {
 
 /// What the decision needs from the request, whichever path read it.
 struct RequestFacts<'request> {
-    kind: &'request GroupVersionKind,
+    group: &'request str,
+    kind: &'request str,
     operation: &'request Operation,
     sub_resource: Option<&'request str>,
 }
@@ -434,8 +629,8 @@ struct RequestFacts<'request> {
 /// The answer before serialisation.
 enum Verdict {
     Allow,
-    /// Allow with this JSON patch, as the quoted base64 string the answer carries.
-    Patch(Box<RawValue>),
+    /// Allow with this JSON patch, as the base64 of its JSON text that the answer carries.
+    Patch(Rc<[u8]>),
     Deny {
         message: String,
         reason: &'static str,
@@ -445,7 +640,11 @@ enum Verdict {
 /// The pod as the path that read the review holds it.
 #[derive(Clone, Copy)]
 enum PodObject<'a> {
+    /// Read in the single pass.
+    View(&'a PodView),
+    /// The object's text, when the single pass could not read it as a view.
     Text(&'a RawValue),
+    /// The object's tree, read by the general path.
     Tree(&'a Value),
 }
 
@@ -454,7 +653,7 @@ fn decide(
     object: Option<PodObject<'_>>,
     config: &InjectConfig,
 ) -> Result<(Outcome, Verdict), ReviewError> {
-    let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
+    let is_pod = request.group.is_empty() && request.kind == "Pod";
     if !is_pod {
         return Ok((Outcome::Skipped("not_a_pod"), Verdict::Allow));
     }
@@ -467,11 +666,12 @@ fn decide(
     let object = object.ok_or(ReviewError::NoObject)?;
     // A dry run is answered exactly like a real one: the webhook has no side effects.
     let decision = match object {
-        PodObject::Text(text) => inject::decide(text, config),
-        PodObject::Tree(tree) => inject::decide(tree, config),
+        PodObject::View(view) => inject::decide_view(view, config),
+        PodObject::Text(text) => view_and_decide(text, config),
+        PodObject::Tree(tree) => view_and_decide(tree, config),
     };
     Ok(match decision {
-        Decision::Inject { patch } => match encode_patch(&patch) {
+        Decision::Inject { patch } => match encode_patch(patch) {
             Ok(patch) => (Outcome::Injected, Verdict::Patch(patch)),
             Err(err) => (
                 Outcome::Denied("patch_serialisation"),
@@ -489,18 +689,49 @@ fn decide(
     })
 }
 
-/// The patch as JSON, then base64 in quotes: the `patch` member of the answer, ready to be
-/// written as is (base64 never needs escaping, and escaping the largest string of the answer
-/// character by character is not free).
-fn encode_patch(patch: &json_patch::Patch) -> serde_json::Result<Box<RawValue>> {
-    const USUAL_PATCH_SIZE: usize = 4096;
-    let mut json = Vec::with_capacity(USUAL_PATCH_SIZE);
-    serde_json::to_writer(&mut json, patch)?;
-    let mut text = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
-    text.push('"');
-    base64::engine::general_purpose::STANDARD.encode_string(&json, &mut text);
-    text.push('"');
-    RawValue::from_string(text)
+/// Reads the engine's view of `pod` and decides; a pod the view refuses is denied.
+fn view_and_decide<'de>(
+    pod: impl inject::PodJson<'de>,
+    config: &InjectConfig,
+) -> Decision<inject::RenderedPatch> {
+    match PodView::deserialize(pod) {
+        Ok(view) => inject::decide_view(&view, config),
+        Err(error) => Decision::Deny(inject::view_error(&error)),
+    }
+}
+
+thread_local! {
+    /// The last patch encoded on this thread and its base64. The pods of one workload get the
+    /// same patch, made of the same rendered values: comparing it with the last one costs a
+    /// few pointer and path comparisons, writing and encoding it again a few thousand bytes.
+    static LAST_PATCH: RefCell<Option<(inject::RenderedPatch, Rc<[u8]>)>> =
+        const { RefCell::new(None) };
+}
+
+/// The patch as base64 of its JSON text: the `patch` member of the answer, ready to be written
+/// as is (base64 never needs escaping).
+fn encode_patch(patch: inject::RenderedPatch) -> serde_json::Result<Rc<[u8]>> {
+    let cached = LAST_PATCH.try_with(|cell| {
+        let last = cell.try_borrow().ok()?;
+        let (last_patch, base64) = last.as_ref()?;
+        (*last_patch == patch).then(|| base64.clone())
+    });
+    if let Ok(Some(base64)) = cached {
+        return Ok(base64);
+    }
+    let mut json = Vec::with_capacity(patch.json_size_hint());
+    patch.write_json(&mut json)?;
+    let base64: Rc<[u8]> = base64::engine::general_purpose::STANDARD
+        .encode(&json)
+        .into_bytes()
+        .into();
+    // A thread being torn down, or a busy cell: answered without caching.
+    let _ = LAST_PATCH.try_with(|cell| {
+        if let Ok(mut last) = cell.try_borrow_mut() {
+            *last = Some((patch, base64.clone()));
+        }
+    });
+    Ok(base64)
 }
 
 fn deny(reason: &'static str, message: &str) -> Verdict {
@@ -511,92 +742,52 @@ fn deny(reason: &'static str, message: &str) -> Verdict {
     }
 }
 
-/// The response AdmissionReview on the wire, written straight from borrowed parts. Members are
-/// in sorted order, as a JSON tree of the same answer writes them.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewAnswer<'a> {
-    api_version: &'a str,
-    kind: &'a str,
-    response: ResponseAnswer<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseAnswer<'a> {
-    allowed: bool,
-    /// Base64, as the API server's `[]byte` field is written on the wire.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    status: StatusAnswer<'a>,
-    uid: &'a str,
-}
-
-/// A `metav1.Status`: empty when allowed.
-#[derive(Serialize, Default)]
-struct StatusAnswer<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'static str>,
-}
-
+/// Writes the response AdmissionReview. Members are in sorted order, as a JSON tree of the same
+/// answer writes them (the tests compare with kube's own types written through a tree); strings
+/// are escaped by `serde_json`, and the patch, the largest member by far, is copied in as its
+/// base64 (which never needs escaping).
 fn serialise(api_version: &str, uid: &str, verdict: &Verdict) -> Result<Vec<u8>, ReviewError> {
-    let reason;
-    let response = match verdict {
-        Verdict::Allow => ResponseAnswer {
-            allowed: true,
-            patch: None,
-            patch_type: None,
-            status: StatusAnswer::default(),
-            uid,
-        },
-        Verdict::Patch(patch) => ResponseAnswer {
-            allowed: true,
-            patch: Some(patch),
-            patch_type: Some("JSONPatch"),
-            status: StatusAnswer::default(),
-            uid,
-        },
-        Verdict::Deny {
-            message,
-            reason: code,
-        } => {
-            reason = format!("Forbidden/{code}");
-            ResponseAnswer {
-                allowed: false,
-                patch: None,
-                patch_type: None,
-                status: StatusAnswer {
-                    code: Some(403),
-                    message: Some(message),
-                    reason: Some(&reason),
-                    status: Some("Failure"),
-                },
-                uid,
-            }
-        }
+    let patch_size = match verdict {
+        Verdict::Patch(base64) => base64.len(),
+        Verdict::Allow | Verdict::Deny { .. } => 0,
     };
-    let review = ReviewAnswer {
-        api_version,
-        kind: REVIEW_KIND,
-        response,
-    };
-    let patch_size = review
-        .response
-        .patch
-        .as_ref()
-        .map_or(0, |patch| patch.get().len());
     let mut body = Vec::with_capacity(ANSWER_SIZE_WITHOUT_PATCH + patch_size);
-    serde_json::to_writer(&mut body, &review)
-        .map_err(|err| ReviewError::NotAdmissionReview(err.to_string()))?;
+    let written = write_answer(&mut body, api_version, uid, verdict);
+    written.map_err(|err| ReviewError::NotAdmissionReview(err.to_string()))?;
     Ok(body)
+}
+
+fn write_answer(
+    body: &mut Vec<u8>,
+    api_version: &str,
+    uid: &str,
+    verdict: &Verdict,
+) -> serde_json::Result<()> {
+    body.extend_from_slice(br#"{"apiVersion":"#);
+    serde_json::to_writer(&mut *body, api_version)?;
+    body.extend_from_slice(br#","kind":"#);
+    serde_json::to_writer(&mut *body, REVIEW_KIND)?;
+    body.extend_from_slice(br#","response":{"allowed":"#);
+    match verdict {
+        Verdict::Allow => body.extend_from_slice(br#"true,"status":{}"#),
+        Verdict::Patch(base64) => {
+            body.extend_from_slice(br#"true,"patch":""#);
+            body.extend_from_slice(base64);
+            body.extend_from_slice(br#"","patchType":"JSONPatch","status":{}"#);
+        }
+        Verdict::Deny { message, reason } => {
+            // A `metav1.Status` of a refusal.
+            body.extend_from_slice(br#"false,"status":{"code":403,"message":"#);
+            serde_json::to_writer(&mut *body, message)?;
+            body.extend_from_slice(br#","reason":"#);
+            serde_json::to_writer(&mut *body, &format!("Forbidden/{reason}"))?;
+            body.extend_from_slice(br#","status":"Failure"}"#);
+        }
+    }
+    body.extend_from_slice(br#","uid":"#);
+    serde_json::to_writer(&mut *body, uid)?;
+    body.extend_from_slice(b"}}");
+    Ok(())
 }
 
 /// Room for everything of an answer but the patch (a denial's message included), so the body
@@ -620,7 +811,7 @@ mod tests {
 
     /// Both paths on the same body: the single pass must accept it and agree with the tree.
     fn both_paths(body: &[u8], config: &InjectConfig) -> (Outcome, Vec<u8>, String) {
-        let plain = PlainReview::read(body)
+        let plain = SinglePass::read(body)
             .expect("the single pass accepts a plain review")
             .answer(config)
             .unwrap();
@@ -681,6 +872,39 @@ mod tests {
             .and_then(Value::as_str)
             .unwrap();
         assert_eq!(name, expected_name);
+    }
+
+    #[test]
+    fn the_encoded_patch_follows_the_patch() {
+        let review = sample();
+        let bytes = body(&review);
+        let default = InjectConfig::default();
+        let native = InjectConfig {
+            native_sidecar: true,
+            ..InjectConfig::default()
+        };
+        let renamed = InjectConfig {
+            sidecar_name: "other-collector".to_owned(),
+            ..InjectConfig::default()
+        };
+        // Alternating, so that every answer but the first follows one for another patch, and
+        // each config is answered again from the last encoding.
+        for config in [&default, &native, &native, &renamed, &default, &default] {
+            let answer = review_body(&bytes, config);
+            let Decision::Inject { patch } = inject::decide(&review["request"]["object"], config)
+            else {
+                panic!("the sample is injected");
+            };
+            let encoded = answer["response"]["patch"].as_str().unwrap();
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap();
+            assert_eq!(decoded, serde_json::to_vec(&patch).unwrap());
+        }
+    }
+
+    fn review_body(bytes: &[u8], config: &InjectConfig) -> Value {
+        serde_json::from_slice(&review(bytes, config).unwrap().body).unwrap()
     }
 
     #[test]
@@ -773,7 +997,7 @@ mod tests {
         // A repeated key: the tree keeps the last value, so the general path answers.
         let repeated = text.replacen(r#""dryRun":false"#, r#""dryRun":true,"dryRun":false"#, 1);
         assert_ne!(repeated, text);
-        assert!(PlainReview::read(repeated.as_bytes()).is_none());
+        assert!(SinglePass::read(repeated.as_bytes()).is_none());
         let answer = review(repeated.as_bytes(), &config).unwrap();
         assert_eq!(answer.outcome, Outcome::Injected);
         assert!(!answer.dry_run);
@@ -797,7 +1021,7 @@ mod tests {
             b"\xff".to_vec(),
         ];
         for bytes in &bodies {
-            assert!(PlainReview::read(bytes).is_none());
+            assert!(SinglePass::read(bytes).is_none());
             let via_review = review(bytes, &config).map(|answer| answer.outcome);
             let via_tree = review_tree(bytes, &config).map(|answer| answer.outcome);
             assert_eq!(format!("{via_review:?}"), format!("{via_tree:?}"));

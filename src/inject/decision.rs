@@ -6,18 +6,33 @@
 
 use json_patch::Patch;
 
-/// The engine's verdict on one pod.
+/// The engine's verdict on one pod, with the patch as `P`: a `json_patch::Patch`, or for the
+/// webhook a [`RenderedPatch`](super::RenderedPatch) that writes its JSON without serialising
+/// trees.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub enum Decision<P = Patch> {
     /// Admit the pod with this RFC 6902 patch, relative to the object's root.
     Inject {
         /// Only `add` operations: nothing of the original pod is changed or removed.
-        patch: Patch,
+        patch: P,
     },
     /// Admit the pod unchanged. Not an error.
     Skip(SkipReason),
     /// Refuse the pod; injecting would produce a broken pod or ignore the user's intent.
     Deny(DenyReason),
+}
+
+impl<P> Decision<P> {
+    /// The same decision with the patch converted by `convert`.
+    pub fn map_patch<Q>(self, convert: impl FnOnce(P) -> Q) -> Decision<Q> {
+        match self {
+            Decision::Inject { patch } => Decision::Inject {
+                patch: convert(patch),
+            },
+            Decision::Skip(reason) => Decision::Skip(reason),
+            Decision::Deny(reason) => Decision::Deny(reason),
+        }
+    }
 }
 
 /// Why a pod is admitted without injection.

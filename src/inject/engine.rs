@@ -10,24 +10,23 @@
 //! lists with hash sets, and the patch only carries what is added, so the cost stays linear
 //! however many containers or env vars a pod has.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, Volume, VolumeMount};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
-use super::config::{
-    paths_overlap, same_path, FelixVolumeKind, InjectConfig, FELIX_CSI_DRIVER, FELIX_FLEX_DRIVER,
-};
+use super::config::{paths_overlap, same_path, InjectConfig};
 use super::decision::{Decision, DenyReason, SkipReason};
 use super::overrides::{
     PodSettings, CONTAINER_ANNOTATION, INJECT_DISABLED, INJECT_LABEL, STATUS_ANNOTATION,
 };
 use super::patch::{JsonKind, JsonShape, PatchBuilder, PatchShapeError};
+use super::render::{self, PatchValue, Rendered, RenderedConfig, RenderedPatch};
 
 /// How many hex characters of the config hash the status annotation keeps: enough to tell
 /// configs apart, short enough to read in `kubectl describe`.
@@ -52,22 +51,30 @@ pub struct InjectionStatus {
 ///
 /// `pod` is the object as JSON: a parsed `&serde_json::Value`, or its text as a
 /// `&serde_json::value::RawValue`. From text, the parts the engine does not read are skipped
-/// without being built, which is what keeps the admission path cheap; both give the same
-/// decision and the same patch.
+/// without being built; both give the same decision and the same patch.
 pub fn decide<'de>(pod: impl PodJson<'de>, config: &InjectConfig) -> Decision {
-    let view = match PodView::deserialize(pod) {
-        Ok(view) => view,
-        Err(error) => {
-            return Decision::Deny(invalid_pod(format!(
-                "the object does not match the pod schema: {}",
-                without_position(&error)
-            )))
-        }
-    };
-    match plan(&view, config) {
-        Ok(decision) => decision,
-        Err(reason) => Decision::Deny(reason),
+    match PodView::deserialize(pod) {
+        Ok(view) => decide_view(&view, config).map_patch(|patch| patch.to_patch()),
+        Err(error) => Decision::Deny(view_error(&error)),
     }
+}
+
+/// [`decide`] for a pod already read into a [`PodView`], with the patch as a [`RenderedPatch`]:
+/// what the admission webhook uses, reading the view in the same pass as the review around it
+/// and writing the patch's JSON from values rendered once per config. The decision and the
+/// patch's operations are exactly those of [`decide`].
+pub fn decide_view(view: &PodView, config: &InjectConfig) -> Decision<RenderedPatch> {
+    render::with_rendered(config, |rendered| {
+        plan(view, config, rendered).unwrap_or_else(Decision::Deny)
+    })
+}
+
+/// The denial of an object that does not read as a [`PodView`], as [`decide`] words it.
+pub fn view_error(error: &serde_json::Error) -> DenyReason {
+    invalid_pod(format!(
+        "the object does not match the pod schema: {}",
+        without_position(error)
+    ))
 }
 
 /// The forms [`decide`] reads a pod from: a parsed tree, or the raw text of one JSON value.
@@ -109,17 +116,26 @@ impl From<PatchShapeError> for DenyReason {
 // absent, a missing name is empty, and unknown keys are ignored. The parts reused whole
 // (volumes, volume mounts, pull secrets) are k8s-openapi's types.
 
-/// `metadata` and `spec` of a Pod or PodTemplateSpec.
+/// What the engine reads of a pod: `metadata` and `spec` of a Pod or PodTemplateSpec, as far
+/// as the decision and the patch need them, and the pod's name for log lines.
+///
+/// Deserialised from the pod's JSON, alone or as a part of a larger document (an admission
+/// review), so the pod is read in the same pass as the document around it. A pod whose read
+/// parts do not match Kubernetes' types does not deserialise; [`view_error`] words the denial.
 #[derive(Debug, Default)]
-struct PodView {
+pub struct PodView {
     metadata: Option<MetadataView>,
     spec: Option<SpecView>,
 }
 
 #[derive(Debug, Default)]
 struct MetadataView {
-    labels: Option<BTreeMap<String, String>>,
-    annotations: Option<BTreeMap<String, String>>,
+    labels: Option<OurEntries>,
+    annotations: Option<OurEntries>,
+    /// Kept as text and read only for log lines: any JSON value is accepted here, as when the
+    /// view did not read them, and only a log line pays for decoding them.
+    name: Option<Box<RawValue>>,
+    generate_name: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +151,107 @@ struct SpecView {
 struct ContainerView {
     name: String,
     volume_mounts: Option<Vec<VolumeMount>>,
+}
+
+/// The prefix of every label and annotation the engine reads.
+const OUR_KEY_PREFIX: &str = "ingress-tap/";
+
+/// Labels or annotations (a `map[string]string`), checked entry by entry as k8s-openapi's
+/// `BTreeMap<String, String>` checks them (every value a string, the last of a repeated key
+/// wins), keeping only the entries under [`OUR_KEY_PREFIX`]: a pod may carry many, some large,
+/// that the engine never looks at.
+#[derive(Debug, Default)]
+struct OurEntries(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for OurEntries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = OurEntries;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a map")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OurEntries, A::Error> {
+                let mut entries = BTreeMap::new();
+                while let Some(key) = map.next_key_seed(OurKey)? {
+                    match key {
+                        Some(key) => {
+                            entries.insert(key, map.next_value()?);
+                        }
+                        None => {
+                            map.next_value::<CheckedString>()?;
+                        }
+                    }
+                }
+                Ok(OurEntries(entries))
+            }
+        }
+
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+/// Reads a map key, and keeps it only when it is under [`OUR_KEY_PREFIX`].
+struct OurKey;
+
+impl<'de> DeserializeSeed<'de> for OurKey {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for OurKey {
+    type Value = Option<String>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(key.starts_with(OUR_KEY_PREFIX).then(|| key.to_owned()))
+    }
+}
+
+/// A JSON string, checked (a `String` reads the same values) and not kept.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CheckedString;
+
+impl<'de> Deserialize<'de> for CheckedString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CheckedStringVisitor;
+
+        impl Visitor<'_> for CheckedStringVisitor {
+            type Value = CheckedString;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a string")
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<CheckedString, E> {
+                Ok(CheckedString)
+            }
+        }
+
+        deserializer.deserialize_str(CheckedStringVisitor)
+    }
+}
+
+/// A pod's name for log lines, as the JSON text of `metadata.name` when present, else of
+/// `metadata.generateName`.
+#[derive(Debug)]
+pub struct LogName(Option<Box<RawValue>>);
+
+impl LogName {
+    /// The name when it is a string (`None` for a present `name` that is not one, even when
+    /// `generateName` is), as a JSON pointer lookup of the one and then the other reads it.
+    pub fn get(&self) -> Option<String> {
+        serde_json::from_str(self.0.as_ref()?.get()).ok()
+    }
 }
 
 /// Reads a JSON object key as its position in `names`, without allocating; `None` for a key
@@ -202,10 +319,18 @@ object_view!(PodView, "a pod object", ["metadata", "spec"], |view, map| {
     1 => view.spec = map.next_value()?,
 });
 
-object_view!(MetadataView, "object metadata", ["labels", "annotations"], |view, map| {
-    0 => view.labels = map.next_value()?,
-    1 => view.annotations = map.next_value()?,
-});
+object_view!(
+    MetadataView,
+    "object metadata",
+    ["labels", "annotations", "name", "generateName"],
+    |view, map| {
+        0 => view.labels = map.next_value()?,
+        1 => view.annotations = map.next_value()?,
+        // Not `Option`: a present `null` hides `generateName`, as in a pointer lookup.
+        2 => view.name = Some(map.next_value()?),
+        3 => view.generate_name = Some(map.next_value()?),
+    }
+);
 
 object_view!(
     SpecView,
@@ -241,12 +366,20 @@ impl<'de, T: de::DeserializeOwned> Deserialize<'de> for TypedJson<T> {
 }
 
 impl PodView {
+    /// The pod's name for log lines, still as JSON text: only a log line pays for decoding it.
+    pub fn into_log_name(self) -> LogName {
+        let Some(metadata) = self.metadata else {
+            return LogName(None);
+        };
+        LogName(metadata.name.or(metadata.generate_name))
+    }
+
     fn annotations(&self) -> Option<&BTreeMap<String, String>> {
-        self.metadata.as_ref()?.annotations.as_ref()
+        Some(&self.metadata.as_ref()?.annotations.as_ref()?.0)
     }
 
     fn labels(&self) -> Option<&BTreeMap<String, String>> {
-        self.metadata.as_ref()?.labels.as_ref()
+        Some(&self.metadata.as_ref()?.labels.as_ref()?.0)
     }
 }
 
@@ -295,7 +428,11 @@ fn container_at<'view>(spec: Option<&'view SpecView>, index: &str) -> Option<&'v
 // ---------------------------------------------------------------------------------------------
 // The decision
 
-fn plan(pod: &PodView, config: &InjectConfig) -> Result<Decision, DenyReason> {
+fn plan(
+    pod: &PodView,
+    config: &InjectConfig,
+    rendered: &mut RenderedConfig,
+) -> Result<Decision<RenderedPatch>, DenyReason> {
     let labels = pod.labels();
     let annotations = pod.annotations();
     let opted_out = labels
@@ -334,27 +471,26 @@ fn plan(pod: &PodView, config: &InjectConfig) -> Result<Decision, DenyReason> {
         .get(target_index)
         .ok_or_else(|| invalid_pod("the target container disappeared"))?;
 
-    let log_volume = log_volume_json(config);
-    let felix_volume = felix_volume_json(config);
-    let add_log_volume = needs_volume(volumes, &log_volume, |existing| {
+    let add_log_volume = needs_volume(volumes, rendered.log_volume.tree(), |existing| {
         existing.empty_dir.is_some()
     })?;
-    let add_felix_volume = needs_volume(volumes, &felix_volume, |_| false)?;
+    let add_felix_volume = needs_volume(volumes, rendered.felix_volume.tree(), |_| false)?;
     let add_target_mount = needs_target_mount(target, config)?;
 
+    let add = |value: &Arc<Rendered>| PatchValue::Rendered(value.clone());
     let mut builder = PatchBuilder::new(pod);
-    add_pull_secrets(&mut builder, spec, config)?;
+    add_pull_secrets(&mut builder, spec, config, rendered)?;
     if add_log_volume {
-        builder.append(&["spec", "volumes"], log_volume)?;
+        builder.append(&["spec", "volumes"], add(&rendered.log_volume))?;
     }
     if add_felix_volume {
-        builder.append(&["spec", "volumes"], felix_volume)?;
+        builder.append(&["spec", "volumes"], add(&rendered.felix_volume))?;
     }
     if add_target_mount {
         let index = target_index.to_string();
         builder.append(
             &["spec", "containers", index.as_str(), "volumeMounts"],
-            json!({"name": config.log_volume_name, "mountPath": config.log_dir}),
+            add(&rendered.log_mount),
         )?;
     }
     let sidecar_list = if settings.native_sidecar {
@@ -362,14 +498,17 @@ fn plan(pod: &PodView, config: &InjectConfig) -> Result<Decision, DenyReason> {
     } else {
         "containers"
     };
-    builder.append(&["spec", sidecar_list], sidecar_json(config, &settings))?;
+    builder.append(
+        &["spec", sidecar_list],
+        PatchValue::Rendered(rendered.sidecar(&settings)),
+    )?;
     builder.insert(
         &["metadata", "annotations"],
         STATUS_ANNOTATION,
-        Value::String(status_json(config, settings.native_sidecar)),
+        PatchValue::Rendered(rendered.status(settings.native_sidecar)),
     )?;
     Ok(Decision::Inject {
-        patch: builder.finish(),
+        patch: RenderedPatch::new(builder.finish()),
     })
 }
 
@@ -527,233 +666,136 @@ fn needs_target_mount(target: &ContainerView, config: &InjectConfig) -> Result<b
 }
 
 fn add_pull_secrets(
-    builder: &mut PatchBuilder<'_, PodView>,
+    builder: &mut PatchBuilder<'_, PodView, PatchValue>,
     spec: &SpecView,
     config: &InjectConfig,
+    rendered: &RenderedConfig,
 ) -> Result<(), PatchShapeError> {
+    if config.image_pull_secrets.is_empty() {
+        return Ok(());
+    }
     let present: HashSet<&str> = spec
         .image_pull_secrets
         .iter()
         .flatten()
         .map(|secret| secret.name.as_str())
         .collect();
-    for name in &config.image_pull_secrets {
+    for (name, secret) in config.image_pull_secrets.iter().zip(&rendered.pull_secrets) {
         if !present.contains(name.as_str()) {
-            builder.append(&["spec", "imagePullSecrets"], json!({ "name": name }))?;
+            builder.append(
+                &["spec", "imagePullSecrets"],
+                PatchValue::Rendered(secret.clone()),
+            )?;
         }
     }
     Ok(())
 }
 
-fn log_volume_json(config: &InjectConfig) -> Value {
-    json!({"name": config.log_volume_name, "emptyDir": {}})
-}
-
-fn felix_volume_json(config: &InjectConfig) -> Value {
-    let felix = &config.felix_volume;
-    match felix.kind {
-        FelixVolumeKind::Csi => json!({"name": felix.name, "csi": {"driver": FELIX_CSI_DRIVER}}),
-        FelixVolumeKind::FlexVolume => {
-            json!({"name": felix.name, "flexVolume": {"driver": FELIX_FLEX_DRIVER}})
-        }
-        FelixVolumeKind::HostPath => json!({
-            "name": felix.name,
-            "hostPath": {"path": felix.host_path, "type": "DirectoryOrCreate"}
-        }),
-    }
-}
-
-fn quantities(map: &BTreeMap<String, String>) -> Value {
-    Value::Object(
-        map.iter()
-            .map(|(name, quantity)| (name.clone(), Value::String(quantity.clone())))
-            .collect(),
-    )
-}
-
-fn sidecar_json(config: &InjectConfig, settings: &PodSettings) -> Value {
-    let mut env = vec![
-        json!({"name": "INGRESS_LOG_INTERVAL_SECONDS", "value": settings.interval_seconds.to_string()}),
-        json!({"name": "INGRESS_LOG_REQUESTS_PER_INTERVAL", "value": settings.requests_per_interval.to_string()}),
-        json!({"name": "INGRESS_LOG_PATH", "value": config.log_path()}),
-        json!({"name": "FELIX_DIAL_TARGET", "value": config.felix_dial_target()}),
-        json!({"name": "LOG_LEVEL", "value": settings.log_level.as_str()}),
-    ];
-    if let Some((name, value)) = config.trusted_proxy_env() {
-        env.push(json!({"name": name, "value": value}));
-    }
-    env.extend(
-        config
-            .extra_env
-            .iter()
-            .map(|variable| json!({"name": variable.name, "value": variable.value})),
-    );
-
-    let mut container = Map::new();
-    container.insert("name".into(), json!(config.sidecar_name));
-    container.insert("image".into(), json!(config.image));
-    container.insert(
-        "imagePullPolicy".into(),
-        json!(config.image_pull_policy.as_str()),
-    );
-    if !config.command.is_empty() {
-        container.insert("command".into(), json!(config.command));
-    }
-    if !config.args.is_empty() {
-        container.insert("args".into(), json!(config.args));
-    }
-    container.insert("env".into(), Value::Array(env));
-    let mut resources = Map::new();
-    if !config.resources.requests.is_empty() {
-        resources.insert("requests".into(), quantities(&config.resources.requests));
-    }
-    if !config.resources.limits.is_empty() {
-        resources.insert("limits".into(), quantities(&config.resources.limits));
-    }
-    if !resources.is_empty() {
-        container.insert("resources".into(), Value::Object(resources));
-    }
-    container.insert(
-        "securityContext".into(),
-        json!({
-            "runAsNonRoot": true,
-            "runAsUser": config.run_as_user,
-            "runAsGroup": config.run_as_group,
-            "readOnlyRootFilesystem": true,
-            "allowPrivilegeEscalation": false,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}
-        }),
-    );
-    container.insert(
-        "volumeMounts".into(),
-        json!([
-            {"name": config.log_volume_name, "mountPath": config.log_dir},
-            {"name": config.felix_volume.name, "mountPath": config.felix_volume.mount_path}
-        ]),
-    );
-    if settings.native_sidecar {
-        container.insert("restartPolicy".into(), json!("Always"));
-    }
-    Value::Object(container)
-}
-
-thread_local! {
-    /// The last config seen on this thread and its hash prefix. The config changes only when
-    /// its file is reloaded, while hashing it (serialise, then SHA-256) on every pod would cost
-    /// as much as the rest of the patch; comparing it with the cached copy costs little.
-    static CONFIG_HASH: RefCell<Option<(InjectConfig, String)>> = const { RefCell::new(None) };
-}
-
-/// The first [`STATUS_HASH_CHARS`] of [`InjectConfig::hash`].
-fn config_hash_prefix(config: &InjectConfig) -> String {
-    let compute = || {
-        let hash = config.hash();
-        hash.get(..STATUS_HASH_CHARS).unwrap_or(&hash).to_owned()
-    };
-    let cached = CONFIG_HASH.try_with(|cell| {
-        // Not re-entered, but a busy cell or a thread being torn down just computes it.
-        let Ok(mut cache) = cell.try_borrow_mut() else {
-            return compute();
-        };
-        match &*cache {
-            Some((seen, prefix)) if seen == config => prefix.clone(),
-            _ => {
-                let prefix = compute();
-                *cache = Some((config.clone(), prefix.clone()));
-                prefix
-            }
-        }
-    });
-    cached.unwrap_or_else(|_| compute())
-}
-
-fn status_json(config: &InjectConfig, native_sidecar: bool) -> String {
-    let status = InjectionStatus {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        config_hash: config_hash_prefix(config),
-        sidecar: config.sidecar_name.clone(),
-        native_sidecar,
-    };
-    // A struct of strings and a bool always serialises; the fallback keeps the same content
-    // (with sorted keys) rather than panicking on an impossible error.
-    serde_json::to_string(&status).unwrap_or_else(|_| {
-        json!({
-            "version": status.version,
-            "configHash": status.config_hash,
-            "sidecar": status.sidecar,
-            "nativeSidecar": status.native_sidecar,
-        })
-        .to_string()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Container;
+    use serde_json::json;
 
     #[test]
-    fn status_round_trips_through_its_type() {
-        let text = status_json(&InjectConfig::default(), true);
-        let status: InjectionStatus = serde_json::from_str(&text).unwrap();
-        assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
-        assert_eq!(status.sidecar, "ingress-collector");
-        assert!(status.native_sidecar);
-        assert_eq!(status.config_hash.len(), STATUS_HASH_CHARS);
-        assert!(InjectConfig::default()
-            .hash()
-            .starts_with(&status.config_hash));
-        assert!(text.starts_with(r#"{"version":"#), "{text}");
-    }
-
-    #[test]
-    fn the_cached_hash_follows_a_changed_config() {
-        let config = InjectConfig::default();
-        let mut changed = config.clone();
-        changed.image = "registry.example/other:1".to_owned();
-        for _ in 0..2 {
-            for config in [&config, &changed] {
-                assert_eq!(
-                    config_hash_prefix(config),
-                    config.hash()[..STATUS_HASH_CHARS]
-                );
-            }
-        }
-        assert_ne!(config_hash_prefix(&config), config_hash_prefix(&changed));
-    }
-
-    #[test]
-    fn our_volumes_parse_as_typed_volumes() {
-        let mut config = InjectConfig::default();
-        for kind in [
-            FelixVolumeKind::Csi,
-            FelixVolumeKind::FlexVolume,
-            FelixVolumeKind::HostPath,
-        ] {
-            config.felix_volume.kind = kind;
-            let volume: Volume = serde_json::from_value(felix_volume_json(&config)).unwrap();
-            assert_eq!(volume.name, "ingress-tap-felix");
-        }
-        let volume: Volume = serde_json::from_value(log_volume_json(&config)).unwrap();
-        assert!(volume.empty_dir.is_some());
-    }
-
-    #[test]
-    fn sidecar_parses_as_a_typed_container() {
+    fn the_rendered_patch_is_the_patch_of_decide() {
+        let pods = [
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "controller"}]}}),
+            json!({
+                "metadata": {"annotations": {"ingress-tap/native-sidecar": "true", "ingress-tap/log-level": "debug"}},
+                "spec": {
+                    "containers": [{"name": "a"}, {"name": "controller", "volumeMounts": []}],
+                    "volumes": [{"name": "ingress-tap-logs", "emptyDir": {"medium": "Memory"}}],
+                    "imagePullSecrets": [{"name": "pull-a"}],
+                },
+            }),
+        ];
         let config = InjectConfig {
-            command: vec!["/ingress-tap".to_owned()],
+            image_pull_secrets: vec!["pull-a".to_owned(), "pull-b".to_owned()],
             ..InjectConfig::default()
         };
-        let settings = PodSettings::resolve(None, &config).unwrap();
-        let container: Container =
-            serde_json::from_value(sidecar_json(&config, &settings)).unwrap();
-        assert_eq!(container.command, Some(vec!["/ingress-tap".to_owned()]));
-        assert_eq!(container.args, Some(vec!["collect".to_owned()]));
-        assert_eq!(container.restart_policy, None);
-        let security = container.security_context.unwrap();
-        assert_eq!(security.run_as_user, Some(65532));
-        assert_eq!(security.read_only_root_filesystem, Some(true));
+        for pod in &pods {
+            let Decision::Inject { patch } = decide(pod, &config) else {
+                panic!("{pod} is injected");
+            };
+            let view = PodView::deserialize(pod).unwrap();
+            let Decision::Inject { patch: rendered } = decide_view(&view, &config) else {
+                panic!("{pod} is injected from its view");
+            };
+            assert_eq!(rendered.to_patch(), patch);
+            let mut text = Vec::new();
+            rendered.write_json(&mut text).unwrap();
+            assert_eq!(text, serde_json::to_vec(&patch).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_log_name_is_read_like_a_pointer_lookup() {
+        let name = |metadata: Value| {
+            let pod = json!({"metadata": metadata});
+            let view = PodView::deserialize(&pod).unwrap();
+            let expected = pod
+                .pointer("/metadata/name")
+                .or(pod.pointer("/metadata/generateName"))
+                .and_then(Value::as_str);
+            let name = view.into_log_name().get();
+            assert_eq!(name.as_deref(), expected, "{pod}");
+            name
+        };
+        assert_eq!(
+            name(json!({"name": "n", "generateName": "g-"})).as_deref(),
+            Some("n")
+        );
+        assert_eq!(name(json!({"generateName": "g-"})).as_deref(), Some("g-"));
+        assert_eq!(name(json!({"name": null, "generateName": "g-"})), None);
+        assert_eq!(
+            name(json!({"name": {"a": [1]}, "generateName": "g-"})),
+            None
+        );
+        assert_eq!(name(json!({"name": 7})), None);
+        assert_eq!(name(json!({"generateName": ["g"]})), None);
+        assert_eq!(name(json!({})), None);
+    }
+
+    #[test]
+    fn labels_and_annotations_are_checked_whole_and_kept_in_part() {
+        let metadata = json!({
+            "labels": {"app": "x", "ingress-tap/inject": "enabled"},
+            "annotations": {"ingress-tap/log-level": "debug", "note": "long text", "ingress-tap/log-level": "info"},
+        });
+        let pod = json!({"metadata": metadata});
+        let view = PodView::deserialize(&pod).unwrap();
+        let labels: Vec<_> = view.labels().unwrap().iter().collect();
+        assert_eq!(labels, [(&INJECT_LABEL.to_owned(), &"enabled".to_owned())]);
+        let annotations: Vec<_> = view.annotations().unwrap().iter().collect();
+        assert_eq!(
+            annotations,
+            [(&"ingress-tap/log-level".to_owned(), &"info".to_owned())]
+        );
+        // Every key the engine reads is under the prefix.
+        for key in [
+            INJECT_LABEL,
+            STATUS_ANNOTATION,
+            CONTAINER_ANNOTATION,
+            crate::inject::NATIVE_SIDECAR_ANNOTATION,
+            crate::inject::INTERVAL_ANNOTATION,
+            crate::inject::REQUESTS_ANNOTATION,
+            crate::inject::LOG_LEVEL_ANNOTATION,
+        ] {
+            assert!(key.starts_with(OUR_KEY_PREFIX), "{key}");
+        }
+        // A value that is not a string is refused wherever it is, as a typed map refuses it.
+        for (field, entries) in [
+            ("labels", json!({"app": 7})),
+            ("annotations", json!({"note": null})),
+            ("labels", json!(["a"])),
+        ] {
+            let pod = json!({"metadata": {field: entries.clone()}});
+            let ours = PodView::deserialize(&pod).unwrap_err().to_string();
+            let typed = serde_json::from_value::<BTreeMap<String, String>>(entries)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(ours, typed);
+        }
     }
 
     #[test]

@@ -12,15 +12,21 @@ mod engine;
 mod overrides;
 mod patch;
 mod quantity;
+mod render;
+
+pub(crate) use engine::CheckedString;
 
 pub use config::{
     ConfigError, ExtraEnvVar, FelixVolumeConfig, FelixVolumeKind, ImagePullPolicy, InjectConfig,
     LogLevel, SidecarResources,
 };
 pub use decision::{Decision, DenyReason, SkipReason};
-pub use engine::{decide, InjectionStatus, STATUS_HASH_CHARS};
+pub use engine::{
+    decide, decide_view, view_error, InjectionStatus, LogName, PodJson, PodView, STATUS_HASH_CHARS,
+};
 pub use overrides::{
     CONTAINER_ANNOTATION, INJECT_DISABLED, INJECT_ENABLED, INJECT_LABEL, INTERVAL_ANNOTATION,
     LOG_LEVEL_ANNOTATION, NATIVE_SIDECAR_ANNOTATION, REQUESTS_ANNOTATION, STATUS_ANNOTATION,
 };
 pub use patch::PatchShapeError;
+pub use render::RenderedPatch;

@@ -5,11 +5,13 @@
 //! the patch to the raw object. Only what is added is written (no diff of whole arrays), so the
 //! patch stays small and its cost does not grow with the size of the pod. Missing parents are
 //! created empty first, because RFC 6902 `add` fails on a path whose parent is absent.
+//!
+//! The builder is generic over the values it adds: the engine adds values it rendered once per
+//! config (kept as text as well as trees), the tests add plain JSON trees.
 
 use std::collections::HashSet;
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
 use serde_json::Value;
 
 /// The raw object cannot hold what the engine needs to add at a path.
@@ -43,8 +45,9 @@ pub(crate) trait JsonShape {
     fn kind_at(&self, path: &[&str]) -> JsonKind;
 }
 
+/// The empty container the builder adds for a missing parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
+pub(crate) enum Shape {
     Object,
     Array,
 }
@@ -57,10 +60,19 @@ impl Shape {
         }
     }
 
-    fn empty(self) -> Value {
+    /// The empty container as a JSON tree.
+    pub(crate) fn empty(self) -> Value {
         match self {
             Shape::Object => Value::Object(serde_json::Map::new()),
             Shape::Array => Value::Array(Vec::new()),
+        }
+    }
+
+    /// The empty container as JSON text.
+    pub(crate) fn empty_text(self) -> &'static str {
+        match self {
+            Shape::Object => "{}",
+            Shape::Array => "[]",
         }
     }
 
@@ -69,6 +81,18 @@ impl Shape {
             Shape::Object => kind == JsonKind::Object,
             Shape::Array => kind == JsonKind::Array,
         }
+    }
+}
+
+/// A value the builder can add: besides what the caller gives it, it must be able to stand for
+/// the empty parent containers the builder creates.
+pub(crate) trait AddedValue {
+    fn empty(shape: Shape) -> Self;
+}
+
+impl AddedValue for Value {
+    fn empty(shape: Shape) -> Self {
+        shape.empty()
     }
 }
 
@@ -81,15 +105,22 @@ fn kind_name(kind: JsonKind) -> &'static str {
     }
 }
 
+/// One `add` operation: `value` at the encoded pointer `path`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Add<V> {
+    pub(crate) path: PointerBuf,
+    pub(crate) value: V,
+}
+
 /// Collects `add` operations relative to `document`'s root.
-pub(crate) struct PatchBuilder<'doc, D: JsonShape + ?Sized> {
+pub(crate) struct PatchBuilder<'doc, D: JsonShape + ?Sized, V> {
     document: &'doc D,
     /// Encoded pointers of containers this patch creates; the document itself never changes.
     created: HashSet<String>,
-    operations: Vec<PatchOperation>,
+    operations: Vec<Add<V>>,
 }
 
-impl<'doc, D: JsonShape + ?Sized> PatchBuilder<'doc, D> {
+impl<'doc, D: JsonShape + ?Sized, V: AddedValue> PatchBuilder<'doc, D, V> {
     pub(crate) fn new(document: &'doc D) -> Self {
         PatchBuilder {
             document,
@@ -100,7 +131,7 @@ impl<'doc, D: JsonShape + ?Sized> PatchBuilder<'doc, D> {
 
     /// Appends `value` to the array at `path` (unescaped tokens), creating the array and any
     /// missing parent objects first.
-    pub(crate) fn append(&mut self, path: &[&str], value: Value) -> Result<(), PatchShapeError> {
+    pub(crate) fn append(&mut self, path: &[&str], value: V) -> Result<(), PatchShapeError> {
         let array = self.ensure(path, Shape::Array)?;
         self.push_add(array.with_trailing_token("-"), value);
         Ok(())
@@ -112,20 +143,20 @@ impl<'doc, D: JsonShape + ?Sized> PatchBuilder<'doc, D> {
         &mut self,
         path: &[&str],
         key: &str,
-        value: Value,
+        value: V,
     ) -> Result<(), PatchShapeError> {
         let object = self.ensure(path, Shape::Object)?;
         self.push_add(object.with_trailing_token(key), value);
         Ok(())
     }
 
-    pub(crate) fn finish(self) -> Patch {
-        Patch(self.operations)
+    /// The operations, in the order they must be applied.
+    pub(crate) fn finish(self) -> Vec<Add<V>> {
+        self.operations
     }
 
-    fn push_add(&mut self, path: PointerBuf, value: Value) {
-        self.operations
-            .push(PatchOperation::Add(AddOperation { path, value }));
+    fn push_add(&mut self, path: PointerBuf, value: V) {
+        self.operations.push(Add { path, value });
     }
 
     /// Walks `path` through the document; the first absent (or null) node and everything below
@@ -157,7 +188,7 @@ impl<'doc, D: JsonShape + ?Sized> PatchBuilder<'doc, D> {
                     parent = None;
                     if self.created.insert(pointer.as_str().to_owned()) {
                         let needed = if is_last { shape } else { Shape::Object };
-                        self.push_add(pointer.clone(), needed.empty());
+                        self.push_add(pointer.clone(), V::empty(needed));
                     }
                 }
                 existing => {
@@ -188,6 +219,7 @@ impl<'doc, D: JsonShape + ?Sized> PatchBuilder<'doc, D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use json_patch::{AddOperation, Patch, PatchOperation};
     use serde_json::json;
 
     /// A parsed tree answers for itself, node by node.
@@ -216,6 +248,21 @@ mod tests {
         }
     }
 
+    /// The operations as the `json_patch` crate models them, to apply them.
+    fn patch_of(operations: Vec<Add<Value>>) -> Patch {
+        Patch(
+            operations
+                .into_iter()
+                .map(|add| {
+                    PatchOperation::Add(AddOperation {
+                        path: add.path,
+                        value: add.value,
+                    })
+                })
+                .collect(),
+        )
+    }
+
     fn paths(patch: &Patch) -> Vec<String> {
         patch
             .0
@@ -238,7 +285,7 @@ mod tests {
         builder
             .insert(&["metadata", "annotations"], "a~b/c", json!("y"))
             .unwrap();
-        let patch = builder.finish();
+        let patch = patch_of(builder.finish());
         assert_eq!(
             paths(&patch),
             [
@@ -267,7 +314,7 @@ mod tests {
         builder
             .insert(&["metadata", "annotations"], "k", json!("v"))
             .unwrap();
-        let patch = builder.finish();
+        let patch = patch_of(builder.finish());
         assert_eq!(
             paths(&patch),
             [
@@ -306,7 +353,7 @@ mod tests {
         builder
             .append(&["spec", "containers"], json!({"name": "d"}))
             .unwrap();
-        let patch = builder.finish();
+        let patch = patch_of(builder.finish());
         assert_eq!(
             paths(&patch),
             [
