@@ -4,8 +4,8 @@
 //! sending unusual amounts of traffic, or traffic from a known-bad network, is noticed live.
 //! This module is the pure core of that: the collector's I/O shell reads files and the clock
 //! and calls [`Detector::observe`] once per request with monotonic milliseconds and the wall
-//! clock; everything here is deterministic given those inputs (and, for eviction sampling, a
-//! seed — see [`Detector::with_seed`]).
+//! clock; everything here is deterministic given those inputs (and, for which bucket or
+//! cool-down makes room for a new address, a seed — see [`Detector::with_seed`]).
 //!
 //! - [`heavy_hitters`]: the top N original IPs and the top N connection sources per window;
 //! - [`rules`]: threshold and leaky-bucket rules, cool-downs, the global event rate limit;
@@ -17,8 +17,8 @@
 //! Everything but the threat lists is allocated up front and never grows, whatever the
 //! number of distinct addresses: [`TraceConfig::memory_bound_bytes`] adds up the heavy-hitter
 //! summaries, each rule's counters or buckets, the cool-down map and the event buffers
-//! (events counted at [`EVENT_BYTES_ESTIMATE`] each). With the defaults that is about 9 MiB:
-//! 4 MiB of tables and 5 MiB for full event buffers.
+//! (events counted at [`EVENT_BYTES_ESTIMATE`] each). With the defaults that is about 8 MiB:
+//! 3 MiB of tables and 5 MiB for full event buffers.
 //! The threat lists cost what their entries cost — about 50 bytes per IPv4 CIDR — and are
 //! reported by [`Detector::memory_bytes`], which measures the actual allocations.
 
@@ -555,7 +555,7 @@ pub struct Detector {
 
 impl Detector {
     /// A detector for a validated configuration, with no threat lists until
-    /// [`Detector::replace_lists`]. Eviction sampling is seeded at random, so an attacker
+    /// [`Detector::replace_lists`]. Bucket sets and cool-down eviction are seeded at random, so an attacker
     /// cannot predict which buckets survive.
     pub fn new(config: TraceConfig) -> Result<Detector, TraceConfigError> {
         Detector::with_seed(config, RandomState::new().hash_one("trace-detector"))
