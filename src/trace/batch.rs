@@ -8,13 +8,14 @@
 //! equivalents of that many single updates in a row, so only the interleaving of different
 //! addresses within one instant changes.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use hashbrown::HashTable;
+
 use crate::collect::aggregate::Connection;
 
-use super::heavy_hitters::hash_table_bytes;
+use super::heavy_hitters::{hash_table_bytes, AddressHasher};
 
 /// Distinct addresses per table before a batch is applied early: a 64 KiB read holds about
 /// 340 lines, so this is rarely reached; when a reader hands over more at one instant, the
@@ -25,6 +26,8 @@ pub const BATCH_ADDRESSES: usize = 1024;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tally {
     pub ip: IpAddr,
+    /// The address's hash by the detector's hasher, computed here once for every table.
+    pub hash: u64,
     pub requests: u64,
     /// Requests for which this address is looked up in the threat lists: all of them for an
     /// original IP; for a connection source, those whose original IP differs from it.
@@ -38,39 +41,44 @@ pub(crate) struct Tally {
 #[derive(Debug)]
 pub(crate) struct Tallies {
     tallies: Vec<Tally>,
-    /// foldhash under a per-table random seed: probed once per request.
-    index: HashMap<IpAddr, u32, foldhash::fast::RandomState>,
+    /// Each address with its position in `tallies`: probed once per request.
+    index: HashTable<(IpAddr, u32)>,
     index_capacity: usize,
+    hasher: AddressHasher,
 }
 
 impl Tallies {
-    pub fn new() -> Tallies {
-        let index = HashMap::with_capacity_and_hasher(
-            BATCH_ADDRESSES,
-            foldhash::fast::RandomState::default(),
-        );
+    pub fn new(hasher: AddressHasher) -> Tallies {
+        let index = HashTable::with_capacity(BATCH_ADDRESSES);
         Tallies {
             tallies: Vec::with_capacity(BATCH_ADDRESSES),
             index_capacity: index.capacity(),
             index,
+            hasher,
         }
     }
 
     fn add(&mut self, ip: IpAddr, connection: &Connection, listed: bool) {
         let listed = u64::from(listed);
-        let next = self.tallies.len() as u32;
-        let position = *self.index.entry(ip).or_insert(next);
-        if position == next {
-            self.tallies.push(Tally {
-                ip,
-                requests: 1,
-                listed_requests: listed,
-                connection: *connection,
-            });
-        } else if let Some(tally) = self.tallies.get_mut(position as usize) {
-            tally.requests = tally.requests.saturating_add(1);
-            tally.listed_requests = tally.listed_requests.saturating_add(listed);
+        let hash = self.hasher.hash(&ip);
+        if let Some(&(_, position)) = self.index.find(hash, |(tallied, _)| *tallied == ip) {
+            if let Some(tally) = self.tallies.get_mut(position as usize) {
+                tally.requests = tally.requests.saturating_add(1);
+                tally.listed_requests = tally.listed_requests.saturating_add(listed);
+            }
+            return;
         }
+        let position = self.tallies.len() as u32;
+        let hasher = &self.hasher;
+        self.index
+            .insert_unique(hash, (ip, position), |(tallied, _)| hasher.hash(tallied));
+        self.tallies.push(Tally {
+            ip,
+            hash,
+            requests: 1,
+            listed_requests: listed,
+            connection: *connection,
+        });
     }
 
     fn is_full(&self) -> bool {
@@ -107,11 +115,12 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub fn new() -> Batch {
+    /// A batch hashing addresses with the detector's `hasher`.
+    pub fn new(hasher: AddressHasher) -> Batch {
         Batch {
             at: None,
-            originals: Tallies::new(),
-            sources: Tallies::new(),
+            originals: Tallies::new(hasher),
+            sources: Tallies::new(hasher),
         }
     }
 

@@ -114,11 +114,33 @@ const ARITY: usize = 4;
 /// against the counter's ~160.
 pub const FILTER_CELLS_PER_COUNTER: usize = 8;
 
-/// The hasher of the index and the filter: foldhash under a per-summary random seed. The index
-/// is probed for every distinct address of every batch, where SipHash would cost more than the
-/// rest of the update; a client flooding crafted addresses would have to guess the seed to make
-/// them collide, in the index or in a filter cell.
-type IndexHasher = foldhash::fast::RandomState;
+/// The one hash of an address that every per-address table of the detector uses: the batch
+/// computes it once per request and hands it to each summary, rule and list, instead of each
+/// hashing the address again. foldhash of the address's bits as one integer (the derived
+/// `Hash` of `IpAddr` would feed the hasher three times), keyed by a random seed so that a
+/// client flooding crafted addresses would have to guess it to make them collide in an index,
+/// a filter cell or a bucket set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AddressHasher(foldhash::fast::FixedState);
+
+impl AddressHasher {
+    pub(crate) fn with_seed(seed: u64) -> AddressHasher {
+        AddressHasher(foldhash::fast::FixedState::with_seed(seed))
+    }
+
+    pub(crate) fn random() -> AddressHasher {
+        AddressHasher::with_seed(rand::random())
+    }
+
+    /// An IPv4 address and its IPv4-mapped IPv6 form hash differently only by chance; tables
+    /// compare whole addresses, so that costs nothing but a rare probe.
+    pub(crate) fn hash(&self, ip: &IpAddr) -> u64 {
+        match ip {
+            IpAddr::V4(v4) => self.0.hash_one(u32::from(*v4)),
+            IpAddr::V6(v6) => self.0.hash_one(u128::from(*v6)),
+        }
+    }
+}
 
 /// Space-Saving top-k over IP addresses with a fixed number of counters.
 #[derive(Debug)]
@@ -133,7 +155,7 @@ pub struct SpaceSaving {
     index: HashTable<(IpAddr, u32)>,
     /// The index's capacity as allocated; see [`SpaceSaving::memory_bytes`].
     index_capacity: usize,
-    hasher: IndexHasher,
+    hasher: AddressHasher,
     /// The filter of Filtered Space-Saving: each cell bounds from above the requests of every
     /// uncounted IP hashed to it, and never exceeds the smallest count.
     filter: Vec<u32>,
@@ -147,6 +169,11 @@ pub struct SpaceSaving {
 impl SpaceSaving {
     /// A summary of `capacity` counters (at least one, at most `u32::MAX`).
     pub fn new(capacity: usize) -> SpaceSaving {
+        SpaceSaving::with_hasher(capacity, AddressHasher::random())
+    }
+
+    /// A summary hashing with the detector's `hasher`, so that it can be handed the hash.
+    pub(crate) fn with_hasher(capacity: usize, hasher: AddressHasher) -> SpaceSaving {
         let capacity = capacity.clamp(1, u32::MAX as usize);
         // Twice the entries: a full table with tombstones from replacements is then rehashed
         // in place instead of grown, so the index never allocates after construction.
@@ -157,7 +184,7 @@ impl SpaceSaving {
             heap: Vec::with_capacity(capacity),
             index_capacity: index.capacity(),
             index,
-            hasher: IndexHasher::default(),
+            hasher,
             filter: vec![0; filter_cells(capacity)],
             filter_on: true,
             observations: 0,
@@ -174,13 +201,17 @@ impl SpaceSaving {
     /// [`SpaceSaving::observe`] in a row (weighted Space-Saving keeps every guarantee, with
     /// `N` the total weight). Returns the IP's estimate afterwards.
     pub fn observe_weighted(&mut self, ip: IpAddr, weight: u64) -> Estimate {
+        self.observe_hashed(ip, self.hasher.hash(&ip), weight)
+    }
+
+    /// [`SpaceSaving::observe_weighted`] with `ip`'s hash by this summary's hasher.
+    pub(crate) fn observe_hashed(&mut self, ip: IpAddr, hash: u64, weight: u64) -> Estimate {
         if weight == 0 {
             return self
                 .estimate(&ip)
                 .unwrap_or(Estimate { count: 0, error: 0 });
         }
         self.observations = self.observations.saturating_add(weight);
-        let hash = self.hasher.hash_one(ip);
         if let Some(&(_, slot)) = self.index.find(hash, |(counted, _)| *counted == ip) {
             return self.increment(slot, weight);
         }
@@ -219,7 +250,7 @@ impl SpaceSaving {
 
     /// The current estimate for `ip`, if it is counted.
     pub fn estimate(&self, ip: &IpAddr) -> Option<Estimate> {
-        let hash = self.hasher.hash_one(ip);
+        let hash = self.hasher.hash(ip);
         let &(_, slot) = self.index.find(hash, |(counted, _)| counted == ip)?;
         let counter = self.slots.get(slot as usize)?;
         let entry = self.heap.get(counter.heap_position as usize)?;
@@ -288,6 +319,11 @@ impl SpaceSaving {
         self.capacity
     }
 
+    /// `ip`'s hash by this summary's hasher.
+    pub(crate) fn hash(&self, ip: &IpAddr) -> u64 {
+        self.hasher.hash(ip)
+    }
+
     /// Forgets every count but keeps the memory, for the next window.
     pub fn clear(&mut self) {
         self.slots.clear();
@@ -325,7 +361,7 @@ impl SpaceSaving {
         let heap_position = self.heap.len();
         let hasher = &self.hasher;
         self.index
-            .insert_unique(hash, (ip, slot), |(counted, _)| hasher.hash_one(counted));
+            .insert_unique(hash, (ip, slot), |(counted, _)| hasher.hash(counted));
         self.slots.push(Counter {
             ip,
             error: 0,
@@ -380,7 +416,7 @@ impl SpaceSaving {
         let evicted = counter.ip;
         counter.ip = ip;
         counter.error = inherited;
-        let evicted_hash = self.hasher.hash_one(evicted);
+        let evicted_hash = self.hasher.hash(&evicted);
         if let Ok(entry) = self
             .index
             .find_entry(evicted_hash, |(counted, _)| *counted == evicted)
@@ -389,7 +425,7 @@ impl SpaceSaving {
         }
         let hasher = &self.hasher;
         self.index
-            .insert_unique(hash, (ip, slot), |(counted, _)| hasher.hash_one(counted));
+            .insert_unique(hash, (ip, slot), |(counted, _)| hasher.hash(counted));
         if self.filter_on {
             let cell = filter_cell(evicted_hash, self.filter.len());
             if let Some(alpha) = self.filter.get_mut(cell) {
@@ -516,10 +552,20 @@ pub struct WindowedTopK {
 impl WindowedTopK {
     /// Windows of `window_ms` (at least 1), reporting `top_n` entries from `capacity` counters.
     pub fn new(window_ms: u64, top_n: usize, capacity: usize) -> WindowedTopK {
+        WindowedTopK::with_hasher(window_ms, top_n, capacity, AddressHasher::random())
+    }
+
+    /// Windows whose summary hashes with the detector's `hasher`.
+    pub(crate) fn with_hasher(
+        window_ms: u64,
+        top_n: usize,
+        capacity: usize,
+        hasher: AddressHasher,
+    ) -> WindowedTopK {
         WindowedTopK {
             window_ms: window_ms.max(1),
             top_n,
-            current: SpaceSaving::new(capacity.max(top_n)),
+            current: SpaceSaving::with_hasher(capacity.max(top_n), hasher),
             current_start_ms: None,
             previous: None,
         }
@@ -568,6 +614,18 @@ impl WindowedTopK {
     pub fn observe_weighted(&mut self, now_ms: u64, ip: IpAddr, weight: u64) -> Estimate {
         self.advance(now_ms);
         self.current.observe_weighted(ip, weight)
+    }
+
+    /// [`WindowedTopK::observe_weighted`] with `ip`'s hash by the summary's hasher.
+    pub(crate) fn observe_hashed(
+        &mut self,
+        now_ms: u64,
+        ip: IpAddr,
+        hash: u64,
+        weight: u64,
+    ) -> Estimate {
+        self.advance(now_ms);
+        self.current.observe_hashed(ip, hash, weight)
     }
 
     /// The current window's top entries, largest first.
@@ -662,7 +720,7 @@ mod tests {
         assert_eq!(summary.estimate(&ip(2)), None);
         assert_eq!(summary.replacements(), 1);
         // The evicted IP's cell now bounds its three requests.
-        let cell = filter_cell(summary.hasher.hash_one(ip(2)), summary.filter.len());
+        let cell = filter_cell(summary.hasher.hash(&ip(2)), summary.filter.len());
         assert!(summary.filter[cell] >= 3);
         assert_eq!(
             summary.estimate(&ip(1)),

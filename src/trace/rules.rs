@@ -24,7 +24,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::net::IpAddr;
 
 use rand::rngs::SmallRng;
@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::events::Field;
-use super::heavy_hitters::{hash_table_bytes, SpaceSaving};
+use super::heavy_hitters::{hash_table_bytes, AddressHasher, SpaceSaving};
 
 /// Counters a threshold rule keeps unless told otherwise: 4,096 counters (about 350 KiB) hold
 /// the error bound below 1 % of the threshold up to about 400,000 requests per window at the
@@ -136,11 +136,16 @@ pub struct ThresholdCounter {
 
 impl ThresholdCounter {
     pub fn new(rule: &Threshold) -> ThresholdCounter {
+        ThresholdCounter::with_hasher(rule, AddressHasher::random())
+    }
+
+    /// A counter hashing with the detector's `hasher`.
+    pub(crate) fn with_hasher(rule: &Threshold, hasher: AddressHasher) -> ThresholdCounter {
         ThresholdCounter {
             requests: rule.requests.max(1),
             window_ms: rule.window_seconds.max(1).saturating_mul(1000),
             window_start_ms: None,
-            counts: SpaceSaving::new(rule.counters),
+            counts: SpaceSaving::with_hasher(rule.counters, hasher),
         }
     }
 
@@ -154,6 +159,18 @@ impl ThresholdCounter {
     /// Counts `requests` requests of `ip` at `now_ms` at once; returns which of them reached
     /// the threshold, exactly as that many calls of [`ThresholdCounter::observe`] would.
     pub fn observe_many(&mut self, now_ms: u64, ip: IpAddr, requests: u64) -> Option<Firings> {
+        let hash = self.counts.hash(&ip);
+        self.observe_hashed(now_ms, ip, hash, requests)
+    }
+
+    /// [`ThresholdCounter::observe_many`] with `ip`'s hash by the counter's hasher.
+    pub(crate) fn observe_hashed(
+        &mut self,
+        now_ms: u64,
+        ip: IpAddr,
+        hash: u64,
+        requests: u64,
+    ) -> Option<Firings> {
         match self.window_start_ms {
             Some(start) if now_ms.saturating_sub(start) < self.window_ms => {}
             Some(start) => {
@@ -170,7 +187,7 @@ impl ThresholdCounter {
         // Taken one at a time, the k-th of these requests would see a certain count of
         // `before + k`: a counted IP's lower bound grows by one per request, and a newcomer's
         // starts from zero whatever count it inherits.
-        let after = self.counts.observe_weighted(ip, requests).lower_bound();
+        let after = self.counts.observe_hashed(ip, hash, requests).lower_bound();
         let before = after.saturating_sub(requests);
         if after < self.requests {
             return None;
@@ -375,16 +392,16 @@ struct BucketTable {
     slots: Vec<Option<HeldBucket>>,
     ways: usize,
     sets: usize,
-    /// foldhash under the rule's seed: random in production, so a client cannot aim a flood
-    /// of addresses at one set to push a victim's bucket out.
-    hasher: foldhash::fast::FixedState,
+    /// Keyed by the detector's seed, random in production, so a client cannot aim a flood of
+    /// addresses at one set to push a victim's bucket out.
+    hasher: AddressHasher,
     len: usize,
 }
 
 impl BucketTable {
     /// At most `buckets` buckets: as many whole sets as fit (a table smaller than a set is one
     /// set of that many).
-    fn new(buckets: usize, seed: u64) -> BucketTable {
+    fn new(buckets: usize, hasher: AddressHasher) -> BucketTable {
         let buckets = buckets.max(1);
         let ways = BUCKET_WAYS.min(buckets);
         let sets = buckets / ways;
@@ -392,13 +409,16 @@ impl BucketTable {
             slots: vec![None; sets * ways],
             ways,
             sets,
-            hasher: foldhash::fast::FixedState::with_seed(seed),
+            hasher,
             len: 0,
         }
     }
 
     fn set_of(&self, ip: &IpAddr) -> std::ops::Range<usize> {
-        let hash = self.hasher.hash_one(ip);
+        self.set_of_hash(self.hasher.hash(ip))
+    }
+
+    fn set_of_hash(&self, hash: u64) -> std::ops::Range<usize> {
         // The high half of hash × sets: a uniform set number without a division.
         let set = ((u128::from(hash) * self.sets as u128) >> 64) as usize;
         set * self.ways..(set + 1) * self.ways
@@ -428,10 +448,11 @@ impl BucketTable {
     fn get_or_insert<S: PartialOrd>(
         &mut self,
         ip: IpAddr,
+        hash: u64,
         fresh: Bucket,
         score: impl Fn(&Bucket) -> S,
     ) -> (Option<&mut Bucket>, bool) {
-        let range = self.set_of(&ip);
+        let range = self.set_of_hash(hash);
         let Some(set) = self.slots.get_mut(range) else {
             return (None, false);
         };
@@ -564,7 +585,13 @@ pub struct LeakyBuckets {
 }
 
 impl LeakyBuckets {
+    /// Buckets whose sets are picked by a hash keyed with `seed`.
     pub fn new(rule: &LeakyBucket, seed: u64) -> LeakyBuckets {
+        LeakyBuckets::with_hasher(rule, AddressHasher::with_seed(seed))
+    }
+
+    /// Buckets hashing with the detector's `hasher`.
+    pub(crate) fn with_hasher(rule: &LeakyBucket, hasher: AddressHasher) -> LeakyBuckets {
         // requests/s × 10^6 units/request ÷ 1000 ms/s; NaN and negatives become no leak.
         let leak = (rule.leak_per_second * (UNITS_PER_REQUEST / 1000) as f64).round();
         let leak_units_per_ms = if leak.is_finite() && leak > 0.0 {
@@ -575,7 +602,7 @@ impl LeakyBuckets {
         LeakyBuckets {
             capacity_units: rule.capacity.saturating_mul(UNITS_PER_REQUEST),
             leak_units_per_ms,
-            buckets: BucketTable::new(rule.buckets, seed),
+            buckets: BucketTable::new(rule.buckets, hasher),
             evictions: 0,
         }
     }
@@ -594,6 +621,18 @@ impl LeakyBuckets {
     /// [`LeakyBuckets::pour`] calls in a row: nothing leaks between requests of the same
     /// instant, so the overflows follow from the level in closed form.
     pub fn pour_many(&mut self, now_ms: u64, ip: IpAddr, requests: u64) -> Poured {
+        let hash = self.buckets.hasher.hash(&ip);
+        self.pour_hashed(now_ms, ip, hash, requests)
+    }
+
+    /// [`LeakyBuckets::pour_many`] with `ip`'s hash by the buckets' hasher.
+    pub(crate) fn pour_hashed(
+        &mut self,
+        now_ms: u64,
+        ip: IpAddr,
+        hash: u64,
+        requests: u64,
+    ) -> Poured {
         let leak = self.leak_units_per_ms;
         let capacity = self.capacity_units;
         if requests == 0 {
@@ -622,7 +661,7 @@ impl LeakyBuckets {
         };
         // The emptiest bucket is the least likely to overflow soon; among equals the one idle
         // longest.
-        let (bucket, evicted) = self.buckets.get_or_insert(ip, fresh, |bucket| {
+        let (bucket, evicted) = self.buckets.get_or_insert(ip, hash, fresh, |bucket| {
             (bucket.level_at(now_ms, leak), bucket.last_ms)
         });
         let Some(bucket) = bucket else {
@@ -798,9 +837,16 @@ mod tests {
 
     #[test]
     fn a_new_ip_replaces_the_emptiest_bucket_of_its_own_set() {
-        let mut table = BucketTable::new(64, 3);
+        let mut table = BucketTable::new(64, AddressHasher::with_seed(3));
         assert_eq!((table.sets, table.ways, table.capacity()), (8, 8, 64));
         let address = |n: u32| IpAddr::V4(Ipv4Addr::from(n));
+        let bucket = |level| Bucket { level, last_ms: 0 };
+        let insert = |table: &mut BucketTable, ip: IpAddr, level| {
+            let hash = table.hasher.hash(&ip);
+            let (held, evicted) = table.get_or_insert(ip, hash, bucket(level), |b| b.level);
+            assert_eq!(held.map(|b| b.level), Some(level));
+            evicted
+        };
         // Nine addresses of one set, each with its own level (the fifth the emptiest).
         let target = table.set_of(&address(0));
         let same_set: Vec<IpAddr> = (0..)
@@ -810,39 +856,21 @@ mod tests {
             .collect();
         for (n, ip) in same_set.iter().take(8).enumerate() {
             let level = if n == 4 { 1 } else { 10 + n as u64 };
-            let (bucket, evicted) =
-                table.get_or_insert(*ip, Bucket { level, last_ms: 0 }, |b| b.level);
-            assert!(!evicted);
-            assert_eq!(bucket.map(|b| b.level), Some(level));
+            assert!(!insert(&mut table, *ip, level));
         }
         // An address of another set finds room there.
         let other = (0..)
             .map(address)
             .find(|ip| table.set_of(ip) != target)
             .unwrap();
-        assert!(
-            !table
-                .get_or_insert(
-                    other,
-                    Bucket {
-                        level: 0,
-                        last_ms: 0
-                    },
-                    |b| b.level
-                )
-                .1
-        );
-        let (_, evicted) = table.get_or_insert(
-            same_set[8],
-            Bucket {
-                level: 0,
-                last_ms: 0,
-            },
-            |b| b.level,
-        );
-        assert!(evicted);
+        assert!(!insert(&mut table, other, 0));
+        // The ninth of the set replaces the emptiest of its eight.
+        assert!(insert(&mut table, same_set[8], 0));
         assert!(table.get(&same_set[4]).is_none());
-        assert!(same_set.iter().filter(|ip| table.get(ip).is_some()).count() == 8);
+        assert_eq!(
+            same_set.iter().filter(|ip| table.get(ip).is_some()).count(),
+            8
+        );
         assert!(table.get(&other).is_some());
         assert_eq!(table.len(), 9);
     }
