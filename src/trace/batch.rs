@@ -8,13 +8,12 @@
 //! equivalents of that many single updates in a row, so only the interleaving of different
 //! addresses within one instant changes.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use crate::collect::aggregate::Connection;
 
-use super::heavy_hitters::hash_table_bytes;
+use super::heavy_hitters::AddressHasher;
 
 /// Distinct addresses per table before a batch is applied early: a 64 KiB read holds about
 /// 340 lines, so this is rarely reached; when a reader hands over more at one instant, the
@@ -25,6 +24,8 @@ pub const BATCH_ADDRESSES: usize = 1024;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tally {
     pub ip: IpAddr,
+    /// The address's hash by the detector's hasher, computed here once for every table.
+    pub hash: u64,
     pub requests: u64,
     /// Requests for which this address is looked up in the threat lists: all of them for an
     /// original IP; for a connection source, those whose original IP differs from it.
@@ -33,43 +34,75 @@ pub(crate) struct Tally {
     pub connection: Connection,
 }
 
+/// Slots of a tally index: a power of two at least twice [`BATCH_ADDRESSES`], so linear
+/// probing runs at most half full.
+const INDEX_SLOTS: usize = (2 * BATCH_ADDRESSES).next_power_of_two();
+
+/// A tally index slot: the batch it was written in and the tally's position. A slot of an
+/// earlier batch is empty, so starting a batch clears nothing.
+#[derive(Clone, Copy, Debug, Default)]
+struct IndexSlot {
+    batch: u32,
+    position: u32,
+}
+
 /// Tallies in first-seen order, so that a batch's events come out in the order their
 /// addresses first appeared.
 #[derive(Debug)]
 pub(crate) struct Tallies {
     tallies: Vec<Tally>,
-    /// foldhash under a per-table random seed: probed once per request.
-    index: HashMap<IpAddr, u32, foldhash::fast::RandomState>,
-    index_capacity: usize,
+    /// An open-addressing index (linear probing) into `tallies`, probed once per request with
+    /// the hash every other table needs anyway: nearly every request of a flood is a new
+    /// address, and a general hash table's insertion cost more than the whole probe here.
+    index: Vec<IndexSlot>,
+    /// The current batch's number in `index`; never 0, which marks a slot never written.
+    batch: u32,
+    hasher: AddressHasher,
 }
 
 impl Tallies {
-    pub fn new() -> Tallies {
-        let index = HashMap::with_capacity_and_hasher(
-            BATCH_ADDRESSES,
-            foldhash::fast::RandomState::default(),
-        );
+    pub fn new(hasher: AddressHasher) -> Tallies {
         Tallies {
             tallies: Vec::with_capacity(BATCH_ADDRESSES),
-            index_capacity: index.capacity(),
-            index,
+            index: vec![IndexSlot::default(); INDEX_SLOTS],
+            batch: 1,
+            hasher,
         }
     }
 
     fn add(&mut self, ip: IpAddr, connection: &Connection, listed: bool) {
         let listed = u64::from(listed);
-        let next = self.tallies.len() as u32;
-        let position = *self.index.entry(ip).or_insert(next);
-        if position == next {
-            self.tallies.push(Tally {
-                ip,
-                requests: 1,
-                listed_requests: listed,
-                connection: *connection,
-            });
-        } else if let Some(tally) = self.tallies.get_mut(position as usize) {
-            tally.requests = tally.requests.saturating_add(1);
-            tally.listed_requests = tally.listed_requests.saturating_add(listed);
+        let hash = self.hasher.hash(&ip);
+        let mask = INDEX_SLOTS - 1;
+        let mut slot = (hash as usize) & mask;
+        // At most half the slots are in use, so an empty one ends every probe.
+        for _ in 0..INDEX_SLOTS {
+            let Some(entry) = self.index.get_mut(slot) else {
+                return;
+            };
+            if entry.batch != self.batch {
+                let position = self.tallies.len() as u32;
+                *entry = IndexSlot {
+                    batch: self.batch,
+                    position,
+                };
+                self.tallies.push(Tally {
+                    ip,
+                    hash,
+                    requests: 1,
+                    listed_requests: listed,
+                    connection: *connection,
+                });
+                return;
+            }
+            if let Some(tally) = self.tallies.get_mut(entry.position as usize) {
+                if tally.ip == ip {
+                    tally.requests = tally.requests.saturating_add(1);
+                    tally.listed_requests = tally.listed_requests.saturating_add(listed);
+                    return;
+                }
+            }
+            slot = (slot + 1) & mask;
         }
     }
 
@@ -83,17 +116,22 @@ impl Tallies {
 
     fn clear(&mut self) {
         self.tallies.clear();
-        self.index.clear();
+        self.batch = self.batch.wrapping_add(1);
+        if self.batch == 0 {
+            // Once every four billion batches: slots written 2^32 batches ago would look current.
+            self.index.fill(IndexSlot::default());
+            self.batch = 1;
+        }
     }
 
     fn memory_bytes(&self) -> usize {
         self.tallies.capacity() * std::mem::size_of::<Tally>()
-            + hash_table_bytes::<(IpAddr, u32)>(self.index_capacity.max(self.index.capacity()))
+            + self.index.capacity() * std::mem::size_of::<IndexSlot>()
     }
 
     fn memory_bound_bytes() -> usize {
         BATCH_ADDRESSES * std::mem::size_of::<Tally>()
-            + hash_table_bytes::<(IpAddr, u32)>(BATCH_ADDRESSES)
+            + INDEX_SLOTS * std::mem::size_of::<IndexSlot>()
     }
 }
 
@@ -107,11 +145,12 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub fn new() -> Batch {
+    /// A batch hashing addresses with the detector's `hasher`.
+    pub fn new(hasher: AddressHasher) -> Batch {
         Batch {
             at: None,
-            originals: Tallies::new(),
-            sources: Tallies::new(),
+            originals: Tallies::new(hasher),
+            sources: Tallies::new(hasher),
         }
     }
 
@@ -152,5 +191,54 @@ impl Batch {
 
     pub fn memory_bound_bytes() -> usize {
         std::mem::size_of::<Self>() + 2 * Tallies::memory_bound_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::parse::Protocol;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn tallies_add_up_per_address_in_first_seen_order_batch_after_batch() {
+        let connection = Connection {
+            source_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            source_port: 40_000,
+            destination_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
+            destination_port: 443,
+            protocol: Protocol::Tcp,
+        };
+        let mut tallies = Tallies::new(AddressHasher::with_seed(9));
+        for batch in 0..3_u32 {
+            // Up to the batch limit, each address k seen k % 3 + 1 times, interleaved.
+            let addresses = BATCH_ADDRESSES as u32 - 1;
+            for round in 0..3 {
+                for k in 0..addresses {
+                    if round <= k % 3 {
+                        let ip = IpAddr::V4(Ipv4Addr::from(batch * 100_000 + k));
+                        tallies.add(ip, &connection, k % 2 == 0);
+                    }
+                }
+            }
+            let seen: Vec<(IpAddr, u64, u64)> = tallies
+                .as_slice()
+                .iter()
+                .map(|tally| (tally.ip, tally.requests, tally.listed_requests))
+                .collect();
+            let expected: Vec<(IpAddr, u64, u64)> = (0..addresses)
+                .map(|k| {
+                    let requests = u64::from(k % 3 + 1);
+                    let listed = if k % 2 == 0 { requests } else { 0 };
+                    (
+                        IpAddr::V4(Ipv4Addr::from(batch * 100_000 + k)),
+                        requests,
+                        listed,
+                    )
+                })
+                .collect();
+            assert_eq!(seen, expected);
+            tallies.clear();
+        }
     }
 }

@@ -2,22 +2,34 @@
 //!
 //! A hostile client can spoof millions of distinct X-Forwarded-For values in one window, so an
 //! exact count per IP is not affordable. [`SpaceSaving`] is the Space-Saving summary of
-//! Metwally, Agrawal and El Abbadi (2005): `capacity` counters; an IP already counted is
-//! incremented, a new IP takes over the smallest counter and inherits its value as its
-//! *error*. Its guarantees, for a window of `N` observations:
+//! Metwally, Agrawal and El Abbadi (2005) with the filter of Homem and Carvalho's Filtered
+//! Space-Saving (2010): `capacity` counters; an IP already counted is incremented; an uncounted
+//! IP raises a filter cell chosen by its hash while that cell stays at most the smallest count,
+//! and otherwise takes over the smallest counter and inherits its value as its *error*. An
+//! evicted IP's cell is raised to the count it had. So every cell bounds from above the
+//! requests of each uncounted IP hashed to it, and a newcomer's inherited count bounds what it
+//! sent before it was counted. Its guarantees, for a window of `N` observations:
 //!
 //! - every reported count overestimates the true count by at most its entry's `error`, and
-//!   every `error` is at most `N / capacity` (the smallest counter never exceeds the mean);
+//!   every `error` is at most `N / capacity` (requests absorbed by the filter are in no
+//!   counter, so the counts add up to at most `N` and the smallest is at most the mean);
 //! - so `count - error` is a lower bound and `count` an upper bound of the true count;
 //! - any IP whose true count exceeds `N / capacity` is in the summary: no heavy hitter is
-//!   missed;
+//!   missed (an uncounted IP's count is at most its cell, at most the smallest count);
 //! - while fewer than `capacity` distinct IPs have been seen, every count is exact.
 //!
+//! The filter is what makes a flood of one-off addresses cheap: plain Space-Saving evicts a
+//! counter (a heap sift and two index updates) for every request of an uncounted IP, while
+//! with [`FILTER_CELLS_PER_COUNTER`] cells per counter about one such request in nine does;
+//! the others only add to a cell. An uncounted IP's estimate is its cell, with nothing certain
+//! (`error` equal to `count`).
+//!
 //! The counters sit in a 4-ary min-heap (by count) addressed through a hash index, so one
-//! observation costs one hash lookup and `O(log capacity)` moves, and nothing is allocated after
-//! construction: the heap, the slots and the index are sized for `capacity` up front and only
-//! ever cleared. The index hashes with foldhash under a per-table random seed, so a client
-//! cannot craft addresses that collide without guessing it.
+//! observation costs one hash, one index probe and `O(log capacity)` moves, and nothing is
+//! allocated after construction: the heap, the slots, the index and the filter are sized for
+//! `capacity` up front and only ever cleared. The index and the filter hash with foldhash
+//! under a per-summary random seed, so a client cannot craft addresses that collide without
+//! guessing it.
 //!
 //! [`SpaceSaving::observe_weighted`] counts several requests of one IP at once, which is how
 //! the detector applies a batch: the summary is the same as after that many single
@@ -26,9 +38,10 @@
 //! [`WindowedTopK`] runs one summary over tumbling windows and keeps the top entries of the
 //! last completed window for display while the current one fills.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
+
+use hashbrown::HashTable;
 
 use serde::{Deserialize, Serialize};
 
@@ -95,10 +108,39 @@ struct Counter {
 /// usually sinks to the bottom past counters tied at that count.
 const ARITY: usize = 4;
 
-/// The index's hasher: foldhash under a per-table random seed. The index is probed for every
-/// distinct address of every batch, where SipHash would cost more than the rest of the update;
-/// a client flooding crafted addresses would have to guess the seed to make them collide.
-type IndexHasher = foldhash::fast::RandomState;
+/// Filter cells per counter (rounded up to a power of two). Under a uniform flood of
+/// unmonitored addresses about one request in `1 + FILTER_CELLS_PER_COUNTER` replaces a
+/// counter, the rest only raise a cell; eight cells of four bytes cost 32 bytes per counter
+/// against the counter's ~160.
+pub const FILTER_CELLS_PER_COUNTER: usize = 8;
+
+/// The one hash of an address that every per-address table of the detector uses: the batch
+/// computes it once per request and hands it to each summary, rule and list, instead of each
+/// hashing the address again. foldhash of the address's bits as one integer (the derived
+/// `Hash` of `IpAddr` would feed the hasher three times), keyed by a random seed so that a
+/// client flooding crafted addresses would have to guess it to make them collide in an index,
+/// a filter cell or a bucket set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AddressHasher(foldhash::fast::FixedState);
+
+impl AddressHasher {
+    pub(crate) fn with_seed(seed: u64) -> AddressHasher {
+        AddressHasher(foldhash::fast::FixedState::with_seed(seed))
+    }
+
+    pub(crate) fn random() -> AddressHasher {
+        AddressHasher::with_seed(rand::random())
+    }
+
+    /// An IPv4 address and its IPv4-mapped IPv6 form hash differently only by chance; tables
+    /// compare whole addresses, so that costs nothing but a rare probe.
+    pub(crate) fn hash(&self, ip: &IpAddr) -> u64 {
+        match ip {
+            IpAddr::V4(v4) => self.0.hash_one(u32::from(*v4)),
+            IpAddr::V6(v6) => self.0.hash_one(u128::from(*v6)),
+        }
+    }
+}
 
 /// Space-Saving top-k over IP addresses with a fixed number of counters.
 #[derive(Debug)]
@@ -108,26 +150,47 @@ pub struct SpaceSaving {
     slots: Vec<Counter>,
     /// Slot numbers with their counts, arranged as a 4-ary min-heap by count.
     heap: Vec<HeapEntry>,
-    index: HashMap<IpAddr, u32, IndexHasher>,
+    /// The slot of each counted IP, found by the hash computed once per observation (the
+    /// filter needs the same hash). Only slot numbers are stored, the addresses being in
+    /// `slots`: a probe for an uncounted IP — nearly every probe of a flood — then reads only
+    /// the table's tag bytes, a fifth of the memory that pairs of address and slot would take.
+    index: HashTable<u32>,
     /// The index's capacity as allocated; see [`SpaceSaving::memory_bytes`].
     index_capacity: usize,
+    hasher: AddressHasher,
+    /// The filter of Filtered Space-Saving: each cell bounds from above the requests of every
+    /// uncounted IP hashed to it, and never exceeds the smallest count.
+    filter: Vec<u32>,
+    /// Cleared when the smallest count outgrows a cell; the summary is plain Space-Saving
+    /// until the next [`SpaceSaving::clear`].
+    filter_on: bool,
     observations: u64,
+    replacements: u64,
 }
 
 impl SpaceSaving {
     /// A summary of `capacity` counters (at least one, at most `u32::MAX`).
     pub fn new(capacity: usize) -> SpaceSaving {
+        SpaceSaving::with_hasher(capacity, AddressHasher::random())
+    }
+
+    /// A summary hashing with the detector's `hasher`, so that it can be handed the hash.
+    pub(crate) fn with_hasher(capacity: usize, hasher: AddressHasher) -> SpaceSaving {
         let capacity = capacity.clamp(1, u32::MAX as usize);
         // Twice the entries: a full table with tombstones from replacements is then rehashed
         // in place instead of grown, so the index never allocates after construction.
-        let index = HashMap::with_capacity_and_hasher(capacity * 2, IndexHasher::default());
+        let index = HashTable::with_capacity(capacity * 2);
         SpaceSaving {
             capacity,
             slots: Vec::with_capacity(capacity),
             heap: Vec::with_capacity(capacity),
             index_capacity: index.capacity(),
             index,
+            hasher,
+            filter: vec![0; filter_cells(capacity)],
+            filter_on: true,
             observations: 0,
+            replacements: 0,
         }
     }
 
@@ -140,55 +203,63 @@ impl SpaceSaving {
     /// [`SpaceSaving::observe`] in a row (weighted Space-Saving keeps every guarantee, with
     /// `N` the total weight). Returns the IP's estimate afterwards.
     pub fn observe_weighted(&mut self, ip: IpAddr, weight: u64) -> Estimate {
+        self.observe_hashed(ip, self.hasher.hash(&ip), weight)
+    }
+
+    /// [`SpaceSaving::observe_weighted`] with `ip`'s hash by this summary's hasher.
+    pub(crate) fn observe_hashed(&mut self, ip: IpAddr, hash: u64, weight: u64) -> Estimate {
         if weight == 0 {
             return self
                 .estimate(&ip)
                 .unwrap_or(Estimate { count: 0, error: 0 });
         }
         self.observations = self.observations.saturating_add(weight);
-        // The slot a newcomer would take: a fresh one while any is left, else the smallest
-        // counter's. Worked out first so that the index is probed once, through its entry.
-        let fresh = self.slots.len() < self.capacity;
-        let newcomer_slot = if fresh {
-            self.slots.len() as u32
-        } else {
-            match self.heap.first() {
-                Some(root) => root.slot,
-                None => return Estimate { count: 0, error: 0 },
-            }
+        let slots = &self.slots;
+        let counts = |slot: &u32| slots.get(*slot as usize).is_some_and(|c| c.ip == ip);
+        if let Some(&slot) = self.index.find(hash, counts) {
+            return self.increment(slot, weight);
+        }
+        if self.slots.len() < self.capacity {
+            return self.add_counter(ip, hash, weight);
+        }
+        let Some(smallest) = self.heap.first().map(|root| root.count) else {
+            return Estimate { count: 0, error: 0 };
         };
-        match self.index.entry(ip) {
-            Entry::Occupied(counted) => {
-                let slot = *counted.get();
-                return self.increment(slot, weight);
+        if self.filter_on && smallest > u64::from(u32::MAX) {
+            self.filter_on = false;
+        }
+        let mut weight = weight;
+        if self.filter_on {
+            let cell = filter_cell(hash, self.filter.len());
+            if let Some(alpha) = self.filter.get_mut(cell) {
+                let held = u64::from(*alpha);
+                let raised = held.saturating_add(weight);
+                if raised <= smallest {
+                    // Fits under the smallest count: the IP stays uncounted, its requests
+                    // bounded by the cell. Nothing certain is known of it.
+                    *alpha = raised as u32;
+                    return Estimate {
+                        count: raised,
+                        error: raised,
+                    };
+                }
+                // As single requests would: the cell fills up to the smallest count, and the
+                // request that would pass it takes over the smallest counter.
+                weight = raised - smallest;
+                *alpha = smallest as u32;
             }
-            Entry::Vacant(vacant) => {
-                vacant.insert(newcomer_slot);
-            }
         }
-        if !fresh {
-            return self.replace_smallest(ip, weight);
-        }
-        let heap_position = self.heap.len();
-        self.slots.push(Counter {
-            ip,
-            error: 0,
-            heap_position: heap_position as u32,
-        });
-        self.heap.push(HeapEntry {
-            count: weight,
-            slot: newcomer_slot,
-        });
-        self.sift_up(heap_position);
-        Estimate {
-            count: weight,
-            error: 0,
-        }
+        self.replace_smallest(ip, hash, weight)
     }
 
     /// The current estimate for `ip`, if it is counted.
     pub fn estimate(&self, ip: &IpAddr) -> Option<Estimate> {
-        let counter = self.slots.get(*self.index.get(ip)? as usize)?;
+        let hash = self.hasher.hash(ip);
+        let slots = &self.slots;
+        let &slot = self.index.find(hash, |slot| {
+            slots.get(*slot as usize).is_some_and(|c| c.ip == *ip)
+        })?;
+        let counter = self.slots.get(slot as usize)?;
         let entry = self.heap.get(counter.heap_position as usize)?;
         Some(Estimate {
             count: entry.count,
@@ -226,6 +297,11 @@ impl SpaceSaving {
         self.observations
     }
 
+    /// Counters taken over by a newcomer since the summary was created or cleared.
+    pub fn replacements(&self) -> u64 {
+        self.replacements
+    }
+
     /// The largest overestimate any entry can carry right now: the smallest counter once every
     /// counter is in use, zero before (all counts are exact then). Never above
     /// `observations / capacity`.
@@ -250,12 +326,20 @@ impl SpaceSaving {
         self.capacity
     }
 
+    /// `ip`'s hash by this summary's hasher.
+    pub(crate) fn hash(&self, ip: &IpAddr) -> u64 {
+        self.hasher.hash(ip)
+    }
+
     /// Forgets every count but keeps the memory, for the next window.
     pub fn clear(&mut self) {
         self.slots.clear();
         self.heap.clear();
         self.index.clear();
+        self.filter.fill(0);
+        self.filter_on = true;
         self.observations = 0;
+        self.replacements = 0;
     }
 
     /// Bytes held by the summary, from the allocations' capacities; constant after
@@ -266,7 +350,8 @@ impl SpaceSaving {
         std::mem::size_of::<Self>()
             + self.slots.capacity() * std::mem::size_of::<Counter>()
             + self.heap.capacity() * std::mem::size_of::<HeapEntry>()
-            + hash_table_bytes::<(IpAddr, u32)>(self.index_capacity.max(self.index.capacity()))
+            + self.filter.capacity() * std::mem::size_of::<u32>()
+            + hash_table_bytes::<u32>(self.index_capacity.max(self.index.capacity()))
     }
 
     /// The memory a summary of `capacity` counters holds, without building one.
@@ -274,7 +359,28 @@ impl SpaceSaving {
         let capacity = capacity.clamp(1, u32::MAX as usize);
         std::mem::size_of::<Self>()
             + capacity * (std::mem::size_of::<Counter>() + std::mem::size_of::<HeapEntry>())
-            + hash_table_bytes::<(IpAddr, u32)>(capacity * 2)
+            + filter_cells(capacity) * std::mem::size_of::<u32>()
+            + hash_table_bytes::<u32>(capacity * 2)
+    }
+
+    fn add_counter(&mut self, ip: IpAddr, hash: u64, weight: u64) -> Estimate {
+        let slot = self.slots.len() as u32;
+        let heap_position = self.heap.len();
+        self.slots.push(Counter {
+            ip,
+            error: 0,
+            heap_position: heap_position as u32,
+        });
+        self.index_slot(hash, slot);
+        self.heap.push(HeapEntry {
+            count: weight,
+            slot,
+        });
+        self.sift_up(heap_position);
+        Estimate {
+            count: weight,
+            error: 0,
+        }
     }
 
     fn increment(&mut self, slot: u32, weight: u64) -> Estimate {
@@ -296,8 +402,9 @@ impl SpaceSaving {
 
     /// The Space-Saving replacement: the newcomer takes the smallest counter, inheriting its
     /// count as error, because it may have been among the requests that counter absorbed.
-    /// The index already points `ip` at that counter's slot.
-    fn replace_smallest(&mut self, ip: IpAddr, weight: u64) -> Estimate {
+    /// The evicted IP's filter cell is raised to the count it had, so the cell keeps bounding
+    /// its requests while it is uncounted.
+    fn replace_smallest(&mut self, ip: IpAddr, hash: u64, weight: u64) -> Estimate {
         let Some(root) = self.heap.first_mut() else {
             return Estimate { count: 0, error: 0 };
         };
@@ -314,9 +421,31 @@ impl SpaceSaving {
         let evicted = counter.ip;
         counter.ip = ip;
         counter.error = inherited;
-        self.index.remove(&evicted);
+        let evicted_hash = self.hasher.hash(&evicted);
+        if let Ok(entry) = self.index.find_entry(evicted_hash, |&held| held == slot) {
+            entry.remove();
+        }
+        self.index_slot(hash, slot);
+        if self.filter_on {
+            let cell = filter_cell(evicted_hash, self.filter.len());
+            if let Some(alpha) = self.filter.get_mut(cell) {
+                // `inherited` is the smallest count, at most `u32::MAX` while the filter is on.
+                *alpha = (*alpha).max(inherited as u32);
+            }
+        }
+        self.replacements = self.replacements.saturating_add(1);
         self.sift_down(0);
         estimate
+    }
+
+    /// Indexes `slot`, which already holds the address that `hash` is the hash of.
+    fn index_slot(&mut self, hash: u64, slot: u32) {
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, slot, |held| {
+            slots
+                .get(*held as usize)
+                .map_or(0, |counter| hasher.hash(&counter.ip))
+        });
     }
 
     /// Writes `entry` at `position` and tells its slot where it now is.
@@ -379,6 +508,18 @@ impl SpaceSaving {
     }
 }
 
+fn filter_cells(capacity: usize) -> usize {
+    capacity
+        .saturating_mul(FILTER_CELLS_PER_COUNTER)
+        .next_power_of_two()
+}
+
+/// The filter cell of a hash: its upper half, as the index's buckets and tags come from
+/// its lowest and highest bits.
+fn filter_cell(hash: u64, cells: usize) -> usize {
+    ((hash >> 32) as usize) & (cells - 1)
+}
+
 /// Bytes of a hashbrown table with room for `capacity` entries: buckets rounded up to a power
 /// of two at 7/8 load, one control byte per bucket plus a group of 16.
 pub(crate) fn hash_table_bytes<T>(capacity: usize) -> usize {
@@ -421,10 +562,20 @@ pub struct WindowedTopK {
 impl WindowedTopK {
     /// Windows of `window_ms` (at least 1), reporting `top_n` entries from `capacity` counters.
     pub fn new(window_ms: u64, top_n: usize, capacity: usize) -> WindowedTopK {
+        WindowedTopK::with_hasher(window_ms, top_n, capacity, AddressHasher::random())
+    }
+
+    /// Windows whose summary hashes with the detector's `hasher`.
+    pub(crate) fn with_hasher(
+        window_ms: u64,
+        top_n: usize,
+        capacity: usize,
+        hasher: AddressHasher,
+    ) -> WindowedTopK {
         WindowedTopK {
             window_ms: window_ms.max(1),
             top_n,
-            current: SpaceSaving::new(capacity.max(top_n)),
+            current: SpaceSaving::with_hasher(capacity.max(top_n), hasher),
             current_start_ms: None,
             previous: None,
         }
@@ -473,6 +624,18 @@ impl WindowedTopK {
     pub fn observe_weighted(&mut self, now_ms: u64, ip: IpAddr, weight: u64) -> Estimate {
         self.advance(now_ms);
         self.current.observe_weighted(ip, weight)
+    }
+
+    /// [`WindowedTopK::observe_weighted`] with `ip`'s hash by the summary's hasher.
+    pub(crate) fn observe_hashed(
+        &mut self,
+        now_ms: u64,
+        ip: IpAddr,
+        hash: u64,
+        weight: u64,
+    ) -> Estimate {
+        self.advance(now_ms);
+        self.current.observe_hashed(ip, hash, weight)
     }
 
     /// The current window's top entries, largest first.
@@ -544,8 +707,41 @@ mod tests {
     }
 
     #[test]
-    fn newcomer_inherits_the_smallest_count_as_error() {
+    fn a_newcomer_is_filtered_until_its_cell_passes_the_smallest_count() {
         let mut summary = SpaceSaving::new(2);
+        summary.observe_weighted(ip(1), 5);
+        summary.observe_weighted(ip(2), 3);
+        // The smallest count is 3: a newcomer's first three requests only fill its cell, and
+        // nothing certain is known of it.
+        for expected in 1..=3 {
+            assert_eq!(
+                summary.observe(ip(3)),
+                Estimate {
+                    count: expected,
+                    error: expected
+                }
+            );
+            assert_eq!(summary.estimate(&ip(3)), None);
+        }
+        assert_eq!(summary.replacements(), 0);
+        // The fourth would pass it: ip 3 takes over the smallest counter and inherits its
+        // count as error, one request certain.
+        assert_eq!(summary.observe(ip(3)), Estimate { count: 4, error: 3 });
+        assert_eq!(summary.estimate(&ip(2)), None);
+        assert_eq!(summary.replacements(), 1);
+        // The evicted IP's cell now bounds its three requests.
+        let cell = filter_cell(summary.hasher.hash(&ip(2)), summary.filter.len());
+        assert!(summary.filter[cell] >= 3);
+        assert_eq!(
+            summary.estimate(&ip(1)),
+            Some(Estimate { count: 5, error: 0 })
+        );
+    }
+
+    #[test]
+    fn without_the_filter_a_newcomer_inherits_the_smallest_count_as_error() {
+        let mut summary = SpaceSaving::new(2);
+        summary.filter_on = false;
         summary.observe(ip(1));
         summary.observe(ip(1));
         summary.observe(ip(2));
@@ -578,8 +774,14 @@ mod tests {
             }
         }
         assert_eq!(summary.index.len(), summary.slots.len());
+        // Requests absorbed by the filter are in no counter.
         let total: u64 = summary.heap.iter().map(|entry| entry.count).sum();
-        assert_eq!(total, summary.observations());
+        assert!(total <= summary.observations());
+        let smallest = summary.heap[0].count;
+        assert!(summary
+            .filter
+            .iter()
+            .all(|&cell| u64::from(cell) <= smallest));
     }
 
     #[test]

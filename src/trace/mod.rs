@@ -4,8 +4,8 @@
 //! sending unusual amounts of traffic, or traffic from a known-bad network, is noticed live.
 //! This module is the pure core of that: the collector's I/O shell reads files and the clock
 //! and calls [`Detector::observe`] once per request with monotonic milliseconds and the wall
-//! clock; everything here is deterministic given those inputs (and, for eviction sampling, a
-//! seed — see [`Detector::with_seed`]).
+//! clock; everything here is deterministic given those inputs (and, for which bucket or
+//! cool-down makes room for a new address, a seed — see [`Detector::with_seed`]).
 //!
 //! - [`heavy_hitters`]: the top N original IPs and the top N connection sources per window;
 //! - [`rules`]: threshold and leaky-bucket rules, cool-downs, the global event rate limit;
@@ -17,8 +17,8 @@
 //! Everything but the threat lists is allocated up front and never grows, whatever the
 //! number of distinct addresses: [`TraceConfig::memory_bound_bytes`] adds up the heavy-hitter
 //! summaries, each rule's counters or buckets, the cool-down map and the event buffers
-//! (events counted at [`EVENT_BYTES_ESTIMATE`] each). With the defaults that is about 9 MiB:
-//! 4 MiB of tables and 5 MiB for full event buffers.
+//! (events counted at [`EVENT_BYTES_ESTIMATE`] each). With the defaults that is about 8 MiB:
+//! 3 MiB of tables and 5 MiB for full event buffers.
 //! The threat lists cost what their entries cost — about 50 bytes per IPv4 CIDR — and are
 //! reported by [`Detector::memory_bytes`], which measures the actual allocations.
 
@@ -43,7 +43,9 @@ use events::{
     rfc3339_utc, Event, EventConnection, EventDetails, EventKind, Field, RecentEvents,
     EVENT_SCHEMA_VERSION,
 };
-use heavy_hitters::{TopEntry, WindowAdvance, WindowedTopK, DEFAULT_COUNTERS_PER_ENTRY};
+use heavy_hitters::{
+    AddressHasher, TopEntry, WindowAdvance, WindowedTopK, DEFAULT_COUNTERS_PER_ENTRY,
+};
 use rules::{
     Cooldowns, EventRateLimiter, EventSource, LeakyBucket, LeakyBuckets, Rule, Threshold,
     ThresholdCounter, DEFAULT_BUCKETS, DEFAULT_THRESHOLD_COUNTERS,
@@ -555,8 +557,8 @@ pub struct Detector {
 
 impl Detector {
     /// A detector for a validated configuration, with no threat lists until
-    /// [`Detector::replace_lists`]. Eviction sampling is seeded at random, so an attacker
-    /// cannot predict which buckets survive.
+    /// [`Detector::replace_lists`]. Bucket sets and cool-down eviction are seeded at random,
+    /// so an attacker cannot predict which buckets survive.
     pub fn new(config: TraceConfig) -> Result<Detector, TraceConfigError> {
         Detector::with_seed(config, RandomState::new().hash_one("trace-detector"))
     }
@@ -565,24 +567,22 @@ impl Detector {
     pub fn with_seed(config: TraceConfig, seed: u64) -> Result<Detector, TraceConfigError> {
         config.validate()?;
         let window_ms = config.window_seconds.saturating_mul(1000);
+        // One hash per address and request, shared by every table that the address reaches.
+        let hasher = AddressHasher::with_seed(seed.rotate_left(41) ^ 0x5EED_AD0E_55ED_0001);
         let rules: Vec<RuleState> = config
             .rules
             .iter()
-            .enumerate()
-            .map(|(index, rule)| RuleState {
+            .map(|rule| RuleState {
                 name: rule.name().to_owned(),
                 field: rule.field(),
                 check: match rule {
                     Rule::Threshold(threshold) => RuleCheck::Threshold {
-                        counter: ThresholdCounter::new(threshold),
+                        counter: ThresholdCounter::with_hasher(threshold, hasher),
                         requests: threshold.requests,
                         window_seconds: threshold.window_seconds,
                     },
                     Rule::LeakyBucket(bucket) => RuleCheck::LeakyBucket {
-                        buckets: LeakyBuckets::new(
-                            bucket,
-                            seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                        ),
+                        buckets: LeakyBuckets::with_hasher(bucket, hasher),
                         capacity: bucket.capacity,
                         leak_per_second: bucket.leak_per_second,
                     },
@@ -591,8 +591,18 @@ impl Detector {
             .collect();
         let rule_count = rules.len();
         Ok(Detector {
-            top_original: WindowedTopK::new(window_ms, config.top_n, config.top_counters),
-            top_sources: WindowedTopK::new(window_ms, config.top_n, config.top_counters),
+            top_original: WindowedTopK::with_hasher(
+                window_ms,
+                config.top_n,
+                config.top_counters,
+                hasher,
+            ),
+            top_sources: WindowedTopK::with_hasher(
+                window_ms,
+                config.top_n,
+                config.top_counters,
+                hasher,
+            ),
             window_started: None,
             previous_window_started: None,
             rules,
@@ -610,7 +620,7 @@ impl Detector {
             rule_cooled_down: vec![0; rule_count],
             list_hits: Vec::new(),
             list_events: Vec::new(),
-            batch: Batch::new(),
+            batch: Batch::new(hasher),
             config,
         })
     }
@@ -685,10 +695,10 @@ impl Detector {
         } = self;
         let (originals, sources) = (batch.originals.as_slice(), batch.sources.as_slice());
         for tally in sources {
-            top_sources.observe_weighted(now_ms, tally.ip, tally.requests);
+            top_sources.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests);
         }
         for tally in originals {
-            top_original.observe_weighted(now_ms, tally.ip, tally.requests);
+            top_original.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests);
         }
 
         let cooldown_ms = config.cooldown_seconds.saturating_mul(1000);
@@ -714,7 +724,8 @@ impl Detector {
                         requests,
                         window_seconds,
                     } => {
-                        let Some(firings) = counter.observe_many(now_ms, tally.ip, tally.requests)
+                        let Some(firings) =
+                            counter.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests)
                         else {
                             continue;
                         };
@@ -739,7 +750,7 @@ impl Detector {
                         leak_per_second,
                     } => {
                         let overflows = buckets
-                            .pour_many(now_ms, tally.ip, tally.requests)
+                            .pour_hashed(now_ms, tally.ip, tally.hash, tally.requests)
                             .overflows;
                         if overflows == 0 {
                             continue;

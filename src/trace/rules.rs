@@ -10,10 +10,12 @@
 //!   requests that drains at `leak_per_second`; a request that finds the bucket full overflows
 //!   it (CrowdSec: "the bucket overflows when more than `capacity` events are in it"), which
 //!   raises an event and empties the bucket, as CrowdSec discards an overflowed bucket. At most
-//!   `buckets` buckets exist per rule; a new IP arriving when all are in use replaces the
-//!   emptiest of a few buckets sampled at random, so an attacker cycling millions of addresses
-//!   cannot grow memory — but such churn can make the rule forget a slow IP's partly filled
-//!   bucket, delaying (never inventing) its overflow.
+//!   `buckets` buckets exist per rule (rounded down to whole sets of [`BUCKET_WAYS`]): a keyed
+//!   hash of the address picks a set of 8 buckets, and a new IP whose set is full replaces the
+//!   emptiest bucket of that set (among equals the one idle longest), so an attacker cycling
+//!   millions of addresses cannot grow memory — but such churn can make the rule forget a slow
+//!   IP's partly filled bucket, delaying (never inventing) its overflow. The key is random per
+//!   detector, so an attacker cannot aim a flood at one victim's set.
 //! - [`Cooldowns`]: CrowdSec's `blackhole`: after a (rule, IP) event, further events for that
 //!   pair are suppressed for a while. Bounded the same way; under churn a forgotten cool-down
 //!   lets an IP fire again early, which costs an extra event, never a missed one.
@@ -30,14 +32,14 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::events::Field;
-use super::heavy_hitters::{hash_table_bytes, SpaceSaving};
+use super::heavy_hitters::{hash_table_bytes, AddressHasher, SpaceSaving};
 
 /// Counters a threshold rule keeps unless told otherwise: 4,096 counters (about 350 KiB) hold
 /// the error bound below 1 % of the threshold up to about 400,000 requests per window at the
 /// default threshold.
 pub const DEFAULT_THRESHOLD_COUNTERS: usize = 4096;
 
-/// Buckets a leaky-bucket rule keeps unless told otherwise (about 1 MiB).
+/// Buckets a leaky-bucket rule keeps unless told otherwise (about 0.4 MiB).
 pub const DEFAULT_BUCKETS: usize = 10_000;
 
 /// Slots a bounded map samples when it must evict, as Redis samples for its approximate LRU:
@@ -134,11 +136,16 @@ pub struct ThresholdCounter {
 
 impl ThresholdCounter {
     pub fn new(rule: &Threshold) -> ThresholdCounter {
+        ThresholdCounter::with_hasher(rule, AddressHasher::random())
+    }
+
+    /// A counter hashing with the detector's `hasher`.
+    pub(crate) fn with_hasher(rule: &Threshold, hasher: AddressHasher) -> ThresholdCounter {
         ThresholdCounter {
             requests: rule.requests.max(1),
             window_ms: rule.window_seconds.max(1).saturating_mul(1000),
             window_start_ms: None,
-            counts: SpaceSaving::new(rule.counters),
+            counts: SpaceSaving::with_hasher(rule.counters, hasher),
         }
     }
 
@@ -152,6 +159,18 @@ impl ThresholdCounter {
     /// Counts `requests` requests of `ip` at `now_ms` at once; returns which of them reached
     /// the threshold, exactly as that many calls of [`ThresholdCounter::observe`] would.
     pub fn observe_many(&mut self, now_ms: u64, ip: IpAddr, requests: u64) -> Option<Firings> {
+        let hash = self.counts.hash(&ip);
+        self.observe_hashed(now_ms, ip, hash, requests)
+    }
+
+    /// [`ThresholdCounter::observe_many`] with `ip`'s hash by the counter's hasher.
+    pub(crate) fn observe_hashed(
+        &mut self,
+        now_ms: u64,
+        ip: IpAddr,
+        hash: u64,
+        requests: u64,
+    ) -> Option<Firings> {
         match self.window_start_ms {
             Some(start) if now_ms.saturating_sub(start) < self.window_ms => {}
             Some(start) => {
@@ -168,7 +187,7 @@ impl ThresholdCounter {
         // Taken one at a time, the k-th of these requests would see a certain count of
         // `before + k`: a counted IP's lower bound grows by one per request, and a newcomer's
         // starts from zero whatever count it inherits.
-        let after = self.counts.observe_weighted(ip, requests).lower_bound();
+        let after = self.counts.observe_hashed(ip, hash, requests).lower_bound();
         let before = after.saturating_sub(requests);
         if after < self.requests {
             return None;
@@ -192,7 +211,7 @@ impl ThresholdCounter {
 }
 
 /// A map of at most `capacity` entries that evicts, when full, the lowest-scored of a few
-/// randomly sampled entries. Insertion and lookup are `O(1)`, and nothing is allocated after
+/// randomly sampled entries (the cool-downs, touched only when an event fires). Insertion and lookup are `O(1)`, and nothing is allocated after
 /// construction.
 #[derive(Debug)]
 pub struct BoundedMap<K, V> {
@@ -355,6 +374,150 @@ impl<K: Copy + Eq + Hash, V> BoundedMap<K, V> {
     }
 }
 
+/// Buckets per set of a [`LeakyBuckets`] table: a new IP can only take the place of one of
+/// the eight buckets of its set, so finding its bucket or the one to replace reads eight
+/// neighbouring slots (five cache lines) and nothing else, and never allocates.
+pub const BUCKET_WAYS: usize = 8;
+
+#[derive(Clone, Copy, Debug)]
+struct HeldBucket {
+    ip: IpAddr,
+    bucket: Bucket,
+}
+
+/// A set-associative table of buckets: a keyed hash of the address picks a set of
+/// [`BUCKET_WAYS`] consecutive slots, and the address's bucket can only be in that set.
+#[derive(Debug)]
+struct BucketTable {
+    slots: Vec<Option<HeldBucket>>,
+    ways: usize,
+    sets: usize,
+    /// Keyed by the detector's seed, random in production, so a client cannot aim a flood of
+    /// addresses at one set to push a victim's bucket out.
+    hasher: AddressHasher,
+    len: usize,
+}
+
+impl BucketTable {
+    /// At most `buckets` buckets: as many whole sets as fit (a table smaller than a set is one
+    /// set of that many).
+    fn new(buckets: usize, hasher: AddressHasher) -> BucketTable {
+        let buckets = buckets.max(1);
+        let ways = BUCKET_WAYS.min(buckets);
+        let sets = buckets / ways;
+        BucketTable {
+            slots: vec![None; sets * ways],
+            ways,
+            sets,
+            hasher,
+            len: 0,
+        }
+    }
+
+    fn set_of(&self, ip: &IpAddr) -> std::ops::Range<usize> {
+        self.set_of_hash(self.hasher.hash(ip))
+    }
+
+    fn set_of_hash(&self, hash: u64) -> std::ops::Range<usize> {
+        // The high half of hash × sets: a uniform set number without a division.
+        let set = ((u128::from(hash) * self.sets as u128) >> 64) as usize;
+        set * self.ways..(set + 1) * self.ways
+    }
+
+    fn get(&self, ip: &IpAddr) -> Option<&Bucket> {
+        self.slots
+            .get(self.set_of(ip))?
+            .iter()
+            .flatten()
+            .find(|held| held.ip == *ip)
+            .map(|held| &held.bucket)
+    }
+
+    fn get_mut(&mut self, ip: &IpAddr) -> Option<&mut Bucket> {
+        let set = self.set_of(ip);
+        self.slots
+            .get_mut(set)?
+            .iter_mut()
+            .flatten()
+            .find(|held| held.ip == *ip)
+            .map(|held| &mut held.bucket)
+    }
+
+    /// `ip`'s bucket, `fresh` when it has none: in an empty slot of its set, else in place of
+    /// the set's bucket with the lowest `score`. Returns whether a bucket was replaced.
+    fn get_or_insert<S: PartialOrd>(
+        &mut self,
+        ip: IpAddr,
+        hash: u64,
+        fresh: Bucket,
+        score: impl Fn(&Bucket) -> S,
+    ) -> (Option<&mut Bucket>, bool) {
+        let range = self.set_of_hash(hash);
+        let Some(set) = self.slots.get_mut(range) else {
+            return (None, false);
+        };
+        let mut empty = None;
+        let mut victim: Option<(usize, S)> = None;
+        let mut found = None;
+        for (way, slot) in set.iter().enumerate() {
+            match slot {
+                Some(held) if held.ip == ip => {
+                    found = Some(way);
+                    break;
+                }
+                Some(held) => {
+                    let candidate = score(&held.bucket);
+                    if victim.as_ref().is_none_or(|(_, best)| candidate < *best) {
+                        victim = Some((way, candidate));
+                    }
+                }
+                None => {
+                    if empty.is_none() {
+                        empty = Some(way);
+                    }
+                }
+            }
+        }
+        let (way, evicted) = match (found, empty, victim) {
+            (Some(way), _, _) => (way, false),
+            (None, Some(way), _) => {
+                self.len += 1;
+                (way, false)
+            }
+            (None, None, Some((way, _))) => (way, true),
+            (None, None, None) => return (None, false),
+        };
+        let Some(slot) = set.get_mut(way) else {
+            return (None, false);
+        };
+        if found.is_none() {
+            *slot = Some(HeldBucket { ip, bucket: fresh });
+        }
+        (slot.as_mut().map(|held| &mut held.bucket), evicted)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Buckets kept at most.
+    fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.slots.capacity() * std::mem::size_of::<Option<HeldBucket>>()
+    }
+
+    fn memory_bound_bytes(buckets: usize) -> usize {
+        let buckets = buckets.max(1);
+        let ways = BUCKET_WAYS.min(buckets);
+        std::mem::size_of::<Self>()
+            + (buckets / ways) * ways * std::mem::size_of::<Option<HeldBucket>>()
+    }
+}
+
 /// One request in a bucket's fixed-point level: integer arithmetic keeps overflow decisions
 /// exact and reproducible (a leak rate is honoured to 0.001 requests per second).
 const UNITS_PER_REQUEST: u64 = 1_000_000;
@@ -417,12 +580,18 @@ fn pour_at_one_instant(level: u64, capacity: u64, requests: u64) -> Poured {
 pub struct LeakyBuckets {
     capacity_units: u64,
     leak_units_per_ms: u64,
-    buckets: BoundedMap<IpAddr, Bucket>,
+    buckets: BucketTable,
     evictions: u64,
 }
 
 impl LeakyBuckets {
+    /// Buckets whose sets are picked by a hash keyed with `seed`.
     pub fn new(rule: &LeakyBucket, seed: u64) -> LeakyBuckets {
+        LeakyBuckets::with_hasher(rule, AddressHasher::with_seed(seed))
+    }
+
+    /// Buckets hashing with the detector's `hasher`.
+    pub(crate) fn with_hasher(rule: &LeakyBucket, hasher: AddressHasher) -> LeakyBuckets {
         // requests/s × 10^6 units/request ÷ 1000 ms/s; NaN and negatives become no leak.
         let leak = (rule.leak_per_second * (UNITS_PER_REQUEST / 1000) as f64).round();
         let leak_units_per_ms = if leak.is_finite() && leak > 0.0 {
@@ -433,7 +602,7 @@ impl LeakyBuckets {
         LeakyBuckets {
             capacity_units: rule.capacity.saturating_mul(UNITS_PER_REQUEST),
             leak_units_per_ms,
-            buckets: BoundedMap::new(rule.buckets, seed),
+            buckets: BucketTable::new(rule.buckets, hasher),
             evictions: 0,
         }
     }
@@ -452,6 +621,18 @@ impl LeakyBuckets {
     /// [`LeakyBuckets::pour`] calls in a row: nothing leaks between requests of the same
     /// instant, so the overflows follow from the level in closed form.
     pub fn pour_many(&mut self, now_ms: u64, ip: IpAddr, requests: u64) -> Poured {
+        let hash = self.buckets.hasher.hash(&ip);
+        self.pour_hashed(now_ms, ip, hash, requests)
+    }
+
+    /// [`LeakyBuckets::pour_many`] with `ip`'s hash by the buckets' hasher.
+    pub(crate) fn pour_hashed(
+        &mut self,
+        now_ms: u64,
+        ip: IpAddr,
+        hash: u64,
+        requests: u64,
+    ) -> Poured {
         let leak = self.leak_units_per_ms;
         let capacity = self.capacity_units;
         if requests == 0 {
@@ -480,11 +661,9 @@ impl LeakyBuckets {
         };
         // The emptiest bucket is the least likely to overflow soon; among equals the one idle
         // longest.
-        let (bucket, evicted) = self.buckets.get_or_insert_evicting(
-            ip,
-            || fresh,
-            |bucket| (bucket.level_at(now_ms, leak), bucket.last_ms),
-        );
+        let (bucket, evicted) = self.buckets.get_or_insert(ip, hash, fresh, |bucket| {
+            (bucket.level_at(now_ms, leak), bucket.last_ms)
+        });
         let Some(bucket) = bucket else {
             return Poured {
                 overflows: 0,
@@ -518,17 +697,22 @@ impl LeakyBuckets {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.buckets.len() == 0
+    }
+
+    /// Buckets kept at most: `buckets` rounded down to whole sets of [`BUCKET_WAYS`].
+    pub fn capacity(&self) -> usize {
+        self.buckets.capacity()
     }
 
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() - std::mem::size_of::<BoundedMap<IpAddr, Bucket>>()
+        std::mem::size_of::<Self>() - std::mem::size_of::<BucketTable>()
             + self.buckets.memory_bytes()
     }
 
     pub fn memory_bound_bytes(rule: &LeakyBucket) -> usize {
-        std::mem::size_of::<Self>() - std::mem::size_of::<BoundedMap<IpAddr, Bucket>>()
-            + BoundedMap::<IpAddr, Bucket>::memory_bound_bytes(rule.buckets)
+        std::mem::size_of::<Self>() - std::mem::size_of::<BucketTable>()
+            + BucketTable::memory_bound_bytes(rule.buckets)
     }
 }
 
@@ -649,6 +833,46 @@ mod tests {
             }
             assert_eq!(map.index.len(), map.entries.len());
         }
+    }
+
+    #[test]
+    fn a_new_ip_replaces_the_emptiest_bucket_of_its_own_set() {
+        let mut table = BucketTable::new(64, AddressHasher::with_seed(3));
+        assert_eq!((table.sets, table.ways, table.capacity()), (8, 8, 64));
+        let address = |n: u32| IpAddr::V4(Ipv4Addr::from(n));
+        let bucket = |level| Bucket { level, last_ms: 0 };
+        let insert = |table: &mut BucketTable, ip: IpAddr, level| {
+            let hash = table.hasher.hash(&ip);
+            let (held, evicted) = table.get_or_insert(ip, hash, bucket(level), |b| b.level);
+            assert_eq!(held.map(|b| b.level), Some(level));
+            evicted
+        };
+        // Nine addresses of one set, each with its own level (the fifth the emptiest).
+        let target = table.set_of(&address(0));
+        let same_set: Vec<IpAddr> = (0..)
+            .map(address)
+            .filter(|ip| table.set_of(ip) == target)
+            .take(9)
+            .collect();
+        for (n, ip) in same_set.iter().take(8).enumerate() {
+            let level = if n == 4 { 1 } else { 10 + n as u64 };
+            assert!(!insert(&mut table, *ip, level));
+        }
+        // An address of another set finds room there.
+        let other = (0..)
+            .map(address)
+            .find(|ip| table.set_of(ip) != target)
+            .unwrap();
+        assert!(!insert(&mut table, other, 0));
+        // The ninth of the set replaces the emptiest of its eight.
+        assert!(insert(&mut table, same_set[8], 0));
+        assert!(table.get(&same_set[4]).is_none());
+        assert_eq!(
+            same_set.iter().filter(|ip| table.get(ip).is_some()).count(),
+            8
+        );
+        assert!(table.get(&other).is_some());
+        assert_eq!(table.len(), 9);
     }
 
     #[test]
