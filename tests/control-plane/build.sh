@@ -224,7 +224,9 @@ build_into() {
     for binary in "${BINARIES[@]}"; do what+="cmd/$binary "; done
     log "compiling ${BINARIES[*]} with $(go version) (takes minutes on first use)"
     local started=$SECONDS
-    (cd "$tree" && env GOPATH="$tree/.go" CGO_ENABLED=0 HOME="$work_dir/home" \
+    # Run from `cargo test`, this script inherits cargo's OUT_DIR, which kubernetes' Makefile
+    # also reads as its output directory; unset, the binaries land in the tree's _output.
+    (cd "$tree" && env -u OUT_DIR GOPATH="$tree/.go" CGO_ENABLED=0 HOME="$work_dir/home" \
         nice -n 19 make WHAT="${what% }" >"$work_dir/make.log" 2>&1) || {
         tail -n 40 "$work_dir/make.log" >&2
         die "make WHAT=\"${what% }\" failed; full log kept at $work_dir/make.log"
