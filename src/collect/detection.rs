@@ -1,10 +1,10 @@
 //! The trace detectors inside the collector: threat-list files (read, watched, reloaded),
 //! events written as JSON lines, the `/suspicious` snapshot and the trace metrics.
 //!
-//! The detector itself ([`crate::trace::Detector`]) is pure and owned by the collector's main
-//! loop, next to the aggregator. What others read of it — the HTTP handler and the metrics
-//! scrape — is a copy published at most once a second, so a scrape never waits on the loop and
-//! the loop never waits on a scrape.
+//! The detector itself ([`crate::trace::Detector`]) is pure and runs on its own thread
+//! ([`super::detector_thread`]), fed by the collector's main loop. What others read of it — the
+//! HTTP handler and the metrics scrape — is a copy published from that thread at most once a
+//! second, so a scrape never waits on detection and detection never waits on a scrape.
 
 use crate::trace::threat_lists::{parse_list, ThreatLists};
 use crate::trace::{Detector, ListSource, Suspicious, TraceConfig, TraceCounters};

@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod cardinality;
 pub mod config;
 pub mod detection;
+pub mod detector_thread;
 pub mod felix;
 pub mod felix_recorder;
 pub mod metrics;

@@ -4,10 +4,10 @@
 
 use super::aggregate::Connection;
 use super::aggregate::{Aggregator, AggregatorLimits, IntervalReport};
+use super::detector_thread::{DetectorStopped, DetectorThread};
 use super::metrics::CollectorMetrics;
 use super::origin::ClientIpPolicy;
 use super::parse::parse_line;
-use crate::trace::Detector;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -16,7 +16,8 @@ pub struct Pipeline {
     policy: ClientIpPolicy,
     aggregator: Aggregator,
     metrics: Arc<CollectorMetrics>,
-    detector: Option<Detector>,
+    /// The trace detector, on its own thread, when tracing is on.
+    detector: Option<DetectorThread>,
     /// The detector's clock, set once per batch of lines rather than read per line: lines of
     /// one read arrived together, and a clock read costs as much as a short parse.
     clock_origin: Instant,
@@ -43,24 +44,40 @@ impl Pipeline {
     }
 
     /// Feeds every record to `detector` as well (the trace detectors).
-    pub fn with_detector(mut self, detector: Detector) -> Self {
+    pub fn with_detector(mut self, detector: DetectorThread) -> Self {
         self.detector = Some(detector);
+        let (now_ms, wall) = (self.now_ms, self.wall);
+        self.feed_detector(|detector| detector.advance(now_ms, wall));
         self
     }
 
     /// The detector, when tracing is on.
-    pub fn detector_mut(&mut self) -> Option<&mut Detector> {
+    pub fn detector(&mut self) -> Option<&mut DetectorThread> {
         self.detector.as_mut()
     }
 
-    /// Reads the clock for the lines that follow. The detector adds up the requests of each
-    /// clock reading per address and applies them when the clock moves on (or when its
-    /// events, view or counters are read), so its per-line cost is two small table updates.
+    /// Reads the clock for the lines that follow. The requests of one clock reading go to the
+    /// detector thread together when the clock moves on.
     pub fn tick_clock(&mut self) {
         self.now_ms = u64::try_from(self.clock_origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.wall = SystemTime::now();
-        if let Some(detector) = &mut self.detector {
-            detector.advance(self.now_ms, self.wall);
+        let (now_ms, wall) = (self.now_ms, self.wall);
+        self.feed_detector(|detector| detector.advance(now_ms, wall));
+    }
+
+    /// Runs `send` on the detector thread's handle, if tracing is on; if that thread has
+    /// stopped (it never should), tracing ends with an error in the log and collecting goes
+    /// on without it.
+    pub fn feed_detector(
+        &mut self,
+        send: impl FnOnce(&mut DetectorThread) -> Result<(), DetectorStopped>,
+    ) {
+        let Some(detector) = self.detector.as_mut() else {
+            return;
+        };
+        if let Err(err) = send(detector) {
+            tracing::error!(%err, "tracing is off from now on; collecting goes on");
+            self.detector = None;
         }
     }
 
@@ -72,13 +89,11 @@ impl Pipeline {
                 self.metrics.records_parsed.inc();
                 let origin = self.policy.original_ip(&record);
                 self.aggregator.observe(&record, origin.as_ref());
-                if let Some(detector) = &mut self.detector {
-                    detector.observe(
-                        self.now_ms,
-                        self.wall,
-                        &Connection::of(&record),
-                        origin.map(|o| o.ip),
-                    );
+                if self.detector.is_some() {
+                    let connection = Connection::of(&record);
+                    self.feed_detector(|detector| {
+                        detector.observe(&connection, origin.map(|o| o.ip))
+                    });
                 }
             }
             Ok(None) => {
@@ -91,12 +106,16 @@ impl Pipeline {
         }
     }
 
+    /// Has the detector apply what it was given so far, and publish if due: the collector
+    /// calls it after each read.
+    pub fn flush_detector(&mut self) {
+        self.feed_detector(DetectorThread::flush);
+    }
+
     /// Ends the interval: its reports, and a fresh interval begins. The detector is brought
     /// up to date with the interval's last requests too.
     pub fn close_interval(&mut self) -> IntervalReport {
-        if let Some(detector) = &mut self.detector {
-            detector.flush();
-        }
+        self.flush_detector();
         let report = self.aggregator.close_interval();
         self.metrics.intervals.inc();
         self.metrics

@@ -8,7 +8,8 @@
 
 use super::aggregate::AggregatorLimits;
 use super::config::CollectOptions;
-use super::detection::{self, Detection, EventSink, TraceCollector, TraceMetrics};
+use super::detection::{self, EventSink, TraceCollector, TraceMetrics};
+use super::detector_thread::{DetectorThread, Publish, PublishHook};
 use super::felix::{self, FelixHandle, FelixOptions};
 use super::metrics::CollectorMetrics;
 use super::origin::ClientIpPolicy;
@@ -124,19 +125,24 @@ pub async fn start(
         AggregatorLimits::with_requests_per_interval(options.requests_per_interval),
         metrics.clone(),
     );
-    let (detection, published, list_updates) = match options.trace.load()? {
+    let (published, list_updates) = match options.trace.load()? {
         Some(config) => {
             let trace_metrics = Arc::new(TraceMetrics::default());
             registry.register_collector(Box::new(TraceCollector(trace_metrics.clone())));
             let sources = config.lists.clone();
             let sink = EventSink::open(&options.trace.events_output)?;
-            let (detector, detection, published) =
+            let (detector, mut detection, published) =
                 detection::detector(config, sink, trace_metrics.clone())?;
-            pipeline = pipeline.with_detector(detector);
+            let publish: PublishHook =
+                Box::new(move |detector, when| detection.publish(detector, when == Publish::Now));
+            pipeline = pipeline.with_detector(
+                DetectorThread::spawn(detector, Some(publish))
+                    .context("cannot start the trace detector thread")?,
+            );
             let updates = detection::spawn_list_reloader(sources, trace_metrics);
-            (Some(detection), Some(published), updates)
+            (Some(published), updates)
         }
-        None => (None, None, tokio::sync::mpsc::channel(1).1),
+        None => (None, tokio::sync::mpsc::channel(1).1),
     };
     let health = telemetry::health_router(Arc::new(registry), readiness.clone())
         .merge(detection::suspicious_router(published));
@@ -154,7 +160,6 @@ pub async fn start(
     let state = Loop {
         tailer,
         pipeline,
-        detection,
         list_updates,
         sink,
         metrics,
@@ -181,8 +186,6 @@ pub async fn start(
 struct Loop {
     tailer: Tailer,
     pipeline: Pipeline,
-    /// The trace detectors' outputs, when tracing is on.
-    detection: Option<Detection>,
     /// Threat lists reloaded from their files.
     list_updates: tokio::sync::mpsc::Receiver<crate::trace::threat_lists::ThreatLists>,
     sink: Sink,
@@ -213,20 +216,16 @@ impl Loop {
                 }
                 () = self.tailer.changed() => self.read(),
                 Some(lists) = self.list_updates.recv() => {
-                    if let Some(detector) = self.pipeline.detector_mut() {
-                        detector.replace_lists(lists);
-                    }
-                    self.publish(true);
+                    self.pipeline.feed_detector(|detector| detector.replace_lists(lists));
                 }
             }
-            self.publish(false);
             self.persist_finished();
         }
 
         // Stop: the lines written so far form the last interval; send it, then checkpoint.
         self.read();
         self.close_interval();
-        self.publish(true);
+        self.pipeline.feed_detector(DetectorThread::publish_now);
         if let Sink::Felix(handle) = &self.sink {
             if !handle.drain(shutdown_wait).await {
                 tracing::warn!(
@@ -242,15 +241,6 @@ impl Loop {
         }
         tracing::info!("collector stopped");
         Ok(())
-    }
-
-    /// Writes the detectors' events and republishes their view.
-    fn publish(&mut self, force: bool) {
-        if let (Some(detection), Some(detector)) =
-            (self.detection.as_mut(), self.pipeline.detector_mut())
-        {
-            detection.publish(detector, force);
-        }
     }
 
     fn read(&mut self) {
@@ -270,6 +260,7 @@ impl Loop {
             }
             Err(err) => tracing::warn!(%err, "reading the ingress log failed; retrying"),
         }
+        self.pipeline.flush_detector();
         self.metrics
             .lag_bytes
             .set(i64::try_from(self.tailer.lag_bytes()).unwrap_or(i64::MAX));
