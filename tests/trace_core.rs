@@ -306,18 +306,67 @@ fn threshold_fires_once_per_cool_down() {
 
 #[test]
 fn threshold_never_fires_on_an_inherited_count() {
-    // Two counters, one IP at 1 request then a stream of new IPs: each newcomer inherits a
-    // count, but its certain count stays 1, under the threshold of 3.
-    let mut config = threshold_config(3);
-    if let Some(Rule::Threshold(rule)) = config.rules.first_mut() {
-        rule.counters = 2;
+    // Few counters, one IP at 1 request then a stream of new IPs: each newcomer inherits a
+    // count, but its certain count stays 1, under the threshold of 3. The rule counts in its
+    // own summary (a window other than the top list's) or in the top list's summary (the same
+    // window), which then has the top list's fewest counters.
+    for window_seconds in [30, 60] {
+        let mut config = threshold_config(3);
+        config.top_n = 1;
+        config.top_counters = 50;
+        if let Some(Rule::Threshold(rule)) = config.rules.first_mut() {
+            rule.counters = 2;
+            rule.window_seconds = window_seconds;
+        }
+        let mut detector = Detector::with_seed(config, 1).unwrap();
+        let conn = connection(ip("10.1.0.1"));
+        for n in 0..5000_u32 {
+            detector.observe(u64::from(n), wall(0), &conn, Some(v4(n)));
+        }
+        let snapshot = detector.snapshot();
+        assert!(
+            snapshot.top_original[0].error > 0,
+            "newcomers inherited counts"
+        );
+        assert!(detector.take_events().is_empty(), "window {window_seconds} s");
     }
-    let mut detector = Detector::with_seed(config, 1).unwrap();
-    let conn = connection(ip("10.1.0.1"));
-    for n in 0..1000_u32 {
-        detector.observe(u64::from(n), wall(0), &conn, Some(v4(n)));
-    }
-    assert!(detector.take_events().is_empty());
+}
+
+#[test]
+fn a_threshold_on_the_top_window_fires_as_one_with_its_own_window() {
+    // The same stream through a rule sharing the top summary (window 60 s, as the top list)
+    // and through one with its own (60 s, the top list at 120 s): the same firings.
+    let run = |top_window_seconds: u64| {
+        let mut config = threshold_config(25);
+        config.window_seconds = top_window_seconds;
+        config.cooldown_seconds = 1;
+        let mut detector = Detector::with_seed(config, 3).unwrap();
+        let conn = connection(ip("10.1.0.1"));
+        let mut events = Vec::new();
+        for n in 0..20_000_u64 {
+            let now_ms = n * 10;
+            let client = v4(1 + (n * n) as u32 % 97);
+            detector.observe(now_ms, wall(now_ms), &conn, Some(client));
+            if n % 7 == 0 {
+                events.extend(
+                    detector
+                        .take_events()
+                        .into_iter()
+                        .map(|event| (event.ip, event.details.count)),
+                );
+            }
+        }
+        events.extend(
+            detector
+                .take_events()
+                .into_iter()
+                .map(|event| (event.ip, event.details.count)),
+        );
+        events
+    };
+    let shared = run(60);
+    assert!(shared.len() > 10, "the stream crosses the threshold often");
+    assert_eq!(shared, run(120));
 }
 
 fn leaky_rule(capacity: u64, leak_per_second: f64, buckets: usize) -> LeakyBucket {

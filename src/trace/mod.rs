@@ -47,7 +47,7 @@ use heavy_hitters::{
     AddressHasher, TopEntry, WindowAdvance, WindowedTopK, DEFAULT_COUNTERS_PER_ENTRY,
 };
 use rules::{
-    Cooldowns, EventRateLimiter, EventSource, LeakyBucket, LeakyBuckets, Rule, Threshold,
+    Cooldowns, EventRateLimiter, EventSource, Firings, LeakyBucket, LeakyBuckets, Rule, Threshold,
     ThresholdCounter, DEFAULT_BUCKETS, DEFAULT_THRESHOLD_COUNTERS,
 };
 use threat_lists::ThreatLists;
@@ -305,14 +305,36 @@ impl TraceConfig {
         Ok(())
     }
 
+    /// Whether `threshold` counts in the original IPs' top summary rather than its own: it
+    /// counts original IPs over the top list's window, so its counts are the top list's.
+    fn shares_top_original(&self, threshold: &Threshold) -> bool {
+        threshold.field == Field::Original && threshold.window_seconds == self.window_seconds
+    }
+
+    /// Counters of the original IPs' top summary: `top_counters`, or more when a rule sharing
+    /// it asks for more (more counters only tighten every error bound).
+    fn top_original_counters(&self) -> usize {
+        self.rules
+            .iter()
+            .filter_map(|rule| match rule {
+                Rule::Threshold(threshold) if self.shares_top_original(threshold) => {
+                    Some(threshold.counters)
+                }
+                _ => None,
+            })
+            .fold(self.top_counters, usize::max)
+    }
+
     /// The most memory a detector with this configuration holds, threat lists aside (they
     /// cost what their entries cost; see [`Detector::memory_bytes`]).
     pub fn memory_bound_bytes(&self) -> usize {
-        let top = 2 * WindowedTopK::memory_bound_bytes(self.top_n, self.top_counters);
+        let top = WindowedTopK::memory_bound_bytes(self.top_n, self.top_original_counters())
+            + WindowedTopK::memory_bound_bytes(self.top_n, self.top_counters);
         let rules: usize = self
             .rules
             .iter()
             .map(|rule| match rule {
+                Rule::Threshold(threshold) if self.shares_top_original(threshold) => 0,
                 Rule::Threshold(threshold) => ThresholdCounter::memory_bound_bytes(threshold),
                 Rule::LeakyBucket(bucket) => LeakyBuckets::memory_bound_bytes(bucket),
             })
@@ -323,6 +345,7 @@ impl TraceConfig {
             + rules
             + Cooldowns::memory_bound_bytes(self.cooldown_entries)
             + Batch::memory_bound_bytes()
+            + BATCH_ADDRESSES * std::mem::size_of::<u64>()
             + events
     }
 }
@@ -331,7 +354,7 @@ impl TraceConfig {
 #[derive(Debug)]
 enum RuleCheck {
     Threshold {
-        counter: ThresholdCounter,
+        counts: ThresholdCounts,
         requests: u64,
         window_seconds: u64,
     },
@@ -340,6 +363,16 @@ enum RuleCheck {
         capacity: u64,
         leak_per_second: f64,
     },
+}
+
+/// Where a threshold rule counts.
+#[derive(Debug)]
+enum ThresholdCounts {
+    /// Its own summary, window and field.
+    Own(ThresholdCounter),
+    /// The original IPs' top summary, whose field and window are the rule's: one summary
+    /// update per address serves the top list and every such rule.
+    TopOriginal,
 }
 
 #[derive(Debug)]
@@ -553,6 +586,9 @@ pub struct Detector {
     list_events: Vec<u64>,
     /// Requests observed but not yet applied; see [`Detector::observe`].
     batch: Batch,
+    /// Each original IP's certain count in the top summary after the batch being applied,
+    /// by position in the batch, for the rules that share that summary.
+    certain_originals: Vec<u64>,
 }
 
 impl Detector {
@@ -577,7 +613,11 @@ impl Detector {
                 field: rule.field(),
                 check: match rule {
                     Rule::Threshold(threshold) => RuleCheck::Threshold {
-                        counter: ThresholdCounter::with_hasher(threshold, hasher),
+                        counts: if config.shares_top_original(threshold) {
+                            ThresholdCounts::TopOriginal
+                        } else {
+                            ThresholdCounts::Own(ThresholdCounter::with_hasher(threshold, hasher))
+                        },
                         requests: threshold.requests,
                         window_seconds: threshold.window_seconds,
                     },
@@ -594,7 +634,7 @@ impl Detector {
             top_original: WindowedTopK::with_hasher(
                 window_ms,
                 config.top_n,
-                config.top_counters,
+                config.top_original_counters(),
                 hasher,
             ),
             top_sources: WindowedTopK::with_hasher(
@@ -621,6 +661,7 @@ impl Detector {
             list_hits: Vec::new(),
             list_events: Vec::new(),
             batch: Batch::new(hasher),
+            certain_originals: Vec::with_capacity(BATCH_ADDRESSES),
             config,
         })
     }
@@ -691,14 +732,18 @@ impl Detector {
             list_hits,
             list_events,
             batch,
+            certain_originals,
             ..
         } = self;
         let (originals, sources) = (batch.originals.as_slice(), batch.sources.as_slice());
         for tally in sources {
             top_sources.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests);
         }
+        certain_originals.clear();
         for tally in originals {
-            top_original.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests);
+            let estimate =
+                top_original.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests);
+            certain_originals.push(estimate.lower_bound());
         }
 
         let cooldown_ms = config.cooldown_seconds.saturating_mul(1000);
@@ -709,7 +754,7 @@ impl Detector {
             };
             let source = EventSource::Rule(index as u16);
             let mut outcomes = Outcomes::default();
-            for tally in tallies {
+            for (position, tally) in tallies.iter().enumerate() {
                 let firing = Firing {
                     source,
                     cooldown_ms,
@@ -720,13 +765,21 @@ impl Detector {
                 };
                 match &mut rule.check {
                     RuleCheck::Threshold {
-                        counter,
+                        counts,
                         requests,
                         window_seconds,
                     } => {
-                        let Some(firings) =
-                            counter.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests)
-                        else {
+                        let firings = match counts {
+                            ThresholdCounts::Own(counter) => {
+                                counter.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests)
+                            }
+                            ThresholdCounts::TopOriginal => {
+                                certain_originals.get(position).and_then(|&certain| {
+                                    Firings::of(*requests, tally.requests, certain)
+                                })
+                            }
+                        };
+                        let Some(firings) = firings else {
                             continue;
                         };
                         let (threshold, window_seconds) = (*requests, *window_seconds);
@@ -921,7 +974,11 @@ impl Detector {
             .rules
             .iter()
             .map(|rule| match &rule.check {
-                RuleCheck::Threshold { counter, .. } => counter.memory_bytes(),
+                RuleCheck::Threshold {
+                    counts: ThresholdCounts::Own(counter),
+                    ..
+                } => counter.memory_bytes(),
+                RuleCheck::Threshold { .. } => 0,
                 RuleCheck::LeakyBucket { buckets, .. } => buckets.memory_bytes(),
             })
             .sum();
@@ -933,6 +990,7 @@ impl Detector {
             + (self.emitter.pending.len() + self.emitter.recent.len()) * EVENT_BYTES_ESTIMATE
             + self.lists.memory_bytes()
             + self.batch.memory_bytes()
+            + self.certain_originals.capacity() * std::mem::size_of::<u64>()
     }
 }
 

@@ -125,6 +125,26 @@ pub struct Firings {
     pub count: u64,
 }
 
+impl Firings {
+    /// Which of `requests` requests, just counted, reached `threshold`, given the IP's certain
+    /// count (its Space-Saving lower bound) afterwards.
+    ///
+    /// Taken one at a time, the k-th of these requests would see a certain count of
+    /// `before + k`: a counted IP's lower bound grows by one per request, and a newcomer's
+    /// starts from zero whatever count it inherits.
+    pub(crate) fn of(threshold: u64, requests: u64, certain_after: u64) -> Option<Firings> {
+        if requests == 0 || certain_after < threshold {
+            return None;
+        }
+        let before = certain_after.saturating_sub(requests);
+        let first_count = threshold.max(before.saturating_add(1));
+        Some(Firings {
+            first_count,
+            count: certain_after - first_count + 1,
+        })
+    }
+}
+
 /// A threshold rule's windowed counts.
 #[derive(Debug)]
 pub struct ThresholdCounter {
@@ -184,19 +204,8 @@ impl ThresholdCounter {
         if requests == 0 {
             return None;
         }
-        // Taken one at a time, the k-th of these requests would see a certain count of
-        // `before + k`: a counted IP's lower bound grows by one per request, and a newcomer's
-        // starts from zero whatever count it inherits.
         let after = self.counts.observe_hashed(ip, hash, requests).lower_bound();
-        let before = after.saturating_sub(requests);
-        if after < self.requests {
-            return None;
-        }
-        let first_count = self.requests.max(before.saturating_add(1));
-        Some(Firings {
-            first_count,
-            count: after - first_count + 1,
-        })
+        Firings::of(self.requests, requests, after)
     }
 
     pub fn memory_bytes(&self) -> usize {
