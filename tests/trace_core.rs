@@ -328,7 +328,10 @@ fn threshold_never_fires_on_an_inherited_count() {
             snapshot.top_original[0].error > 0,
             "newcomers inherited counts"
         );
-        assert!(detector.take_events().is_empty(), "window {window_seconds} s");
+        assert!(
+            detector.take_events().is_empty(),
+            "window {window_seconds} s"
+        );
     }
 }
 

@@ -20,20 +20,62 @@ use crate::collect::aggregate::Connection;
 use crate::trace::threat_lists::ThreatLists;
 use crate::trace::Detector;
 
-/// Messages queued between the two threads before the parsing side waits. Each carries one
-/// read (a 64 KiB read is about 340 requests), so the detector may fall this many reads
-/// behind during a burst and catches up afterwards.
+/// Messages queued between the two threads before the parsing side waits. A message carries
+/// the requests of one read, or [`REQUESTS_PER_MESSAGE`] of a bigger one, so the detector may
+/// fall this many messages behind during a burst and catches up afterwards.
 pub const QUEUED_MESSAGES: usize = 8;
 
-/// Requests per message at most: a read handing over more (a reader with a bigger buffer, a
-/// backlog at start) is sent in parts, so no buffer grows beyond this.
+/// Requests per message at most: a read handing over more (a backlog at start, say) is sent
+/// in parts, so no buffer grows beyond this, and a stream of small clock readings without
+/// a flush in between still travels in messages of this size.
 pub const REQUESTS_PER_MESSAGE: usize = 1024;
+
+/// Clock readings per message at most, for the same reason.
+const READINGS_PER_MESSAGE: usize = 64;
 
 /// What the detector needs of one request.
 #[derive(Clone, Copy, Debug)]
 struct Request {
     connection: Connection,
     original: Option<IpAddr>,
+}
+
+/// A clock reading, taken before the request at `position` of its message.
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    position: usize,
+    now_ms: u64,
+    wall: SystemTime,
+}
+
+/// Requests in arrival order with the clock readings among them: one message, and one
+/// wake-up of the detector thread, for a whole read.
+#[derive(Debug, Default)]
+struct Work {
+    requests: Vec<Request>,
+    readings: Vec<Reading>,
+    /// Everything is to be applied, and the outputs published if due, after this.
+    flush: bool,
+}
+
+impl Work {
+    fn with_capacity() -> Work {
+        Work {
+            requests: Vec::with_capacity(REQUESTS_PER_MESSAGE),
+            readings: Vec::with_capacity(READINGS_PER_MESSAGE),
+            flush: false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.readings.is_empty() && !self.flush
+    }
+
+    fn clear(&mut self) {
+        self.requests.clear();
+        self.readings.clear();
+        self.flush = false;
+    }
 }
 
 /// When the detector's outputs are published: on the thread's own schedule, or right away
@@ -44,19 +86,12 @@ pub enum Publish {
     Now,
 }
 
-/// Called on the detector thread after every message, with whether publishing is forced.
+/// Called on the detector thread where the detector would have published inline: after each
+/// flush (once per read), with whether publishing is forced.
 pub type PublishHook = Box<dyn FnMut(&mut Detector, Publish) + Send>;
 
 enum Message {
-    /// The clock reading of the requests that follow ([`Detector::advance`]).
-    Advance {
-        now_ms: u64,
-        wall: SystemTime,
-    },
-    /// Requests at the last clock reading, in arrival order.
-    Requests(Vec<Request>),
-    /// Everything so far is to be applied and published if due ([`Detector::flush`]).
-    Flush,
+    Work(Work),
     ReplaceLists(Box<ThreatLists>),
     Publish,
     /// Runs on the detector after everything sent before it; answered when done.
@@ -72,14 +107,14 @@ pub struct DetectorStopped;
 pub struct DetectorThread {
     sender: Option<SyncSender<Message>>,
     /// Emptied buffers coming back, so a steady stream allocates nothing.
-    spare: Receiver<Vec<Request>>,
-    pending: Vec<Request>,
+    spare: Receiver<Work>,
+    pending: Work,
     thread: Option<JoinHandle<()>>,
 }
 
 impl DetectorThread {
-    /// Starts `detector` on a thread named `trace-detector`; `publish`, when given, runs after
-    /// every message there.
+    /// Starts `detector` on a thread named `trace-detector`; `publish`, when given, runs there
+    /// after each flush and when publishing is asked for.
     pub fn spawn(
         detector: Detector,
         publish: Option<PublishHook>,
@@ -93,17 +128,24 @@ impl DetectorThread {
         Ok(DetectorThread {
             sender: Some(sender),
             spare,
-            pending: Vec::with_capacity(REQUESTS_PER_MESSAGE),
+            pending: Work::with_capacity(),
             thread: Some(thread),
         })
     }
 
     /// Starts a new clock reading: the requests that follow happened at `now_ms` (monotonic
-    /// milliseconds) and `wall`. The windows move at once, even with no request, so that an
+    /// milliseconds) and `wall`. The windows move with it, even with no request, so that an
     /// idle collector closes them on time.
     pub fn advance(&mut self, now_ms: u64, wall: SystemTime) -> Result<(), DetectorStopped> {
-        self.send_pending()?;
-        self.send(Message::Advance { now_ms, wall })
+        self.pending.readings.push(Reading {
+            position: self.pending.requests.len(),
+            now_ms,
+            wall,
+        });
+        if self.pending.readings.len() >= READINGS_PER_MESSAGE {
+            self.send_pending()?;
+        }
+        Ok(())
     }
 
     /// Takes one request at the current clock reading.
@@ -112,11 +154,11 @@ impl DetectorThread {
         connection: &Connection,
         original: Option<IpAddr>,
     ) -> Result<(), DetectorStopped> {
-        self.pending.push(Request {
+        self.pending.requests.push(Request {
             connection: *connection,
             original,
         });
-        if self.pending.len() >= REQUESTS_PER_MESSAGE {
+        if self.pending.requests.len() >= REQUESTS_PER_MESSAGE {
             self.send_pending()?;
         }
         Ok(())
@@ -125,8 +167,8 @@ impl DetectorThread {
     /// Has everything taken so far applied, and the outputs published if due: the collector
     /// calls it after each read.
     pub fn flush(&mut self) -> Result<(), DetectorStopped> {
-        self.send_pending()?;
-        self.send(Message::Flush)
+        self.pending.flush = true;
+        self.send_pending()
     }
 
     fn send_pending(&mut self) -> Result<(), DetectorStopped> {
@@ -136,24 +178,24 @@ impl DetectorThread {
         let fresh = self
             .spare
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(REQUESTS_PER_MESSAGE));
-        let requests = std::mem::replace(&mut self.pending, fresh);
-        self.send(Message::Requests(requests))
+            .unwrap_or_else(|_| Work::with_capacity());
+        let work = std::mem::replace(&mut self.pending, fresh);
+        self.send(Message::Work(work))
     }
 
-    /// Swaps in freshly loaded lists after the requests already sent, then publishes.
+    /// Swaps in freshly loaded lists after the requests already taken, then publishes.
     pub fn replace_lists(&mut self, lists: ThreatLists) -> Result<(), DetectorStopped> {
         self.send_pending()?;
         self.send(Message::ReplaceLists(Box::new(lists)))
     }
 
-    /// Publishes once everything sent so far is applied.
+    /// Publishes once everything taken so far is applied.
     pub fn publish_now(&mut self) -> Result<(), DetectorStopped> {
         self.send_pending()?;
         self.send(Message::Publish)
     }
 
-    /// Runs `f` on the detector once every request sent so far has been applied, and returns
+    /// Runs `f` on the detector once every request taken so far has been applied, and returns
     /// its result: for tests and benchmarks that read the detector's state at a known point.
     pub fn call<R: Send + 'static>(
         &mut self,
@@ -175,9 +217,12 @@ impl DetectorThread {
         })
     }
 
-    /// Bytes the queue can hold at most: every message's buffer full, plus the spares.
+    /// Bytes the queue can hold at most: every message's buffer full, plus the spares and
+    /// the one being filled.
     pub fn memory_bound_bytes() -> usize {
-        (2 * QUEUED_MESSAGES + 4) * REQUESTS_PER_MESSAGE * std::mem::size_of::<Request>()
+        (2 * QUEUED_MESSAGES + 4)
+            * (REQUESTS_PER_MESSAGE * std::mem::size_of::<Request>()
+                + READINGS_PER_MESSAGE * std::mem::size_of::<Reading>())
     }
 }
 
@@ -196,7 +241,7 @@ fn run(
     mut detector: Detector,
     mut publish: Option<PublishHook>,
     messages: &Receiver<Message>,
-    returns: &SyncSender<Vec<Request>>,
+    returns: &SyncSender<Work>,
 ) {
     let mut publish = |detector: &mut Detector, when: Publish| {
         if let Some(hook) = publish.as_mut() {
@@ -206,24 +251,15 @@ fn run(
     let mut clock = (0, SystemTime::UNIX_EPOCH);
     while let Ok(message) = messages.recv() {
         match message {
-            Message::Advance { now_ms, wall } => {
-                clock = (now_ms, wall);
-                detector.advance(now_ms, wall);
-                publish(&mut detector, Publish::IfDue);
-            }
-            Message::Requests(mut requests) => {
-                // Each request carries the clock reading last advanced to, as inline.
-                let (now_ms, wall) = clock;
-                for request in &requests {
-                    detector.observe(now_ms, wall, &request.connection, request.original);
+            Message::Work(mut work) => {
+                apply(&mut detector, &mut clock, &work);
+                if work.flush {
+                    detector.flush();
+                    publish(&mut detector, Publish::IfDue);
                 }
-                requests.clear();
+                work.clear();
                 // A full return queue means the other side has spares enough.
-                let _ = returns.try_send(requests);
-            }
-            Message::Flush => {
-                detector.flush();
-                publish(&mut detector, Publish::IfDue);
+                let _ = returns.try_send(work);
             }
             Message::ReplaceLists(lists) => {
                 detector.replace_lists(*lists);
@@ -237,6 +273,24 @@ fn run(
         }
     }
     publish(&mut detector, Publish::IfDue);
+}
+
+/// The calls the parsing thread would have made inline: each clock reading where it was taken,
+/// and every request with the reading last taken.
+fn apply(detector: &mut Detector, clock: &mut (u64, SystemTime), work: &Work) {
+    let mut readings = work.readings.iter().peekable();
+    for (position, request) in work.requests.iter().enumerate() {
+        while let Some(reading) = readings.next_if(|reading| reading.position <= position) {
+            *clock = (reading.now_ms, reading.wall);
+            detector.advance(reading.now_ms, reading.wall);
+        }
+        let (now_ms, wall) = *clock;
+        detector.observe(now_ms, wall, &request.connection, request.original);
+    }
+    for reading in readings {
+        *clock = (reading.now_ms, reading.wall);
+        detector.advance(reading.now_ms, reading.wall);
+    }
 }
 
 #[cfg(test)]
@@ -395,10 +449,12 @@ mod tests {
     fn a_stopped_thread_is_reported_not_waited_on() {
         let hook: PublishHook = Box::new(|_, _| panic!("a publishing bug"));
         let mut thread = DetectorThread::spawn(detector(), Some(hook)).unwrap();
-        // The first advance is taken; the thread dies publishing after it.
+        // The first flush is taken; the thread dies publishing after it.
         let mut outcome = Ok(());
         for now_ms in 0..1_000 {
-            outcome = thread.advance(now_ms, wall(now_ms));
+            outcome = thread
+                .advance(now_ms, wall(now_ms))
+                .and_then(|()| thread.flush());
             if outcome.is_err() {
                 break;
             }

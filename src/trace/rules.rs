@@ -12,7 +12,7 @@
 //!   raises an event and empties the bucket, as CrowdSec discards an overflowed bucket. At most
 //!   `buckets` buckets exist per rule (rounded down to whole sets of [`BUCKET_WAYS`]): a keyed
 //!   hash of the address picks a set of 8 buckets, and a new IP whose set is full replaces the
-//!   emptiest bucket of that set (among equals the one idle longest), so an attacker cycling
+//!   bucket of that set that empties first (the emptiest, to the second), so an attacker cycling
 //!   millions of addresses cannot grow memory — but such churn can make the rule forget a slow
 //!   IP's partly filled bucket, delaying (never inventing) its overflow. The key is random per
 //!   detector, so an attacker cannot aim a flood at one victim's set.
@@ -39,7 +39,7 @@ use super::heavy_hitters::{hash_table_bytes, AddressHasher, SpaceSaving};
 /// default threshold.
 pub const DEFAULT_THRESHOLD_COUNTERS: usize = 4096;
 
-/// Buckets a leaky-bucket rule keeps unless told otherwise (about 0.4 MiB).
+/// Buckets a leaky-bucket rule keeps unless told otherwise (about 0.5 MiB).
 pub const DEFAULT_BUCKETS: usize = 10_000;
 
 /// Slots a bounded map samples when it must evict, as Redis samples for its approximate LRU:
@@ -384,8 +384,8 @@ impl<K: Copy + Eq + Hash, V> BoundedMap<K, V> {
 }
 
 /// Buckets per set of a [`LeakyBuckets`] table: a new IP can only take the place of one of
-/// the eight buckets of its set, so finding its bucket or the one to replace reads eight
-/// neighbouring slots (five cache lines) and nothing else, and never allocates.
+/// the eight buckets of its set, so finding its bucket, or the one to replace, reads the set's
+/// head (one cache line) and then one bucket, and never allocates.
 pub const BUCKET_WAYS: usize = 8;
 
 #[derive(Clone, Copy, Debug)]
@@ -394,17 +394,45 @@ struct HeldBucket {
     bucket: Bucket,
 }
 
+const EMPTY_WAY: HeldBucket = HeldBucket {
+    ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    bucket: Bucket {
+        level: 0,
+        last_ms: 0,
+    },
+};
+
+/// What a set's ways hold, in one cache line: a lookup or a replacement decides from here
+/// which single bucket to read or write, instead of reading the eight buckets.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct SetHead {
+    /// A non-zero fingerprint of each way's address (0: the way is empty). Equal fingerprints
+    /// are confirmed against the address held, so a collision costs a read, never a mix-up.
+    tags: [u32; BUCKET_WAYS],
+    /// The second (of the monotonic clock) at which each way's bucket is empty, or was, if
+    /// nothing more is poured: the ordering by level that replacement needs.
+    empty_at_s: [u32; BUCKET_WAYS],
+}
+
 /// A set-associative table of buckets: a keyed hash of the address picks a set of
 /// [`BUCKET_WAYS`] consecutive slots, and the address's bucket can only be in that set.
 #[derive(Debug)]
 struct BucketTable {
-    slots: Vec<Option<HeldBucket>>,
+    heads: Vec<SetHead>,
+    slots: Vec<HeldBucket>,
     ways: usize,
     sets: usize,
     /// Keyed by the detector's seed, random in production, so a client cannot aim a flood of
     /// addresses at one set to push a victim's bucket out.
     hasher: AddressHasher,
     len: usize,
+}
+
+/// The fingerprint of a hash in its set's head: its low half (the set comes from the high
+/// bits), never 0.
+fn tag_of(hash: u64) -> u32 {
+    (hash as u32) | 1
 }
 
 impl BucketTable {
@@ -415,7 +443,8 @@ impl BucketTable {
         let ways = BUCKET_WAYS.min(buckets);
         let sets = buckets / ways;
         BucketTable {
-            slots: vec![None; sets * ways],
+            heads: vec![SetHead::default(); sets],
+            slots: vec![EMPTY_WAY; sets * ways],
             ways,
             sets,
             hasher,
@@ -423,86 +452,78 @@ impl BucketTable {
         }
     }
 
-    fn set_of(&self, ip: &IpAddr) -> std::ops::Range<usize> {
+    #[cfg(test)]
+    fn set_of(&self, ip: &IpAddr) -> usize {
         self.set_of_hash(self.hasher.hash(ip))
     }
 
-    fn set_of_hash(&self, hash: u64) -> std::ops::Range<usize> {
+    fn set_of_hash(&self, hash: u64) -> usize {
         // The high half of hash × sets: a uniform set number without a division.
-        let set = ((u128::from(hash) * self.sets as u128) >> 64) as usize;
-        set * self.ways..(set + 1) * self.ways
+        ((u128::from(hash) * self.sets as u128) >> 64) as usize
+    }
+
+    /// The slot holding `ip`'s bucket.
+    fn find(&self, ip: &IpAddr, hash: u64) -> Option<usize> {
+        let set = self.set_of_hash(hash);
+        let head = self.heads.get(set)?;
+        let tag = tag_of(hash);
+        (0..self.ways)
+            .filter(|&way| head.tags.get(way) == Some(&tag))
+            .map(|way| set * self.ways + way)
+            .find(|&slot| self.slots.get(slot).is_some_and(|held| held.ip == *ip))
     }
 
     fn get(&self, ip: &IpAddr) -> Option<&Bucket> {
-        self.slots
-            .get(self.set_of(ip))?
-            .iter()
-            .flatten()
-            .find(|held| held.ip == *ip)
-            .map(|held| &held.bucket)
+        let slot = self.find(ip, self.hasher.hash(ip))?;
+        self.slots.get(slot).map(|held| &held.bucket)
     }
 
     fn get_mut(&mut self, ip: &IpAddr) -> Option<&mut Bucket> {
-        let set = self.set_of(ip);
-        self.slots
-            .get_mut(set)?
-            .iter_mut()
-            .flatten()
-            .find(|held| held.ip == *ip)
-            .map(|held| &mut held.bucket)
+        let slot = self.find(ip, self.hasher.hash(ip))?;
+        self.slots.get_mut(slot).map(|held| &mut held.bucket)
     }
 
-    /// `ip`'s bucket, `fresh` when it has none: in an empty slot of its set, else in place of
-    /// the set's bucket with the lowest `score`. Returns whether a bucket was replaced.
-    fn get_or_insert<S: PartialOrd>(
-        &mut self,
-        ip: IpAddr,
-        hash: u64,
-        fresh: Bucket,
-        score: impl Fn(&Bucket) -> S,
-    ) -> (Option<&mut Bucket>, bool) {
-        let range = self.set_of_hash(hash);
-        let Some(set) = self.slots.get_mut(range) else {
-            return (None, false);
-        };
-        let mut empty = None;
-        let mut victim: Option<(usize, S)> = None;
-        let mut found = None;
-        for (way, slot) in set.iter().enumerate() {
-            match slot {
-                Some(held) if held.ip == ip => {
-                    found = Some(way);
-                    break;
-                }
-                Some(held) => {
-                    let candidate = score(&held.bucket);
-                    if victim.as_ref().is_none_or(|(_, best)| candidate < *best) {
-                        victim = Some((way, candidate));
-                    }
-                }
-                None => {
-                    if empty.is_none() {
-                        empty = Some(way);
-                    }
-                }
-            }
+    /// The slot of `ip`'s bucket, `fresh` when it had none: in an empty way of its set, else
+    /// in place of the set's bucket that empties first (among those already empty, the one
+    /// that emptied first). Returns whether a bucket was replaced.
+    fn get_or_insert(&mut self, ip: IpAddr, hash: u64, fresh: Bucket) -> Option<(usize, bool)> {
+        if let Some(slot) = self.find(&ip, hash) {
+            return Some((slot, false));
         }
-        let (way, evicted) = match (found, empty, victim) {
-            (Some(way), _, _) => (way, false),
-            (None, Some(way), _) => {
-                self.len += 1;
-                (way, false)
+        let set = self.set_of_hash(hash);
+        let ways = self.ways;
+        let head = self.heads.get_mut(set)?;
+        let (way, evicted) = match head.tags.iter().take(ways).position(|&tag| tag == 0) {
+            Some(way) => (way, false),
+            None => {
+                let way = (0..ways).min_by_key(|&way| head.empty_at_s.get(way))?;
+                (way, true)
             }
-            (None, None, Some((way, _))) => (way, true),
-            (None, None, None) => return (None, false),
         };
-        let Some(slot) = set.get_mut(way) else {
-            return (None, false);
-        };
-        if found.is_none() {
-            *slot = Some(HeldBucket { ip, bucket: fresh });
+        *head.tags.get_mut(way)? = tag_of(hash);
+        let slot = set * ways + way;
+        *self.slots.get_mut(slot)? = HeldBucket { ip, bucket: fresh };
+        if !evicted {
+            self.len += 1;
         }
-        (slot.as_mut().map(|held| &mut held.bucket), evicted)
+        Some((slot, evicted))
+    }
+
+    /// The bucket in `slot`.
+    fn bucket_mut(&mut self, slot: usize) -> Option<&mut Bucket> {
+        self.slots.get_mut(slot).map(|held| &mut held.bucket)
+    }
+
+    /// Records when the bucket in `slot` will be empty, after it changed.
+    fn set_empty_at(&mut self, slot: usize, empty_at_ms: u64) {
+        let (set, way) = (slot / self.ways.max(1), slot % self.ways.max(1));
+        if let Some(at) = self
+            .heads
+            .get_mut(set)
+            .and_then(|head| head.empty_at_s.get_mut(way))
+        {
+            *at = u32::try_from(empty_at_ms / 1000).unwrap_or(u32::MAX);
+        }
     }
 
     fn len(&self) -> usize {
@@ -516,14 +537,17 @@ impl BucketTable {
 
     fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.slots.capacity() * std::mem::size_of::<Option<HeldBucket>>()
+            + self.heads.capacity() * std::mem::size_of::<SetHead>()
+            + self.slots.capacity() * std::mem::size_of::<HeldBucket>()
     }
 
     fn memory_bound_bytes(buckets: usize) -> usize {
         let buckets = buckets.max(1);
         let ways = BUCKET_WAYS.min(buckets);
+        let sets = buckets / ways;
         std::mem::size_of::<Self>()
-            + (buckets / ways) * ways * std::mem::size_of::<Option<HeldBucket>>()
+            + sets * std::mem::size_of::<SetHead>()
+            + sets * ways * std::mem::size_of::<HeldBucket>()
     }
 }
 
@@ -539,6 +563,17 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// When the bucket is empty if nothing more is poured (never, without a leak).
+    fn empty_at_ms(&self, leak_units_per_ms: u64) -> u64 {
+        if self.level == 0 {
+            return self.last_ms;
+        }
+        match self.level.div_ceil(leak_units_per_ms.max(1)) {
+            _ if leak_units_per_ms == 0 => u64::MAX,
+            drain_ms => self.last_ms.saturating_add(drain_ms),
+        }
+    }
+
     fn level_at(&self, now_ms: u64, leak_units_per_ms: u64) -> u64 {
         let elapsed = now_ms.saturating_sub(self.last_ms);
         self.level
@@ -668,12 +703,13 @@ impl LeakyBuckets {
             level: 0,
             last_ms: now_ms,
         };
-        // The emptiest bucket is the least likely to overflow soon; among equals the one idle
-        // longest.
-        let (bucket, evicted) = self.buckets.get_or_insert(ip, hash, fresh, |bucket| {
-            (bucket.level_at(now_ms, leak), bucket.last_ms)
-        });
-        let Some(bucket) = bucket else {
+        let Some((slot, evicted)) = self.buckets.get_or_insert(ip, hash, fresh) else {
+            return Poured {
+                overflows: 0,
+                level_units: 0,
+            };
+        };
+        let Some(bucket) = self.buckets.bucket_mut(slot) else {
             return Poured {
                 overflows: 0,
                 level_units: 0,
@@ -683,6 +719,8 @@ impl LeakyBuckets {
         bucket.last_ms = bucket.last_ms.max(now_ms);
         let poured = pour_at_one_instant(level, capacity, requests);
         bucket.level = poured.level_units;
+        let empty_at_ms = bucket.empty_at_ms(leak);
+        self.buckets.set_empty_at(slot, empty_at_ms);
         if evicted {
             self.evictions = self.evictions.saturating_add(1);
         }
@@ -826,7 +864,27 @@ impl EventRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::net::Ipv4Addr;
+
+    proptest! {
+        /// Replacement orders buckets by when they empty; that must be the order of their
+        /// levels at any later time (a lower level never empties later).
+        #[test]
+        fn emptying_time_orders_buckets_as_their_levels_do(
+            levels in (0..10_000_000_000_u64, 0..10_000_000_000_u64),
+            lasts in (0..100_000_u64, 0..100_000_u64),
+            leak in 1..100_000_u64,
+            later in 0..200_000_u64,
+        ) {
+            let a = Bucket { level: levels.0, last_ms: lasts.0 };
+            let b = Bucket { level: levels.1, last_ms: lasts.1 };
+            let now = lasts.0.max(lasts.1) + later;
+            if a.level_at(now, leak) < b.level_at(now, leak) {
+                prop_assert!(a.empty_at_ms(leak) <= b.empty_at_ms(leak));
+            }
+        }
+    }
 
     #[test]
     fn bounded_map_keeps_its_index_consistent_through_evictions() {
@@ -845,18 +903,20 @@ mod tests {
     }
 
     #[test]
-    fn a_new_ip_replaces_the_emptiest_bucket_of_its_own_set() {
+    fn a_new_ip_replaces_the_bucket_of_its_set_that_empties_first() {
         let mut table = BucketTable::new(64, AddressHasher::with_seed(3));
         assert_eq!((table.sets, table.ways, table.capacity()), (8, 8, 64));
         let address = |n: u32| IpAddr::V4(Ipv4Addr::from(n));
         let bucket = |level| Bucket { level, last_ms: 0 };
+        // Each bucket empties `level` seconds from the start.
         let insert = |table: &mut BucketTable, ip: IpAddr, level| {
             let hash = table.hasher.hash(&ip);
-            let (held, evicted) = table.get_or_insert(ip, hash, bucket(level), |b| b.level);
-            assert_eq!(held.map(|b| b.level), Some(level));
+            let (slot, evicted) = table.get_or_insert(ip, hash, bucket(level)).unwrap();
+            assert_eq!(table.bucket_mut(slot).map(|b| b.level), Some(level));
+            table.set_empty_at(slot, level * 1000);
             evicted
         };
-        // Nine addresses of one set, each with its own level (the fifth the emptiest).
+        // Nine addresses of one set, each with its own level (the fifth the first to empty).
         let target = table.set_of(&address(0));
         let same_set: Vec<IpAddr> = (0..)
             .map(address)
@@ -873,7 +933,7 @@ mod tests {
             .find(|ip| table.set_of(ip) != target)
             .unwrap();
         assert!(!insert(&mut table, other, 0));
-        // The ninth of the set replaces the emptiest of its eight.
+        // The ninth of the set replaces the first of its eight to empty.
         assert!(insert(&mut table, same_set[8], 0));
         assert!(table.get(&same_set[4]).is_none());
         assert_eq!(
