@@ -8,8 +8,11 @@
 //!
 //! The builder is generic over the values it adds: the engine adds values it rendered once per
 //! config (kept as text as well as trees), the tests add plain JSON trees.
-
-use std::collections::HashSet;
+//!
+//! Every admission review builds a patch, so paths are written straight as encoded text into
+//! one buffer sized up front: a `jsonptr::PointerBuf` grows and re-checks each token, which cost
+//! more than the rest of the decision. [`Pointer::to_pointer_buf`] gives the `jsonptr` form
+//! where a `json_patch::Patch` is wanted.
 
 use json_patch::jsonptr::PointerBuf;
 use serde_json::Value;
@@ -105,18 +108,78 @@ fn kind_name(kind: JsonKind) -> &'static str {
     }
 }
 
-/// One `add` operation: `value` at the encoded pointer `path`.
+/// A JSON pointer (RFC 6901) as its encoded text: `/` before each token, and `~`, `/` inside a
+/// token written `~0`, `~1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pointer(String);
+
+impl Pointer {
+    /// The root (empty) pointer, with room for `capacity` bytes of tokens.
+    fn with_capacity(capacity: usize) -> Self {
+        Pointer(String::with_capacity(capacity))
+    }
+
+    /// Appends one unescaped token.
+    fn push(&mut self, token: &str) {
+        self.0.push('/');
+        if token.bytes().any(|byte| byte == b'~' || byte == b'/') {
+            for c in token.chars() {
+                match c {
+                    '~' => self.0.push_str("~0"),
+                    '/' => self.0.push_str("~1"),
+                    c => self.0.push(c),
+                }
+            }
+        } else {
+            self.0.push_str(token);
+        }
+    }
+
+    /// The pointer to the node at `tokens` (unescaped).
+    #[cfg(test)]
+    pub(crate) fn from_tokens(tokens: &[&str]) -> Self {
+        let mut pointer = Pointer::with_capacity(pointer_capacity(tokens, 0));
+        for token in tokens {
+            pointer.push(token);
+        }
+        pointer
+    }
+
+    /// The encoded text.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The same pointer as `jsonptr` models it.
+    pub(crate) fn to_pointer_buf(&self) -> PointerBuf {
+        // Decoding `~1` before `~0` is RFC 6901's order: `~01` stands for `~1`, not `/`.
+        PointerBuf::from_tokens(
+            self.0
+                .split('/')
+                .skip(1)
+                .map(|token| token.replace("~1", "/").replace("~0", "~")),
+        )
+    }
+}
+
+/// The room a pointer to `path` plus one more token of `last` bytes needs.
+fn pointer_capacity(path: &[&str], last: usize) -> usize {
+    path.iter().map(|token| token.len() + 1).sum::<usize>() + last + 1
+}
+
+/// One `add` operation: `value` at the pointer `path`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Add<V> {
-    pub(crate) path: PointerBuf,
+    pub(crate) path: Pointer,
     pub(crate) value: V,
 }
 
 /// Collects `add` operations relative to `document`'s root.
 pub(crate) struct PatchBuilder<'doc, D: JsonShape + ?Sized, V> {
     document: &'doc D,
-    /// Encoded pointers of containers this patch creates; the document itself never changes.
-    created: HashSet<String>,
+    /// Pointers of containers this patch creates (a few at most); the document itself never
+    /// changes.
+    created: Vec<Pointer>,
     operations: Vec<Add<V>>,
 }
 
@@ -124,16 +187,17 @@ impl<'doc, D: JsonShape + ?Sized, V: AddedValue> PatchBuilder<'doc, D, V> {
     pub(crate) fn new(document: &'doc D) -> Self {
         PatchBuilder {
             document,
-            created: HashSet::new(),
-            operations: Vec::new(),
+            created: Vec::new(),
+            operations: Vec::with_capacity(8),
         }
     }
 
     /// Appends `value` to the array at `path` (unescaped tokens), creating the array and any
     /// missing parent objects first.
     pub(crate) fn append(&mut self, path: &[&str], value: V) -> Result<(), PatchShapeError> {
-        let array = self.ensure(path, Shape::Array)?;
-        self.push_add(array.with_trailing_token("-"), value);
+        let mut array = self.ensure(path, Shape::Array, 1)?;
+        array.push("-");
+        self.push_add(array, value);
         Ok(())
     }
 
@@ -145,8 +209,10 @@ impl<'doc, D: JsonShape + ?Sized, V: AddedValue> PatchBuilder<'doc, D, V> {
         key: &str,
         value: V,
     ) -> Result<(), PatchShapeError> {
-        let object = self.ensure(path, Shape::Object)?;
-        self.push_add(object.with_trailing_token(key), value);
+        // Room for `key` even when it needs escaping (each byte at most doubles).
+        let mut object = self.ensure(path, Shape::Object, 2 * key.len())?;
+        object.push(key);
+        self.push_add(object, value);
         Ok(())
     }
 
@@ -155,20 +221,26 @@ impl<'doc, D: JsonShape + ?Sized, V: AddedValue> PatchBuilder<'doc, D, V> {
         self.operations
     }
 
-    fn push_add(&mut self, path: PointerBuf, value: V) {
+    fn push_add(&mut self, path: Pointer, value: V) {
         self.operations.push(Add { path, value });
     }
 
     /// Walks `path` through the document; the first absent (or null) node and everything below
     /// it are added empty. Intermediate nodes may be objects or arrays (indexed by number);
-    /// the last one must have `shape`.
-    fn ensure(&mut self, path: &[&str], shape: Shape) -> Result<PointerBuf, PatchShapeError> {
-        let mut pointer = PointerBuf::root();
+    /// the last one must have `shape`. The pointer returned has room for one more token of
+    /// `room` bytes.
+    fn ensure(
+        &mut self,
+        path: &[&str],
+        shape: Shape,
+        room: usize,
+    ) -> Result<Pointer, PatchShapeError> {
+        let mut pointer = Pointer::with_capacity(pointer_capacity(path, room));
         // Below a node this patch creates, nothing exists yet.
         let mut parent = Some(self.document.kind_at(&[]));
         for (depth, token) in path.iter().enumerate() {
             let is_last = depth + 1 == path.len();
-            pointer.push_back(*token);
+            pointer.push(token);
             let node = match parent {
                 Some(JsonKind::Object | JsonKind::Array) => match path.get(..=depth) {
                     Some(prefix) => self.document.kind_at(prefix),
@@ -186,7 +258,8 @@ impl<'doc, D: JsonShape + ?Sized, V: AddedValue> PatchBuilder<'doc, D, V> {
             match node {
                 JsonKind::Absent => {
                     parent = None;
-                    if self.created.insert(pointer.as_str().to_owned()) {
+                    if !self.created.contains(&pointer) {
+                        self.created.push(pointer.clone());
                         let needed = if is_last { shape } else { Shape::Object };
                         self.push_add(pointer.clone(), V::empty(needed));
                     }
@@ -255,7 +328,7 @@ mod tests {
                 .into_iter()
                 .map(|add| {
                     PatchOperation::Add(AddOperation {
-                        path: add.path,
+                        path: add.path.to_pointer_buf(),
                         value: add.value,
                     })
                 })
@@ -269,6 +342,23 @@ mod tests {
             .iter()
             .map(|operation| operation.path().as_str().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn pointers_are_encoded_as_jsonptr_encodes_them() {
+        let cases: [&[&str]; 5] = [
+            &[],
+            &["spec", "containers", "0", "volumeMounts", "-"],
+            &["metadata", "annotations", "ingress-tap/status"],
+            &["a~b/c", "~1", "~01", "/~", ""],
+            &["ünïcode", "a\"b\\c"],
+        ];
+        for tokens in cases {
+            let ours = Pointer::from_tokens(tokens);
+            let theirs = PointerBuf::from_tokens(tokens.iter().copied());
+            assert_eq!(ours.as_str(), theirs.as_str(), "{tokens:?}");
+            assert_eq!(ours.to_pointer_buf(), theirs, "{tokens:?}");
+        }
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl RenderedPatch {
                 .iter()
                 .map(|operation| {
                     PatchOperation::Add(AddOperation {
-                        path: operation.path.clone(),
+                        path: operation.path.to_pointer_buf(),
                         value: operation.value.tree(),
                     })
                 })
@@ -355,6 +355,7 @@ fn status_json(config: &InjectConfig, config_hash: &str, native_sidecar: bool) -
 mod tests {
     use super::*;
     use crate::inject::config::LogLevel;
+    use crate::inject::patch::Pointer;
     use k8s_openapi::api::core::v1::{Container, Volume};
 
     /// Settings a pod's annotations can ask for, the config's own first.
@@ -506,30 +507,30 @@ mod tests {
         let config = unusual_config();
         let mut rendered = RenderedConfig::new(&config);
         let settings = PodSettings::resolve(None, &config).unwrap();
-        let path = |text: &str| json_patch::jsonptr::PointerBuf::parse(text).unwrap();
+        let path = Pointer::from_tokens;
         let patch = RenderedPatch::new(vec![
             Add {
-                path: path("/spec/volumes"),
+                path: path(&["spec", "volumes"]),
                 value: PatchValue::Empty(Shape::Array),
             },
             Add {
-                path: path("/spec/volumes/-"),
+                path: path(&["spec", "volumes", "-"]),
                 value: PatchValue::Rendered(rendered.log_volume.clone()),
             },
             Add {
-                path: path("/metadata/annotations"),
+                path: path(&["metadata", "annotations"]),
                 value: PatchValue::Empty(Shape::Object),
             },
             Add {
-                path: path("/metadata/annotations/ingress-tap~1status"),
+                path: path(&["metadata", "annotations", "ingress-tap/status"]),
                 value: PatchValue::Rendered(rendered.status(true)),
             },
             Add {
-                path: path("/spec/containers/-"),
+                path: path(&["spec", "containers", "-"]),
                 value: PatchValue::Rendered(rendered.sidecar(&settings)),
             },
             Add {
-                path: path("/metadata/annotations/a\"b\\c"),
+                path: path(&["metadata", "annotations", "a\"b\\c"]),
                 value: PatchValue::Rendered(rendered.pull_secrets[1].clone()),
             },
         ]);
