@@ -23,10 +23,6 @@ use serde_json::Value;
 #[path = "support/admission_review.rs"]
 mod admission_review;
 
-/// The allocator of the `ingress-tap` binary, so the review is timed as the webhook runs it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const ENV_PER_CONTAINER: usize = 50;
 const CONTAINER_COUNTS: [usize; 4] = [1, 10, 50, 200];
 

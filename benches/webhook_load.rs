@@ -10,8 +10,6 @@
 //!   limits, TLS configuration and HTTP stack (`admission::server::serve_tls`, axum on
 //!   tokio-rustls via hyper-util), with a handler that reads the body and returns a fixed body
 //!   of exactly the size of the webhook's answer. What separates the two is the review itself.
-//! - Both use the binary's global allocator (mimalloc): this executable, client and echo server
-//!   alike, declares the same one as `src/main.rs`.
 //! - Both servers get the same number of tokio worker threads (`TOKIO_WORKER_THREADS`) and the
 //!   same conditions; the client runs in this process on the same cores, so the figures are
 //!   for client and server sharing the machine.
@@ -59,11 +57,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tower_http::timeout::RequestBodyTimeoutLayer;
-
-/// The allocator of the `ingress-tap` binary, so the echo server differs from the webhook only
-/// by the review.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[allow(dead_code)]
 #[path = "support/admission_review.rs"]

@@ -4,13 +4,6 @@ use clap::{Parser, Subcommand};
 use ingress_tap::telemetry::{self, LogLevel};
 use std::process::ExitCode;
 
-/// Every admission review makes a few dozen short-lived allocations, on whichever worker thread
-/// runs it: mimalloc serves them from per-thread pages in fewer instructions than glibc's
-/// malloc (figures in docs/benchmarks.md, Webhook). The load harness's echo server runs with
-/// the same allocator, so the comparison stays one of the same stack.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "ingress-tap",
