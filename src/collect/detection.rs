@@ -229,15 +229,15 @@ impl EventSink {
     }
 }
 
-/// What others see of the detector, republished by the main loop.
+/// What others see of the detector, republished from the detector thread.
 #[derive(Default)]
 pub struct Published {
     suspicious: ArcSwap<Option<Suspicious>>,
     counters: ArcSwap<TraceCounters>,
 }
 
-/// The detector's outputs: the main loop's handle on publishing what the detector saw. The
-/// detector itself lives in the [`super::pipeline::Pipeline`], next to the aggregator.
+/// The detector's outputs: the detector thread's handle on publishing what the detector saw
+/// (it runs as that thread's [`super::detector_thread::PublishHook`]).
 pub struct Detection {
     sink: EventSink,
     published: Arc<Published>,
