@@ -446,6 +446,13 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_stays_within_what_docs_trace_md_states() {
+        // docs/trace.md's memory table: "about 1.3 MiB".
+        let bound = DetectorThread::memory_bound_bytes();
+        assert!(bound <= 1_400_000, "{bound} bytes");
+    }
+
+    #[test]
     fn a_stopped_thread_is_reported_not_waited_on() {
         let hook: PublishHook = Box::new(|_, _| panic!("a publishing bug"));
         let mut thread = DetectorThread::spawn(detector(), Some(hook)).unwrap();

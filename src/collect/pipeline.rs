@@ -56,8 +56,8 @@ impl Pipeline {
         self.detector.as_mut()
     }
 
-    /// Reads the clock for the lines that follow. The requests of one clock reading go to the
-    /// detector thread together when the clock moves on.
+    /// Reads the clock for the lines that follow; the detector thread gets the reading with
+    /// the requests that follow it, in the message of their read.
     pub fn tick_clock(&mut self) {
         self.now_ms = u64::try_from(self.clock_origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.wall = SystemTime::now();
