@@ -22,7 +22,6 @@ use std::rc::Rc;
 
 use crate::inject::{self, CheckedString, Decision, InjectConfig, LogName, PodView};
 use base64::Engine;
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use kube::core::DynamicObject;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
@@ -187,7 +186,8 @@ struct RequestText<'body, O> {
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
-    options: Checked<Option<RawExtension>>,
+    /// kube's `RawExtension` holds any JSON value; it is checked as such, without the tree.
+    options: Option<IgnoredAny>,
 }
 
 /// A JSON string, borrowed from the body when it has no escapes (a `String` reads the same

@@ -1,11 +1,11 @@
 //! `decide`: one pod and the config in, a verdict and the patch out.
 //!
 //! The pod is read through a typed view of only what the engine looks at: metadata labels and
-//! annotations, container names and volume mounts, volumes and image pull secrets. Those parts
-//! are checked with Kubernetes' own types and semantics (so a malformed field the engine relies
-//! on is refused with a precise message); everything else is skipped without being built,
-//! because on the webhook's path building the rest of the pod costs more than all the
-//! decisions together. The patch is written against the structure of the object as received
+//! annotations, container names and volume mounts, volume names (and in full only the volumes
+//! named like ours) and image pull secrets. Those parts are checked with Kubernetes' own types
+//! and semantics (so a malformed field the engine relies on is refused with a precise message);
+//! everything else is skipped without being built, because on the webhook's path building the
+//! rest of the pod costs more than all the decisions together. The patch is written against the structure of the object as received
 //! (so fields the model does not know survive). Every check is a single pass over the pod's
 //! lists with hash sets, and the patch only carries what is added, so the cost stays linear
 //! however many containers or env vars a pod has.
@@ -114,7 +114,7 @@ impl From<PatchShapeError> for DenyReason {
 // Each part follows Kubernetes' own decoding (k8s-openapi's): only JSON objects are accepted
 // where an object is expected, a repeated key keeps its last value, `null` is the same as
 // absent, a missing name is empty, and unknown keys are ignored. The parts reused whole
-// (volumes, volume mounts, pull secrets) are k8s-openapi's types.
+// (volumes named like ours, volume mounts, pull secrets) are k8s-openapi's types.
 
 /// What the engine reads of a pod: `metadata` and `spec` of a Pod or PodTemplateSpec, as far
 /// as the decision and the patch need them, and the pod's name for log lines.
@@ -142,9 +142,71 @@ struct MetadataView {
 struct SpecView {
     containers: Vec<ContainerView>,
     init_containers: Option<Vec<ContainerView>>,
-    /// Kept as JSON as well as typed: a volume is reused only when it is identical to ours.
-    volumes: Option<Vec<(Value, Volume)>>,
+    volumes: Option<Vec<VolumeView>>,
     image_pull_secrets: Option<Vec<LocalObjectReference>>,
+}
+
+/// A pod volume: its name, and its JSON text, read further only when the name is one of ours.
+/// Only then does its source matter (reused when identical, else a conflict), and a pod's
+/// other volumes (secrets, config maps, projections) are not worth building on every review.
+#[derive(Debug)]
+struct VolumeView {
+    name: String,
+    text: Box<RawValue>,
+}
+
+impl<'de> Deserialize<'de> for VolumeView {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Box::<RawValue>::deserialize(deserializer)?;
+        let VolumeName { name } = serde_json::from_str(text.get()).map_err(de::Error::custom)?;
+        Ok(VolumeView { name, text })
+    }
+}
+
+impl VolumeView {
+    /// The volume as JSON and as its Kubernetes type; a volume that does not match the type is
+    /// refused in the words a view that read it whole would use.
+    fn read(&self) -> Result<(Value, Volume), DenyReason> {
+        let json: Value = serde_json::from_str(self.text.get()).map_err(|err| view_error(&err))?;
+        let typed = Volume::deserialize(&json).map_err(|err| view_error(&err))?;
+        Ok((json, typed))
+    }
+}
+
+/// A volume's required `name`, as k8s-openapi's `Volume` reads it.
+#[derive(Debug, Default)]
+struct VolumeName {
+    name: String,
+}
+
+impl<'de> Deserialize<'de> for VolumeName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = VolumeName;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("struct Volume")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<VolumeName, A::Error> {
+                let mut name = None;
+                while let Some(field) = map.next_key_seed(FieldIndex(&["name"]))? {
+                    match field {
+                        Some(_) => name = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+                Ok(VolumeName { name })
+            }
+        }
+
+        deserializer.deserialize_map(NameVisitor)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -339,9 +401,7 @@ object_view!(
     |view, map| {
         0 => view.containers = map.next_value::<Option<_>>()?.unwrap_or_default(),
         1 => view.init_containers = map.next_value()?,
-        2 => view.volumes = map.next_value::<Option<Vec<TypedJson<Volume>>>>()?.map(|volumes| {
-            volumes.into_iter().map(|volume| (volume.json, volume.typed)).collect()
-        }),
+        2 => view.volumes = map.next_value()?,
         3 => view.image_pull_secrets = map.next_value()?,
     }
 );
@@ -350,20 +410,6 @@ object_view!(ContainerView, "a container", ["name", "volumeMounts"], |view, map|
     0 => view.name = map.next_value::<Option<String>>()?.unwrap_or_default(),
     1 => view.volume_mounts = map.next_value()?,
 });
-
-/// A value kept both as JSON and as its Kubernetes type.
-struct TypedJson<T> {
-    json: Value,
-    typed: T,
-}
-
-impl<'de, T: de::DeserializeOwned> Deserialize<'de> for TypedJson<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let json = Value::deserialize(deserializer)?;
-        let typed = T::deserialize(&json).map_err(de::Error::custom)?;
-        Ok(TypedJson { json, typed })
-    }
-}
 
 impl PodView {
     /// The pod's name for log lines, still as JSON text: only a log line pays for decoding it.
@@ -539,9 +585,9 @@ fn index_container_names<'pod>(
     Ok(index)
 }
 
-fn check_unique_volume_names(volumes: &[(Value, Volume)]) -> Result<(), DenyReason> {
+fn check_unique_volume_names(volumes: &[VolumeView]) -> Result<(), DenyReason> {
     let mut names = HashSet::with_capacity(volumes.len());
-    for (_, volume) in volumes {
+    for volume in volumes {
         if !names.insert(volume.name.as_str()) {
             return Err(invalid_pod(format!(
                 "volume name {:?} is used twice",
@@ -584,21 +630,22 @@ fn select_target(
 /// when it is identical to ours, or when `compatible` accepts it (any emptyDir serves as the
 /// log volume, keeping the pod's own medium and size limit); any other source is a conflict.
 fn needs_volume(
-    volumes: &[(Value, Volume)],
+    volumes: &[VolumeView],
     ours: &Value,
     compatible: impl Fn(&Volume) -> bool,
 ) -> Result<bool, DenyReason> {
     let name = ours.get("name").and_then(Value::as_str).unwrap_or_default();
-    let Some((raw, existing)) = volumes.iter().find(|(_, volume)| volume.name == name) else {
+    let Some(volume) = volumes.iter().find(|volume| volume.name == name) else {
         return Ok(true);
     };
-    if raw == ours || compatible(existing) {
+    let (raw, existing) = volume.read()?;
+    if raw == *ours || compatible(&existing) {
         return Ok(false);
     }
     Err(DenyReason::VolumeConflict {
         volume: name.to_owned(),
         expected: describe_volume(ours),
-        found: describe_volume(raw),
+        found: describe_volume(&raw),
     })
 }
 
@@ -796,6 +843,57 @@ mod tests {
                 .to_string();
             assert_eq!(ours, typed);
         }
+    }
+
+    #[test]
+    fn only_volumes_named_like_ours_are_read_whole() {
+        let config = InjectConfig::default();
+        let pod = |volumes: Value| json!({"spec": {"containers": [{"name": "controller"}], "volumes": volumes}});
+        // Another volume's source is not read: any JSON there is left to the API server.
+        let odd_source = pod(json!([{"name": "certs", "secret": 7, "emptyDir": "x"}]));
+        assert!(matches!(
+            decide(&odd_source, &config),
+            Decision::Inject { .. }
+        ));
+        // Every volume still needs a name, as k8s-openapi's `Volume` requires.
+        for volumes in [
+            json!([{"secret": {}}]),
+            json!([{"name": 7}]),
+            json!([["certs"]]),
+        ] {
+            let Decision::Deny(reason) = decide(&pod(volumes.clone()), &config) else {
+                panic!("{volumes} is refused");
+            };
+            assert!(
+                reason.message().contains("does not match the pod schema"),
+                "{volumes}: {}",
+                reason.message()
+            );
+        }
+        // Ours is typed in full: a malformed one is refused as the whole view refused it, a
+        // different source is a conflict, and any emptyDir serves as the log volume.
+        let ours = config.log_volume_name.as_str();
+        let Decision::Deny(reason) = decide(&pod(json!([{"name": ours, "emptyDir": 7}])), &config)
+        else {
+            panic!("a malformed volume of ours is refused");
+        };
+        let typed =
+            serde_json::from_value::<Volume>(json!({"name": ours, "emptyDir": 7})).unwrap_err();
+        assert_eq!(reason, view_error(&typed));
+        let conflict = pod(json!([{"name": ours, "hostPath": {"path": "/p"}}]));
+        assert!(matches!(
+            decide(&conflict, &config),
+            Decision::Deny(DenyReason::VolumeConflict { .. })
+        ));
+        let reused = pod(json!([{"name": ours, "emptyDir": {"medium": "Memory"}}]));
+        let Decision::Inject { patch } = decide(&reused, &config) else {
+            panic!("the pod's own emptyDir serves as the log volume");
+        };
+        let added_volumes = patch
+            .iter()
+            .filter(|operation| operation.path().as_str().starts_with("/spec/volumes"))
+            .count();
+        assert_eq!(added_volumes, 1, "only the Felix volume is added");
     }
 
     #[test]
