@@ -23,7 +23,14 @@
 //! `cargo test --benches`) it runs a smoke pass of about a second against the binary of the
 //! same profile. Knobs, as environment variables: `WEBHOOK_LOAD_CONNECTIONS`,
 //! `WEBHOOK_LOAD_SECONDS`, `WEBHOOK_LOAD_WARMUP_SECONDS`, `WEBHOOK_LOAD_RATE`,
-//! `WEBHOOK_LOAD_SERVER_THREADS`, `WEBHOOK_LOAD_CLIENT_THREADS`, `WEBHOOK_LOAD_LOG_LEVEL`.
+//! `WEBHOOK_LOAD_SERVER_THREADS`, `WEBHOOK_LOAD_CLIENT_THREADS`, `WEBHOOK_LOAD_LOG_LEVEL`, and
+//! two that change what is measured, for reading the figures rather than for the targets:
+//! - `WEBHOOK_LOAD_PIN=1`: the client on the first CPU and both servers on the second (with
+//!   `taskset`), so that client and server no longer compete for cores, as when the API server
+//!   is on another host; the ratio is then the servers' own capacity on one core.
+//! - `WEBHOOK_LOAD_ECHO_WORK_NS=N`: the echo's handler busy-waits N ns per request, which shows
+//!   what a handler costing that much does to throughput on this machine (a calibration of the
+//!   webhook's review against plain CPU work).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -50,8 +57,6 @@ use ingress_tap::admission::server::{serve_tls, Limits};
 use ingress_tap::admission::tls::{self, CertFiles, CertStore};
 use ingress_tap::inject::InjectConfig;
 use prometheus_client::registry::Registry;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -61,11 +66,14 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 #[allow(dead_code)]
 #[path = "support/admission_review.rs"]
 mod admission_review;
+#[allow(dead_code)]
+#[path = "support/https_client.rs"]
+mod https_client;
+
+use https_client::{free_port, webhook_binary, CallError, Sender, SERVER_NAME};
 
 /// First argument that turns this executable into the echo server.
 const SERVE_ECHO: &str = "--serve-echo";
-/// The name the serving certificate is issued for and the client checks.
-const SERVER_NAME: &str = "localhost";
 /// How long a server may take to answer its first request.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the clients may take to finish their last request after a phase ends.
@@ -98,11 +106,18 @@ struct Settings {
     server_threads: usize,
     client_threads: usize,
     webhook_log_level: String,
+    /// Client on the first CPU, servers on the second.
+    pin: bool,
+    /// Busy time the echo's handler spends per request.
+    echo_work: Duration,
+    /// Logical CPUs of the machine, counted before any pinning.
+    machine_cpus: usize,
 }
 
 impl Settings {
     fn for_mode(mode: Mode) -> anyhow::Result<Self> {
         let seconds = |name, default| env_number(name, default).map(Duration::from_secs_f64);
+        let machine_cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
         Ok(match mode {
             Mode::Benchmark => Settings {
                 connections: env_number("WEBHOOK_LOAD_CONNECTIONS", 16)?,
@@ -116,6 +131,9 @@ impl Settings {
                 client_threads: env_number("WEBHOOK_LOAD_CLIENT_THREADS", 2)?,
                 webhook_log_level: std::env::var("WEBHOOK_LOAD_LOG_LEVEL")
                     .unwrap_or_else(|_| "Info".to_owned()),
+                pin: env_flag("WEBHOOK_LOAD_PIN")?,
+                echo_work: Duration::from_nanos(env_number_or_zero("WEBHOOK_LOAD_ECHO_WORK_NS")?),
+                machine_cpus,
             },
             Mode::Smoke => Settings {
                 connections: 4,
@@ -128,6 +146,9 @@ impl Settings {
                 server_threads: 2,
                 client_threads: 2,
                 webhook_log_level: "Info".to_owned(),
+                pin: false,
+                echo_work: Duration::ZERO,
+                machine_cpus,
             },
         })
     }
@@ -147,6 +168,26 @@ where
     };
     ensure!(value > T::default(), "{name} must be above zero");
     Ok(value)
+}
+
+/// A number that may be zero (its default).
+fn env_number_or_zero(name: &str) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("{name}={text:?} is not a number")),
+        Err(_) => Ok(0),
+    }
+}
+
+/// `1` or `0`, absent being `0`.
+fn env_flag(name: &str) -> anyhow::Result<bool> {
+    match std::env::var(name).as_deref().map(str::trim) {
+        Err(_) | Ok("0") => Ok(false),
+        Ok("1") => Ok(true),
+        Ok(other) => bail!("{name}={other:?}: expected 1 or 0"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -178,9 +219,14 @@ fn main() -> ExitCode {
 /// Serves `POST /mutate` with a fixed body on the webhook's own serving stack until the parent
 /// closes our stdin (it ends, or dies).
 fn serve_echo(args: &[String]) -> anyhow::Result<()> {
-    let [addr, cert, key, body_bytes] = args else {
-        bail!("usage: webhook_load {SERVE_ECHO} ADDR CERT_FILE KEY_FILE BODY_BYTES");
+    let [addr, cert, key, body_bytes, work_ns] = args else {
+        bail!("usage: webhook_load {SERVE_ECHO} ADDR CERT_FILE KEY_FILE BODY_BYTES WORK_NS");
     };
+    let work = Duration::from_nanos(
+        work_ns
+            .parse()
+            .with_context(|| format!("bad work time {work_ns}"))?,
+    );
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("bad address {addr}"))?;
@@ -216,6 +262,7 @@ fn serve_echo(args: &[String]) -> anyhow::Result<()> {
                 post(move |request: Bytes| {
                     let answer = answer.clone();
                     async move {
+                        busy_wait(work);
                         drop(request);
                         ([(CONTENT_TYPE, "application/json")], answer)
                     }
@@ -230,6 +277,17 @@ fn serve_echo(args: &[String]) -> anyhow::Result<()> {
         .await
         .context("echo server failed")
     })
+}
+
+/// Spends `work` on the CPU (the calibration of `WEBHOOK_LOAD_ECHO_WORK_NS`).
+fn busy_wait(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let started = Instant::now();
+    while started.elapsed() < work {
+        std::hint::spin_loop();
+    }
 }
 
 /// A JSON body of exactly `size` bytes, shaped like an AdmissionReview answer.
@@ -302,29 +360,6 @@ impl ServerProcess {
     }
 }
 
-/// The `ingress-tap` binary of the profile this executable was built with:
-/// `target/<profile>/deps/webhook_load-<hash>` → `target/<profile>/ingress-tap`.
-fn webhook_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot locate this executable")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .with_context(|| format!("unexpected executable path {}", exe.display()))?;
-    let binary = profile_dir.join(format!("ingress-tap{}", std::env::consts::EXE_SUFFIX));
-    ensure!(
-        binary.is_file(),
-        "{} is missing: run cargo build --release first",
-        binary.display()
-    );
-    Ok(binary)
-}
-
-/// A loopback port nobody listens on right now, for a child process to bind.
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind loopback")?;
-    Ok(listener.local_addr()?)
-}
-
 struct Servers {
     webhook: ServerProcess,
     /// The webhook's plain-HTTP metrics port.
@@ -332,6 +367,25 @@ struct Servers {
     echo: ServerProcess,
     ca_pem: String,
     _dir: tempfile::TempDir,
+}
+
+/// Keeps this process (the client; threads started later inherit it) on the first CPU.
+fn pin_to_first_cpu(settings: &Settings) -> anyhow::Result<()> {
+    ensure!(
+        settings.machine_cpus >= 2,
+        "WEBHOOK_LOAD_PIN=1 needs two CPUs"
+    );
+    ensure!(
+        Command::new("taskset")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success()),
+        "WEBHOOK_LOAD_PIN=1 needs `taskset` (Debian: util-linux)"
+    );
+    let mut first = rustix::thread::CpuSet::new();
+    first.set(0);
+    rustix::thread::sched_setaffinity(None, &first).context("cannot pin the client to CPU 0")
 }
 
 fn start_servers(settings: &Settings, answer_bytes: usize) -> anyhow::Result<Servers> {
@@ -345,9 +399,20 @@ fn start_servers(settings: &Settings, answer_bytes: usize) -> anyhow::Result<Ser
     std::fs::write(&key, &generated.key_pem)?;
     let threads = settings.server_threads;
 
+    // Pinned, a server runs under `taskset`, which execs it on the second CPU.
+    let server_command = |program: &Path| {
+        if settings.pin {
+            let mut command = Command::new("taskset");
+            command.arg("--cpu-list").arg("1").arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    };
+
     let webhook_addr = free_port()?;
     let webhook_health = free_port()?;
-    let mut command = Command::new(&binary);
+    let mut command = server_command(&binary);
     command
         .arg("webhook")
         .arg("--listen")
@@ -365,13 +430,14 @@ fn start_servers(settings: &Settings, answer_bytes: usize) -> anyhow::Result<Ser
     let webhook = ServerProcess::start("webhook", command, webhook_addr, dir.path(), threads)?;
 
     let echo_addr = free_port()?;
-    let mut command = Command::new(std::env::current_exe()?);
+    let mut command = server_command(&std::env::current_exe()?);
     command
         .arg(SERVE_ECHO)
         .arg(echo_addr.to_string())
         .arg(&cert)
         .arg(&key)
         .arg(answer_bytes.to_string())
+        .arg(settings.echo_work.as_nanos().to_string())
         .stdin(Stdio::piped());
     let echo = ServerProcess::start("echo", command, echo_addr, dir.path(), threads)?;
     Ok(Servers {
@@ -386,30 +452,6 @@ fn start_servers(settings: &Settings, answer_bytes: usize) -> anyhow::Result<Ser
 // ---------------------------------------------------------------------------------------------
 // The client
 
-type Sender = http1::SendRequest<Full<Bytes>>;
-
-/// Why one request did not get the expected answer.
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error("connection failed: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("HTTP exchange failed: {0}")]
-    Http(#[source] hyper::Error),
-    #[error("cannot build the request: {0}")]
-    Request(#[source] axum::http::Error),
-    #[error("status {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("answer of {got} bytes, expected {want}")]
-    Length { got: usize, want: usize },
-}
-
-impl CallError {
-    /// Whether the connection is unusable afterwards.
-    fn breaks_connection(&self) -> bool {
-        matches!(self, CallError::Connect(_) | CallError::Http(_))
-    }
-}
-
 /// One server as the client sees it.
 #[derive(Clone)]
 struct Target {
@@ -423,73 +465,22 @@ struct Target {
 impl Target {
     /// A new keep-alive HTTP/1.1 connection over verified TLS.
     async fn connect(&self) -> Result<Sender, CallError> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(CallError::Connect)?;
-        tcp.set_nodelay(true).map_err(CallError::Connect)?;
-        let tls = self
-            .tls
-            .connect(
-                ServerName::try_from(SERVER_NAME)
-                    .map_err(|err| CallError::Connect(std::io::Error::other(err)))?,
-                tcp,
-            )
-            .await
-            .map_err(CallError::Connect)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(CallError::Http)?;
-        tokio::spawn(connection);
+        let (sender, _) = https_client::connect(self.addr, &self.tls).await?;
         Ok(sender)
     }
 
     /// Posts the review and checks the answer: 200 and the size of the webhook's answer.
     async fn call(&self, sender: &mut Sender) -> Result<Bytes, CallError> {
-        sender.ready().await.map_err(CallError::Http)?;
-        let request = Request::post("/mutate")
-            .header(HOST, SERVER_NAME)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(self.review.clone()))
-            .map_err(CallError::Request)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(CallError::Http)?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(CallError::Http)?
-            .to_bytes();
-        if status != 200 {
-            return Err(CallError::Status {
-                status,
-                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            });
-        }
+        let body = https_client::post_review(sender, self.review.clone()).await?;
         if body.len() != self.answer_bytes {
-            return Err(CallError::Length {
-                got: body.len(),
-                want: self.answer_bytes,
-            });
+            return Err(CallError::Answer(format!(
+                "{} bytes, expected {}",
+                body.len(),
+                self.answer_bytes
+            )));
         }
         Ok(body)
     }
-}
-
-/// A TLS client trusting only the test CA, offering HTTP/1.1 only.
-fn connector(ca_pem: &str) -> anyhow::Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.context("invalid CA PEM")?)?;
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// Waits until `server` answers a review, failing early if it exits or answers wrongly.
@@ -503,7 +494,7 @@ async fn wait_ready(server: &mut ServerProcess, target: &Target) -> anyhow::Resu
         };
         match attempt.await {
             Ok(body) => return Ok(body),
-            Err(err @ CallError::Length { .. }) if target.name == "webhook" => bail!(
+            Err(err @ CallError::Answer(_)) if target.name == "webhook" => bail!(
                 "the webhook's answer differs from this build's ({err}): \
                  the binary is stale, run cargo build --release first"
             ),
@@ -775,6 +766,9 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
         answer.outcome
     );
     let answer_bytes = answer.body.len();
+    if settings.pin {
+        pin_to_first_cpu(&settings)?;
+    }
     let mut servers = start_servers(&settings, answer_bytes)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -782,7 +776,7 @@ fn run(mode: Mode) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the client runtime")?;
-    let tls = connector(&servers.ca_pem)?;
+    let tls = https_client::connector(&[&servers.ca_pem], true)?;
     let target = |name, server: &ServerProcess| Target {
         name,
         addr: server.addr,
@@ -880,7 +874,7 @@ fn report(
     webhook: &Measured,
     echo: &Measured,
 ) -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = settings.machine_cpus;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -889,9 +883,21 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "machine: {cores} logical CPUs, {}; client, echo and webhook processes share them",
-        cpu_model()
+        "machine: {cores} logical CPUs, {}; {}",
+        cpu_model(),
+        if settings.pin {
+            "client pinned to CPU 0, echo and webhook to CPU 1 (WEBHOOK_LOAD_PIN=1)"
+        } else {
+            "client, echo and webhook processes share them"
+        }
     );
+    if !settings.echo_work.is_zero() {
+        let _ = writeln!(
+            out,
+            "echo handler busy-waits {} ns per request (WEBHOOK_LOAD_ECHO_WORK_NS): a calibration run",
+            settings.echo_work.as_nanos()
+        );
+    }
     let _ = writeln!(
         out,
         "servers: {} tokio worker threads each (TOKIO_WORKER_THREADS); client: {} worker threads; webhook log level {}",

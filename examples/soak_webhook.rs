@@ -31,16 +31,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use ingress_tap::admission::handler;
-use ingress_tap::admission::tls;
 use ingress_tap::inject::InjectConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -49,8 +43,12 @@ use tokio_rustls::TlsConnector;
 #[allow(dead_code)]
 #[path = "../benches/support/admission_review.rs"]
 mod admission_review;
+#[allow(dead_code)]
+#[path = "../benches/support/https_client.rs"]
+mod https_client;
 
-const SERVER_NAME: &str = "localhost";
+use https_client::{free_port, webhook_binary, CallError, Sender, SERVER_NAME};
+
 /// How long the webhook may take to answer its first review.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the clients may take to finish after the last request was due.
@@ -113,27 +111,6 @@ fn replace_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot rename over {}", path.display()))
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind loopback")?;
-    Ok(listener.local_addr()?)
-}
-
-/// `target/release/examples/soak_webhook` → `target/release/ingress-tap`.
-fn webhook_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot locate this executable")?;
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("ingress-tap"))
-        .with_context(|| format!("unexpected executable path {}", exe.display()))?;
-    ensure!(
-        binary.is_file(),
-        "{} is missing: cargo build --release first",
-        binary.display()
-    );
-    Ok(binary)
-}
-
 struct Webhook {
     child: Child,
     health: SocketAddr,
@@ -182,23 +159,6 @@ impl Webhook {
     }
 }
 
-/// Why one request did not get an expected answer.
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error("connection failed: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("HTTP exchange failed: {0}")]
-    Http(#[source] hyper::Error),
-    #[error("cannot build the request: {0}")]
-    Request(#[source] hyper::http::Error),
-    #[error("status {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("an answer of {0} bytes that neither config gives")]
-    Unexpected(usize),
-}
-
-type Sender = http1::SendRequest<Full<Bytes>>;
-
 /// What the client knows and counts.
 struct Client {
     addr: SocketAddr,
@@ -225,64 +185,26 @@ fn note_first(slot: &Mutex<Option<Duration>>, at: Duration) {
 
 impl Client {
     async fn connect(&self) -> Result<Sender, CallError> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(CallError::Connect)?;
-        tcp.set_nodelay(true).map_err(CallError::Connect)?;
-        let name = ServerName::try_from(SERVER_NAME)
-            .map_err(|err| CallError::Connect(std::io::Error::other(err)))?;
-        let stream = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .map_err(CallError::Connect)?;
-        let served = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first());
-        if served == Some(&self.new_certificate) {
+        let (sender, served) = https_client::connect(self.addr, &self.tls).await?;
+        if served.as_ref() == Some(&self.new_certificate) {
             self.handshakes_new.fetch_add(1, Ordering::Relaxed);
             note_first(&self.first_handshake_new, self.start.elapsed());
         } else {
             self.handshakes_old.fetch_add(1, Ordering::Relaxed);
         }
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(CallError::Http)?;
-        tokio::spawn(connection);
         Ok(sender)
     }
 
     async fn call(&self, sender: &mut Sender) -> Result<(), CallError> {
-        sender.ready().await.map_err(CallError::Http)?;
-        let request = Request::post("/mutate")
-            .header(HOST, SERVER_NAME)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(self.review.clone()))
-            .map_err(CallError::Request)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(CallError::Http)?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(CallError::Http)?
-            .to_bytes();
-        if status != 200 {
-            return Err(CallError::Status {
-                status,
-                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-            });
-        }
+        let body = https_client::post_review(sender, self.review.clone()).await?;
         if body == self.answer_after {
             self.answers_after.fetch_add(1, Ordering::Relaxed);
             note_first(&self.first_answer_after, self.start.elapsed());
         } else if body != self.answer_before {
-            return Err(CallError::Unexpected(body.len()));
+            return Err(CallError::Answer(format!(
+                "{} bytes that neither config gives",
+                body.len()
+            )));
         }
         Ok(())
     }
@@ -331,7 +253,7 @@ async fn connection_loop(
             Err(err) => {
                 client.failed(&err);
                 // Keep the connection only when it is still usable.
-                if matches!(err, CallError::Status { .. } | CallError::Unexpected(_)) {
+                if !err.breaks_connection() {
                     used += 1;
                     sender = Some(current);
                 }
@@ -339,24 +261,6 @@ async fn connection_loop(
         }
     }
     latencies
-}
-
-fn connector(ca_pems: &[&str]) -> anyhow::Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for pem in ca_pems {
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots.add(cert.context("invalid CA PEM")?)?;
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // Every handshake a full one, as the API server's client makes them: a resumed session
-    // would keep the certificate of the session it resumes and hide the rotation.
-    config.resumption = rustls::client::Resumption::disabled();
-    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
@@ -423,7 +327,7 @@ async fn run(settings: Settings) -> anyhow::Result<bool> {
 
     let client = Arc::new(Client {
         addr,
-        tls: connector(&[&before.ca_pem, &after.ca_pem])?,
+        tls: https_client::connector(&[&before.ca_pem, &after.ca_pem], false)?,
         review,
         answer_before,
         answer_after,
