@@ -5,7 +5,8 @@
 //! p99 under 5 ms at 1,000 reviews/s.
 //!
 //! - The webhook is the release binary (`ingress-tap webhook`), run as its own process with
-//!   certificate files, as in a cluster. It logs one line per review at the default level.
+//!   certificate files, as in a cluster, at its default log level (denials and errors; the
+//!   line per review is at `Debug`).
 //! - The echo server is this executable run again with `--serve-echo`: the same accept loop,
 //!   limits, TLS configuration and HTTP stack (`admission::server::serve_tls`, axum on
 //!   tokio-rustls via hyper-util), with a handler that reads the body and returns a fixed body
