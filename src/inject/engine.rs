@@ -159,6 +159,7 @@ impl<'de> Deserialize<'de> for VolumeView {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = Box::<RawValue>::deserialize(deserializer)?;
         let VolumeName { name } = serde_json::from_str(text.get()).map_err(de::Error::custom)?;
+        let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
         Ok(VolumeView { name, text })
     }
 }
@@ -173,40 +174,10 @@ impl VolumeView {
     }
 }
 
-/// A volume's required `name`, as k8s-openapi's `Volume` reads it.
+/// A volume's `name`, which k8s-openapi's `Volume` requires.
 #[derive(Debug, Default)]
 struct VolumeName {
-    name: String,
-}
-
-impl<'de> Deserialize<'de> for VolumeName {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NameVisitor;
-
-        impl<'de> Visitor<'de> for NameVisitor {
-            type Value = VolumeName;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str("struct Volume")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<VolumeName, A::Error> {
-                let mut name = None;
-                while let Some(field) = map.next_key_seed(FieldIndex(&["name"]))? {
-                    match field {
-                        Some(_) => name = Some(map.next_value()?),
-                        None => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
-                Ok(VolumeName { name })
-            }
-        }
-
-        deserializer.deserialize_map(NameVisitor)
-    }
+    name: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -405,6 +376,10 @@ object_view!(
         3 => view.image_pull_secrets = map.next_value()?,
     }
 );
+
+object_view!(VolumeName, "struct Volume", ["name"], |view, map| {
+    0 => view.name = Some(map.next_value()?),
+});
 
 object_view!(ContainerView, "a container", ["name", "volumeMounts"], |view, map| {
     0 => view.name = map.next_value::<Option<String>>()?.unwrap_or_default(),
