@@ -5,10 +5,10 @@
 //! named like ours) and image pull secrets. Those parts are checked with Kubernetes' own types
 //! and semantics (so a malformed field the engine relies on is refused with a precise message);
 //! everything else is skipped without being built, because on the webhook's path building the
-//! rest of the pod costs more than all the decisions together. The patch is written against the structure of the object as received
-//! (so fields the model does not know survive). Every check is a single pass over the pod's
-//! lists with hash sets, and the patch only carries what is added, so the cost stays linear
-//! however many containers or env vars a pod has.
+//! rest of the pod costs more than all the decisions together. The patch is written against
+//! the structure of the object as received (so fields the model does not know survive). Every
+//! check is a single pass over the pod's lists with hash sets, and the patch only carries what
+//! is added, so the cost stays linear however many containers or env vars a pod has.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
