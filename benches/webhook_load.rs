@@ -133,7 +133,10 @@ impl Settings {
                 webhook_log_level: std::env::var("WEBHOOK_LOAD_LOG_LEVEL")
                     .unwrap_or_else(|_| "Info".to_owned()),
                 pin: env_flag("WEBHOOK_LOAD_PIN")?,
-                echo_work: Duration::from_nanos(env_number_or_zero("WEBHOOK_LOAD_ECHO_WORK_NS")?),
+                echo_work: Duration::from_nanos(env_number_or_default(
+                    "WEBHOOK_LOAD_ECHO_WORK_NS",
+                    0,
+                )?),
                 machine_cpus,
             },
             Mode::Smoke => Settings {
@@ -160,25 +163,23 @@ where
     T: FromStr + PartialOrd + Default,
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    let value = match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={text:?} is not a number"))?,
-        Err(_) => default,
-    };
+    let value = env_number_or_default(name, default)?;
     ensure!(value > T::default(), "{name} must be above zero");
     Ok(value)
 }
 
-/// A number that may be zero (its default).
-fn env_number_or_zero(name: &str) -> anyhow::Result<u64> {
+/// A number that may be zero.
+fn env_number_or_default<T>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
     match std::env::var(name) {
         Ok(text) => text
             .trim()
             .parse()
             .with_context(|| format!("{name}={text:?} is not a number")),
-        Err(_) => Ok(0),
+        Err(_) => Ok(default),
     }
 }
 
