@@ -11,9 +11,11 @@
 //!   limits, TLS configuration and HTTP stack (`admission::server::serve_tls`, axum on
 //!   tokio-rustls via hyper-util), with a handler that reads the body and returns a fixed body
 //!   of exactly the size of the webhook's answer. What separates the two is the review itself.
-//! - Both servers get the same number of tokio worker threads (`TOKIO_WORKER_THREADS`) and the
-//!   same conditions; the client runs in this process on the same cores, so the figures are
-//!   for client and server sharing the machine.
+//! - Both servers run on the same runtime, built by `admission::server::serving_runtime` with
+//!   the same number of threads (the webhook's default, 1, unless
+//!   `WEBHOOK_LOAD_SERVER_THREADS` says otherwise), under the same conditions; the client runs
+//!   in this process on the same cores, so the figures are for client and server sharing the
+//!   machine.
 //! - The client speaks HTTP/1.1 with keep-alive over TLS verified against the test CA, as the
 //!   API server does with a caBundle. Closed loop (each connection sends its next request when
 //!   the previous answer is in) gives the throughput; open loop at a fixed rate gives the
@@ -54,7 +56,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use ingress_tap::admission::handler::{self, Outcome};
 use ingress_tap::admission::metrics::WebhookMetrics;
-use ingress_tap::admission::server::{serve_tls, Limits};
+use ingress_tap::admission::server::{serve_tls, serving_runtime, Limits};
 use ingress_tap::admission::tls::{self, CertFiles, CertStore};
 use ingress_tap::inject::InjectConfig;
 use prometheus_client::registry::Registry;
@@ -128,7 +130,7 @@ impl Settings {
                 open_connections: env_number("WEBHOOK_LOAD_CONNECTIONS", 16)?,
                 open_warm_up: seconds("WEBHOOK_LOAD_WARMUP_SECONDS", 2.0)?,
                 open_measure: seconds("WEBHOOK_LOAD_SECONDS", 10.0)?,
-                server_threads: env_number("WEBHOOK_LOAD_SERVER_THREADS", 2)?,
+                server_threads: env_number("WEBHOOK_LOAD_SERVER_THREADS", 1)?,
                 client_threads: env_number("WEBHOOK_LOAD_CLIENT_THREADS", 2)?,
                 webhook_log_level: std::env::var("WEBHOOK_LOAD_LOG_LEVEL")
                     .unwrap_or_else(|_| "Info".to_owned()),
@@ -147,7 +149,7 @@ impl Settings {
                 open_connections: 4,
                 open_warm_up: Duration::from_millis(100),
                 open_measure: Duration::from_millis(300),
-                server_threads: 2,
+                server_threads: 1,
                 client_threads: 2,
                 webhook_log_level: "Info".to_owned(),
                 pin: false,
@@ -221,9 +223,14 @@ fn main() -> ExitCode {
 /// Serves `POST /mutate` with a fixed body on the webhook's own serving stack until the parent
 /// closes our stdin (it ends, or dies).
 fn serve_echo(args: &[String]) -> anyhow::Result<()> {
-    let [addr, cert, key, body_bytes, work_ns] = args else {
-        bail!("usage: webhook_load {SERVE_ECHO} ADDR CERT_FILE KEY_FILE BODY_BYTES WORK_NS");
+    let [addr, cert, key, body_bytes, work_ns, threads] = args else {
+        bail!(
+            "usage: webhook_load {SERVE_ECHO} ADDR CERT_FILE KEY_FILE BODY_BYTES WORK_NS THREADS"
+        );
     };
+    let threads: usize = threads
+        .parse()
+        .with_context(|| format!("bad thread count {threads}"))?;
     let work = Duration::from_nanos(
         work_ns
             .parse()
@@ -247,11 +254,8 @@ fn serve_echo(args: &[String]) -> anyhow::Result<()> {
         let _ = parent_gone.send(());
     });
 
-    // Built like the binary's runtime, so TOKIO_WORKER_THREADS restricts both alike.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    // The webhook's own runtime, so that both servers are scheduled alike.
+    let runtime = serving_runtime(threads).context("cannot start the runtime")?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(addr)
             .await
@@ -325,21 +329,17 @@ impl Drop for ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `command` with its output in `dir/<name>.log` and `threads` tokio workers.
+    /// Starts `command` with its output in `dir/<name>.log`.
     fn start(
         name: &'static str,
         mut command: Command,
         addr: SocketAddr,
         dir: &Path,
-        threads: usize,
     ) -> anyhow::Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        command
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .env("TOKIO_WORKER_THREADS", threads.to_string());
+        command.stdout(log_file.try_clone()?).stderr(log_file);
         let child = command
             .spawn()
             .with_context(|| format!("cannot start the {name} server"))?;
@@ -427,9 +427,11 @@ fn start_servers(settings: &Settings, answer_bytes: usize) -> anyhow::Result<Ser
         .arg(&key)
         .arg("--log-level")
         .arg(&settings.webhook_log_level)
+        .arg("--worker-threads")
+        .arg(threads.to_string())
         .env_remove("INGRESS_TAP_CONFIG")
         .stdin(Stdio::null());
-    let webhook = ServerProcess::start("webhook", command, webhook_addr, dir.path(), threads)?;
+    let webhook = ServerProcess::start("webhook", command, webhook_addr, dir.path())?;
 
     let echo_addr = free_port()?;
     let mut command = server_command(&std::env::current_exe()?);
@@ -440,8 +442,9 @@ fn start_servers(settings: &Settings, answer_bytes: usize) -> anyhow::Result<Ser
         .arg(&key)
         .arg(answer_bytes.to_string())
         .arg(settings.echo_work.as_nanos().to_string())
+        .arg(threads.to_string())
         .stdin(Stdio::piped());
-    let echo = ServerProcess::start("echo", command, echo_addr, dir.path(), threads)?;
+    let echo = ServerProcess::start("echo", command, echo_addr, dir.path())?;
     Ok(Servers {
         webhook,
         webhook_health,
@@ -900,10 +903,18 @@ fn report(
             settings.echo_work.as_nanos()
         );
     }
-    let _ = writeln!(
+    let _ =
+        writeln!(
         out,
-        "servers: {} tokio worker threads each (TOKIO_WORKER_THREADS); client: {} worker threads; webhook log level {}",
-        settings.server_threads, settings.client_threads, settings.webhook_log_level
+        "servers: {} each (--worker-threads {}); client: {} worker threads; webhook log level {}",
+        if settings.server_threads <= 1 {
+            "one thread, tokio current-thread runtime".to_owned()
+        } else {
+            format!("{} threads, tokio multi-thread runtime", settings.server_threads)
+        },
+        settings.server_threads,
+        settings.client_threads,
+        settings.webhook_log_level
     );
     let _ = writeln!(
         out,

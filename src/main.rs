@@ -27,6 +27,15 @@ enum Command {
         /// Log one JSON object per line.
         #[arg(long)]
         log_json: bool,
+        /// Threads that serve reviews: 1 runs everything on one thread, more use tokio's
+        /// work-stealing scheduler (why 1 is the default: docs/configuration.md).
+        #[arg(
+            long,
+            env = "INGRESS_TAP_WORKER_THREADS",
+            default_value_t = 1,
+            value_parser = clap::value_parser!(u16).range(1..=1024)
+        )]
+        worker_threads: u16,
     },
     /// Follow the ingress log and report original source IPs to Felix (or stdout).
     Collect {
@@ -58,10 +67,15 @@ fn main() -> ExitCode {
         // Pure file work with its own exit codes: no runtime needed.
         return ingress_tap::workload::cli::run(options);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match &cli.command {
+        Command::Webhook { worker_threads, .. } => {
+            ingress_tap::admission::server::serving_runtime(usize::from(*worker_threads))
+        }
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("ingress-tap: cannot start the runtime: {err}");
@@ -74,6 +88,7 @@ fn main() -> ExitCode {
                 options,
                 log_level,
                 log_json,
+                worker_threads: _,
             } => {
                 telemetry::init_logging(log_level, log_json);
                 ingress_tap::admission::run(options).await

@@ -1,6 +1,6 @@
 //! The README's first command: `ingress-tap webhook` with no certificate flags generates a CA,
 //! prints what a user needs, and the printed curl command succeeds. SIGTERM then stops it with
-//! exit code 0.
+//! exit code 0, on the default one-thread runtime and on the multi-thread one alike.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -16,18 +16,31 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `ingress-tap webhook` in local mode on loopback, with `extra` arguments.
+fn local_webhook(extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingress-tap"));
+    command
+        .args([
+            "webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .env_remove("INGRESS_TAP_WORKER_THREADS");
+    command
+}
+
 /// Starts `ingress-tap webhook` in local mode writing into `dir`; returns the child and its
 /// stdout lines up to and including the printed curl command.
-fn start_local_webhook(dir: &std::path::Path, stderr: Stdio) -> (KillOnDrop, Vec<String>) {
+fn start_local_webhook(
+    dir: &std::path::Path,
+    stderr: Stdio,
+    extra: &[&str],
+) -> (KillOnDrop, Vec<String>) {
     let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
-            .args([
-                "webhook",
-                "--listen",
-                "127.0.0.1:0",
-                "--health-listen",
-                "127.0.0.1:0",
-            ])
+        local_webhook(extra)
             .arg("--dev-dir")
             .arg(dir)
             .env("LOG_LEVEL", "Info")
@@ -60,8 +73,41 @@ fn start_local_webhook(dir: &std::path::Path, stderr: Stdio) -> (KillOnDrop, Vec
 
 #[test]
 fn local_mode_prints_a_working_curl_command_and_stops_on_sigterm() {
+    serves_the_printed_curl_command_and_stops_on_sigterm(&[], 0);
+}
+
+#[test]
+fn the_multi_thread_runtime_serves_and_stops_alike() {
+    serves_the_printed_curl_command_and_stops_on_sigterm(&["--worker-threads", "2"], 2);
+}
+
+#[test]
+fn zero_worker_threads_is_refused_with_the_accepted_range() {
+    let output = local_webhook(&["--worker-threads", "0"])
+        .output()
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--worker-threads") && stderr.contains("1..=1024"),
+        "{stderr}"
+    );
+}
+
+/// Threads of process `pid` named as tokio names its worker threads; a current-thread runtime
+/// has none, it runs on the main thread.
+fn tokio_worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "tokio-rt-worker")
+        .count()
+}
+
+fn serves_the_printed_curl_command_and_stops_on_sigterm(extra: &[&str], workers: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, printed) = start_local_webhook(dir.path(), Stdio::null());
+    let (mut child, printed) = start_local_webhook(dir.path(), Stdio::null(), extra);
+    assert_eq!(tokio_worker_threads(child.0.id()), workers, "{extra:?}");
     let curl = printed.last().unwrap().clone();
     let text = printed.join("\n");
     assert!(text.contains("caBundle (base64):"), "{text}");
@@ -116,6 +162,7 @@ fn a_pod_name_cannot_forge_log_lines() {
     let (_child, printed) = start_local_webhook(
         dir.path(),
         Stdio::from(std::fs::File::create(&log_path).unwrap()),
+        &[],
     );
     let url = printed
         .last()

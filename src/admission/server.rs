@@ -134,6 +134,25 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
     }
 }
 
+/// The runtime the webhook serves on, with `worker_threads` threads.
+///
+/// One thread, the default, is tokio's current-thread runtime. A review costs a few
+/// microseconds of CPU, so one thread answers tens of thousands a second, far more than API
+/// servers send. The work-stealing scheduler would wake a second thread to take work whenever
+/// one is busy, and each wake-up costs about as much as the review it moves (measured in
+/// docs/benchmarks.md, sixth round). Replicas, needed for availability anyway, are the way to
+/// scale. More threads use the work-stealing scheduler, for a pod given several cores.
+pub fn serving_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(worker_threads);
+        builder
+    };
+    builder.enable_all().build()
+}
+
 /// Serves `app` over TLS on `listener` until `shutdown` resolves, then drains.
 pub async fn serve_tls(
     listener: TcpListener,
