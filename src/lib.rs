@@ -15,6 +15,7 @@ pub mod certs;
 pub mod certs_install;
 pub mod collect;
 pub mod inject;
+mod json_scan;
 pub mod log_level;
 pub mod telemetry;
 pub mod trace;

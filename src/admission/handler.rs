@@ -13,6 +13,11 @@
 //! object belongs, a pod whose read parts do not match Kubernetes' types) goes through the
 //! general path instead, which parses the body as a JSON tree and is the one that says what is
 //! wrong: one implementation decides every 400 and every denial's wording.
+//!
+//! The single pass is tried twice. First [`scan`] walks the body with the crate's own strict
+//! reader, which takes only what it reads exactly as serde does and gives up on anything else;
+//! then serde reads what it gave up on. Both fill the same types, and a test compares them on
+//! tens of thousands of mutated reviews.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -28,6 +33,8 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+mod scan;
 
 /// The API versions of AdmissionReview this webhook answers. v1beta1 has the same shape and
 /// is still sent by configurations that list it.
@@ -399,7 +406,8 @@ impl<'body> SinglePass<'body> {
         // Checked once for the whole body: the pass below skips what it does not read without
         // validating it as text, and the general path refuses invalid UTF-8 anywhere.
         let text = std::str::from_utf8(body).ok()?;
-        PlainReview::read(text)
+        scan::review(text)
+            .or_else(|| PlainReview::read(text))
             .map(SinglePass::View)
             .or_else(|| PlainReview::read(text).map(SinglePass::Text))
     }

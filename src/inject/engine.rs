@@ -28,6 +28,8 @@ use super::overrides::{
 use super::patch::{JsonKind, JsonShape, PatchBuilder, PatchShapeError};
 use super::render::{self, PatchValue, Rendered, RenderedConfig, RenderedPatch};
 
+mod scan;
+
 /// How many hex characters of the config hash the status annotation keeps: enough to tell
 /// configs apart, short enough to read in `kubectl describe`.
 pub const STATUS_HASH_CHARS: usize = 16;
@@ -152,7 +154,7 @@ struct SpecView {
 #[derive(Debug)]
 struct VolumeView {
     name: String,
-    text: Box<RawValue>,
+    text: Box<str>,
 }
 
 impl<'de> Deserialize<'de> for VolumeView {
@@ -160,7 +162,10 @@ impl<'de> Deserialize<'de> for VolumeView {
         let text = Box::<RawValue>::deserialize(deserializer)?;
         let VolumeName { name } = serde_json::from_str(text.get()).map_err(de::Error::custom)?;
         let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
-        Ok(VolumeView { name, text })
+        Ok(VolumeView {
+            name,
+            text: text.into(),
+        })
     }
 }
 
@@ -168,7 +173,7 @@ impl VolumeView {
     /// The volume as JSON and as its Kubernetes type; a volume that does not match the type is
     /// refused in the words a view that read it whole would use.
     fn read(&self) -> Result<(Value, Volume), DenyReason> {
-        let json: Value = serde_json::from_str(self.text.get()).map_err(|err| view_error(&err))?;
+        let json: Value = serde_json::from_str(&self.text).map_err(|err| view_error(&err))?;
         let typed = Volume::deserialize(&json).map_err(|err| view_error(&err))?;
         Ok((json, typed))
     }
