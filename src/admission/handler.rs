@@ -127,7 +127,27 @@ enum PodName {
 
 /// Reviews one request body against `config`.
 pub fn review(body: &[u8], config: &InjectConfig) -> Result<Answer, ReviewError> {
-    match SinglePass::read(body) {
+    review_by(body, config, Reader::FastFirst)
+}
+
+/// [`review`] without the fast reader ([`scan`]): serde's single pass, else the general path.
+/// For the differential fuzz target, which holds both to the same answers.
+#[doc(hidden)]
+pub fn review_without_fast_reader(
+    body: &[u8],
+    config: &InjectConfig,
+) -> Result<Answer, ReviewError> {
+    review_by(body, config, Reader::SerdeOnly)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    FastFirst,
+    SerdeOnly,
+}
+
+fn review_by(body: &[u8], config: &InjectConfig, reader: Reader) -> Result<Answer, ReviewError> {
+    match SinglePass::read(body, reader) {
         Some(single_pass) => single_pass.answer(config),
         None => review_tree(body, config),
     }
@@ -402,12 +422,15 @@ enum SinglePass<'body> {
 
 impl<'body> SinglePass<'body> {
     /// The review, when `body` is a plain well-formed one; `None` sends it to the general path.
-    fn read(body: &'body [u8]) -> Option<Self> {
+    fn read(body: &'body [u8], reader: Reader) -> Option<Self> {
         // Checked once for the whole body: the pass below skips what it does not read without
         // validating it as text, and the general path refuses invalid UTF-8 anywhere.
         let text = std::str::from_utf8(body).ok()?;
-        scan::review(text)
-            .or_else(|| PlainReview::read(text))
+        let fast = match reader {
+            Reader::FastFirst => scan::review(text),
+            Reader::SerdeOnly => None,
+        };
+        fast.or_else(|| PlainReview::read(text))
             .map(SinglePass::View)
             .or_else(|| PlainReview::read(text).map(SinglePass::Text))
     }
@@ -817,12 +840,18 @@ mod tests {
         serde_json::to_vec(review).unwrap()
     }
 
-    /// Both paths on the same body: the single pass must accept it and agree with the tree.
+    /// Both paths on the same body: the single pass (with and without the fast reader) must
+    /// accept it and agree with the tree.
     fn both_paths(body: &[u8], config: &InjectConfig) -> (Outcome, Vec<u8>, String) {
-        let plain = SinglePass::read(body)
+        let plain = SinglePass::read(body, Reader::FastFirst)
             .expect("the single pass accepts a plain review")
             .answer(config)
             .unwrap();
+        let serde = SinglePass::read(body, Reader::SerdeOnly)
+            .expect("serde's single pass accepts a plain review")
+            .answer(config)
+            .unwrap();
+        assert_eq!(plain.body, serde.body);
         let tree = review_tree(body, config).unwrap();
         assert_eq!(plain.outcome, tree.outcome);
         assert_eq!(
@@ -1005,7 +1034,7 @@ mod tests {
         // A repeated key: the tree keeps the last value, so the general path answers.
         let repeated = text.replacen(r#""dryRun":false"#, r#""dryRun":true,"dryRun":false"#, 1);
         assert_ne!(repeated, text);
-        assert!(SinglePass::read(repeated.as_bytes()).is_none());
+        assert!(SinglePass::read(repeated.as_bytes(), Reader::FastFirst).is_none());
         let answer = review(repeated.as_bytes(), &config).unwrap();
         assert_eq!(answer.outcome, Outcome::Injected);
         assert!(!answer.dry_run);
@@ -1029,7 +1058,8 @@ mod tests {
             b"\xff".to_vec(),
         ];
         for bytes in &bodies {
-            assert!(SinglePass::read(bytes).is_none());
+            assert!(SinglePass::read(bytes, Reader::FastFirst).is_none());
+            assert!(SinglePass::read(bytes, Reader::SerdeOnly).is_none());
             let via_review = review(bytes, &config).map(|answer| answer.outcome);
             let via_tree = review_tree(bytes, &config).map(|answer| answer.outcome);
             assert_eq!(format!("{via_review:?}"), format!("{via_tree:?}"));

@@ -280,7 +280,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use serde_json::{json, Value};
 
-    use super::super::{PlainReview, SinglePass};
+    use super::super::{PlainReview, Reader, SinglePass};
     use crate::inject::InjectConfig;
 
     /// A review that uses every part both readers read: labels and annotations of ours and not,
@@ -467,7 +467,7 @@ mod tests {
             let text = std::str::from_utf8(&body).unwrap();
             assert!(super::review(text).is_some(), "{text}");
             assert_eq!(check_agreement(&body, &InjectConfig::default()), Some(true));
-            assert!(matches!(SinglePass::read(&body), Some(SinglePass::View(_))));
+            assert!(matches!(SinglePass::read(&body, Reader::FastFirst), Some(SinglePass::View(_))));
         }
     }
 
