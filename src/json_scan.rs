@@ -239,14 +239,8 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut member: impl FnMut(&mut Self, &'a str) -> Option<()>,
     ) -> Option<()> {
-        self.expect(b'{')?;
-        self.enter()?;
-        if self.peek()? == b'}' {
-            self.pos += 1;
-            self.depth -= 1;
-            return Some(());
-        }
-        loop {
+        let mut closed = self.open(b'{', b'}')?;
+        while !closed {
             let key = if READ_KEYS {
                 self.str()?
             } else {
@@ -255,44 +249,48 @@ impl<'a> Scanner<'a> {
             };
             self.expect(b':')?;
             member(self, key)?;
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
+            closed = self.next_or_close(b'}')?;
         }
+        Some(())
     }
 
     /// Reads an array, calling `element` for each element, which must consume it.
     pub(crate) fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.expect(b'[')?;
-        self.enter()?;
-        if self.peek()? == b']' {
-            self.pos += 1;
-            self.depth -= 1;
-            return Some(());
-        }
-        loop {
+        let mut closed = self.open(b'[', b']')?;
+        while !closed {
             element(self)?;
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
+            closed = self.next_or_close(b']')?;
         }
+        Some(())
     }
 
-    fn enter(&mut self) -> Option<()> {
+    /// Enters an object or array at its `open` byte; `true` when it is empty (and left).
+    fn open(&mut self, open: u8, close: u8) -> Option<bool> {
+        self.expect(open)?;
         self.depth += 1;
-        (self.depth <= MAX_DEPTH).then_some(())
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        self.close_if(close)
+    }
+
+    /// After a member or an element: `false` past a comma, `true` past the closing byte.
+    fn next_or_close(&mut self, close: u8) -> Option<bool> {
+        if self.peek()? == b',' {
+            self.pos += 1;
+            return Some(false);
+        }
+        self.close_if(close)?.then_some(true)
+    }
+
+    /// Leaves the object or array when `close` is next.
+    fn close_if(&mut self, close: u8) -> Option<bool> {
+        let closing = self.peek()? == close;
+        if closing {
+            self.pos += 1;
+            self.depth -= 1;
+        }
+        Some(closing)
     }
 
     /// Checks that nothing but whitespace follows the document.

@@ -467,7 +467,10 @@ mod tests {
             let text = std::str::from_utf8(&body).unwrap();
             assert!(super::review(text).is_some(), "{text}");
             assert_eq!(check_agreement(&body, &InjectConfig::default()), Some(true));
-            assert!(matches!(SinglePass::read(&body, Reader::FastFirst), Some(SinglePass::View(_))));
+            assert!(matches!(
+                SinglePass::read(&body, Reader::FastFirst),
+                Some(SinglePass::View(_))
+            ));
         }
     }
 
