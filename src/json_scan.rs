@@ -6,10 +6,10 @@
 //! arrays and strings are read where the review needs them and everything else is skipped
 //! with the same validation serde_json applies to what it ignores.
 //!
-//! It is a filter, not a parser of record. Anything it is not sure to read exactly as serde_json
-//! would (a `\u` escape where a string is decoded, any escape in a string handed to the
-//! caller, nesting deeper than [`MAX_DEPTH`]) makes it give up with `None`, and the caller then
-//! reads the body with serde_json, which also words every refusal. So it may refuse more than
+//! It is a filter, not a parser of record. Anything it is not sure to read exactly as
+//! serde_json would (a surrogate's `\u` escape where a string is decoded, any escape in a string
+//! handed to the caller, nesting deeper than [`MAX_DEPTH`]) makes it give up with `None`, and
+//! the caller then reads the body with serde_json, which also words every refusal. So it may refuse more than
 //! serde_json does, never less, and what it accepts it reads the same (the handler's tests
 //! compare the two on mutated reviews).
 
@@ -45,6 +45,14 @@ pub(crate) fn optional<'a, T>(
         return Some(None);
     }
     read(scanner).map(Some)
+}
+
+/// How a string's escapes are checked: as serde_json checks a string it skips, or one it
+/// decodes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escapes {
+    Skipped,
+    Decoded,
 }
 
 /// A cursor over one JSON document; every method returns `None` when the document is not one
@@ -116,18 +124,19 @@ impl<'a> Scanner<'a> {
         self.text.get(start..end)
     }
 
-    /// A string that serde_json could decode into a `String`, not kept. A `\u` escape gives
-    /// up: whether it decodes depends on the escapes around it.
+    /// A string that serde_json could decode into a `String`, not kept. A `\u` escape of a
+    /// surrogate gives up: whether it decodes depends on the escape next to it. (Go's JSON
+    /// encoder, the API server's, writes `<`, `>` and `&` as `\u003c`, `\u003e`, `\u0026`.)
     pub(crate) fn checked_str(&mut self) -> Option<()> {
-        self.string(false)
+        self.string(Escapes::Decoded)
     }
 
     /// Skips a string as serde_json skips an ignored one (a `\u` escape needs 4 hex digits).
     fn skipped_str(&mut self) -> Option<()> {
-        self.string(true)
+        self.string(Escapes::Skipped)
     }
 
-    fn string(&mut self, hex_escapes: bool) -> Option<()> {
+    fn string(&mut self, escapes: Escapes) -> Option<()> {
         self.expect(b'"')?;
         let bytes = self.bytes();
         let mut at = self.pos;
@@ -140,9 +149,13 @@ impl<'a> Scanner<'a> {
                 }
                 b'\\' => match bytes.get(at + 1)? {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
-                    b'u' if hex_escapes => {
-                        let digits = bytes.get(at + 2..at + 6)?;
-                        if !digits.iter().all(u8::is_ascii_hexdigit) {
+                    b'u' => {
+                        let digits = std::str::from_utf8(bytes.get(at + 2..at + 6)?).ok()?;
+                        if !digits.bytes().all(|digit| digit.is_ascii_hexdigit()) {
+                            return None;
+                        }
+                        let unit = u16::from_str_radix(digits, 16).ok()?;
+                        if escapes == Escapes::Decoded && (0xD800..=0xDFFF).contains(&unit) {
                             return None;
                         }
                         at += 6;
@@ -403,11 +416,13 @@ mod tests {
     }
 
     #[test]
-    fn kept_strings_have_no_escapes_and_checked_ones_no_unicode_escapes() {
+    fn kept_strings_have_no_escapes_and_checked_ones_no_surrogate_escapes() {
         assert_eq!(Scanner::new("\"plain é\"").str(), Some("plain é"));
         assert_eq!(Scanner::new("\"a\\nb\"").str(), None);
         assert_eq!(Scanner::new("\"a\\nb\"").checked_str(), Some(()));
-        assert_eq!(Scanner::new("\"\\u0041\"").checked_str(), None);
+        assert_eq!(Scanner::new("\"\\u0041\\u003c\"").checked_str(), Some(()));
+        assert_eq!(Scanner::new("\"\\ud83d\\ude00\"").checked_str(), None);
+        assert_eq!(Scanner::new("\"\\ud800\"").skip(), Some(()));
         assert_eq!(
             Scanner::new(" {\"a\" : [1, \"x\"]} ,").raw(),
             Some("{\"a\" : [1, \"x\"]}")
