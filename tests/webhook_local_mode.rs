@@ -1,6 +1,7 @@
 //! The README's first command: `ingress-tap webhook` with no certificate flags generates a CA,
 //! prints what a user needs, and the printed curl command succeeds. SIGTERM then stops it with
-//! exit code 0, on the default one-thread runtime and on the multi-thread one alike.
+//! exit code 0, on the default one-thread runtime and on the multi-thread one alike; a closed
+//! stdout does not stop it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -51,11 +52,11 @@ fn start_local_webhook(
     );
     let stdout = child.0.stdout.take().unwrap();
     let (lines_tx, lines_rx) = mpsc::channel();
+    // Drains stdout to the end even once nobody listens, so the webhook never writes into a
+    // closed pipe here (a_closed_stdout_does_not_stop_the_webhook covers that case).
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
-            if lines_tx.send(line.unwrap_or_default()).is_err() {
-                break;
-            }
+            let _ = lines_tx.send(line.unwrap_or_default());
         }
     });
     let mut printed = Vec::new();
@@ -219,4 +220,61 @@ fn a_pod_name_cannot_forge_log_lines() {
         log.contains(r"evil\nFORGED"),
         "the name is logged, escaped:\n{log}"
     );
+}
+
+/// Local mode prints its instructions to stdout; when the reader of that pipe has gone away
+/// the webhook logs that it cannot print them and serves on.
+#[test]
+fn a_closed_stdout_does_not_stop_the_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("webhook.log");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = KillOnDrop(
+        local_webhook(&[])
+            .arg("--dev-dir")
+            .arg(dir.path())
+            .env("LOG_LEVEL", "Info")
+            .stdout(writer)
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("cannot print the local-mode instructions") {
+            break log;
+        }
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the webhook exited:\n{log}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no report of the closed stdout:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let addr = log
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no listen address logged:\n{log}"));
+    let port = addr.rsplit(':').next().unwrap();
+    let output = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(dir.path().join("ca.pem"))
+        .args(["-H", "Content-Type: application/json", "--data"])
+        .arg(format!("@{}", dir.path().join("review.json").display()))
+        .arg(format!("https://localhost:{port}/mutate"))
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(child.0.try_wait().unwrap().is_none(), "the webhook exited");
 }

@@ -297,6 +297,13 @@ async fn reload_certificate(
     }
 }
 
+fn print_instructions(instructions: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{instructions}")?;
+    stdout.flush()
+}
+
 /// `ingress-tap webhook`: serve until SIGTERM.
 pub async fn run(options: WebhookOptions) -> anyhow::Result<()> {
     let dev_dir = options.dev_dir.clone();
@@ -305,7 +312,11 @@ pub async fn run(options: WebhookOptions) -> anyhow::Result<()> {
     if let Some(ca_pem) = &running.generated_ca_pem {
         let instructions =
             dev::write_and_describe(dev_dir, ca_pem, running.addr, running.health_addr)?;
-        println!("{instructions}");
+        // A closed stdout (a pipe whose reader went away) must not stop a serving webhook:
+        // `println!` would panic on it.
+        if let Err(err) = print_instructions(&instructions) {
+            tracing::warn!(%err, "cannot print the local-mode instructions; serving on");
+        }
     }
     let stop = running.stopper();
     tokio::spawn(async move {
