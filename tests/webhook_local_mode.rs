@@ -179,35 +179,11 @@ fn a_pod_name_cannot_forge_log_lines() {
         serde_json::json!({"ingress-tap/container": "no-such-container"});
     let body = dir.path().join("evil.json");
     std::fs::write(&body, serde_json::to_vec(&review).unwrap()).unwrap();
-    let output = Command::new("curl")
-        .args(["-sS", "--fail", "--cacert"])
-        .arg(dir.path().join("ca.pem"))
-        .args(["-H", "Content-Type: application/json", "--data"])
-        .arg(format!("@{}", body.display()))
-        .arg(&url)
-        .output()
-        .expect("curl runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let answer = curl_post(&dir.path().join("ca.pem"), &body, &url);
     assert_eq!(answer["response"]["allowed"], false);
 
     // The log line is written before the answer; wait for it with a deadline.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let log = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log.contains("unknown_target_container") {
-            break log;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no denial logged:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let log = wait_for_log(&log_path, "unknown_target_container", None);
     assert!(
         !log.lines().any(|line| line.starts_with("FORGED")),
         "a pod name started a log line:\n{log}"
@@ -240,33 +216,33 @@ fn a_closed_stdout_does_not_stop_the_webhook() {
             .spawn()
             .expect("the binary starts"),
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let log = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log.contains("cannot print the local-mode instructions") {
-            break log;
-        }
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "the webhook exited:\n{log}"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no report of the closed stdout:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let log = wait_for_log(
+        &log_path,
+        "cannot print the local-mode instructions",
+        Some(&mut child),
+    );
     let addr = log
         .split_whitespace()
         .find_map(|field| field.strip_prefix("addr="))
         .unwrap_or_else(|| panic!("no listen address logged:\n{log}"));
     let port = addr.rsplit(':').next().unwrap();
+    let answer = curl_post(
+        &dir.path().join("ca.pem"),
+        &dir.path().join("review.json"),
+        &format!("https://localhost:{port}/mutate"),
+    );
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(child.0.try_wait().unwrap().is_none(), "the webhook exited");
+}
+
+/// Posts the review in file `body` to `url` with curl, trusting only `ca`; the parsed answer.
+fn curl_post(ca: &std::path::Path, body: &std::path::Path, url: &str) -> serde_json::Value {
     let output = Command::new("curl")
         .args(["-sS", "--fail", "--cacert"])
-        .arg(dir.path().join("ca.pem"))
+        .arg(ca)
         .args(["-H", "Content-Type: application/json", "--data"])
-        .arg(format!("@{}", dir.path().join("review.json").display()))
-        .arg(format!("https://localhost:{port}/mutate"))
+        .arg(format!("@{}", body.display()))
+        .arg(url)
         .output()
         .expect("curl runs");
     assert!(
@@ -274,7 +250,32 @@ fn a_closed_stdout_does_not_stop_the_webhook() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(answer["response"]["allowed"], true);
-    assert!(child.0.try_wait().unwrap().is_none(), "the webhook exited");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The log at `path` once it holds `needle`, within a deadline; fails early when `webhook`
+/// (if given) exits meanwhile.
+fn wait_for_log(
+    path: &std::path::Path,
+    needle: &str,
+    mut webhook: Option<&mut KillOnDrop>,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) {
+            return log;
+        }
+        if let Some(webhook) = webhook.as_mut() {
+            assert!(
+                webhook.0.try_wait().unwrap().is_none(),
+                "the webhook exited:\n{log}"
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} never logged:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
