@@ -4,6 +4,7 @@
 //! - [`inject`]: Pod + injection config → decision and JSON patch (pure);
 //! - [`admission`]: the HTTPS admission webhook serving that engine;
 //! - [`collect`]: tail the ingress log, parse, aggregate, report to Felix;
+//! - [`net`]: the one reader and normaliser of IP addresses and networks;
 //! - [`telemetry`]: logging, metrics and health endpoints shared by the roles;
 //! - [`watch`]: file-change notification shared by every hot-reloaded file.
 
@@ -17,6 +18,7 @@ pub mod collect;
 pub mod inject;
 mod json_scan;
 pub mod log_level;
+pub mod net;
 pub mod telemetry;
 pub mod trace;
 pub mod watch;

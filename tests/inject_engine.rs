@@ -1479,7 +1479,7 @@ fn trusted_proxy_settings_reach_every_injected_collector() {
     assert!(!env.contains_key("INGRESS_TAP_TRUSTED_HOPS"));
     // What the collector then does with it: the same parser as its own flag.
     for entry in env["INGRESS_TAP_TRUSTED_PROXIES"].split(',') {
-        ingress_tap::collect::origin::parse_network(entry).unwrap();
+        ingress_tap::net::parse_network(entry).unwrap();
     }
 
     let config = InjectConfig::from_yaml("trustedHops: 1\n").unwrap();

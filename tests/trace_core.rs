@@ -6,14 +6,21 @@ use std::time::{Duration, SystemTime};
 
 use ingress_tap::collect::aggregate::Connection;
 use ingress_tap::collect::parse::Protocol;
+use ingress_tap::trace::events::Provenance;
 use ingress_tap::trace::events::{
     Event, EventConnection, EventDetails, EventKind, Field, EVENT_SCHEMA_VERSION,
 };
 use ingress_tap::trace::heavy_hitters::{SpaceSaving, WindowedTopK};
 use ingress_tap::trace::rules::{LeakyBucket, LeakyBuckets, Pour, Rule, Threshold};
 use ingress_tap::trace::threat_lists::{parse_list, ThreatLists, ThreatListsError};
+use ingress_tap::trace::Attributed;
 use ingress_tap::trace::{Detector, Suspicious, TraceConfig, TraceConfigError};
 use proptest::prelude::*;
+
+/// A verified original IP (walked past trusted proxies), as the detector takes it.
+fn trusted(ip: IpAddr) -> Option<Attributed> {
+    Some(Attributed::new(ip, Provenance::Trusted))
+}
 
 fn v4(n: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(n))
@@ -220,7 +227,7 @@ fn a_five_million_address_flood_keeps_every_structure_at_its_size() {
     let balancer = ip("10.1.0.1");
     let heavy = ip("198.51.100.7");
     let conn = connection(balancer);
-    detector.observe(0, wall(0), &conn, Some(v4(0x0100_0000)));
+    detector.observe(0, wall(0), &conn, trusted(v4(0x0100_0000)));
     let memory_at_start = detector.memory_bytes();
     assert!(memory_at_start <= bound);
     // 5,000,000 distinct spoofed addresses plus one real client making every 100th request,
@@ -233,7 +240,7 @@ fn a_five_million_address_flood_keeps_every_structure_at_its_size() {
         } else {
             v4(0x0200_0000 + n as u32)
         };
-        detector.observe(now_ms, wall(now_ms), &conn, Some(original));
+        detector.observe(now_ms, wall(now_ms), &conn, trusted(original));
     }
     let events = detector.take_events();
     // Only the buffered events differ; every table kept its allocation.
@@ -287,7 +294,7 @@ fn threshold_fires_once_per_cool_down() {
     let mut fired_at = Vec::new();
     for second in 0..900_u64 {
         let now_ms = second * 1000;
-        detector.observe(now_ms, wall(now_ms), &conn, Some(client));
+        detector.observe(now_ms, wall(now_ms), &conn, trusted(client));
         for event in detector.take_events() {
             assert_eq!(event.kind, EventKind::VolumeThreshold);
             assert_eq!(event.details.count, Some(10));
@@ -321,7 +328,7 @@ fn threshold_never_fires_on_an_inherited_count() {
         let mut detector = Detector::with_seed(config, 1).unwrap();
         let conn = connection(ip("10.1.0.1"));
         for n in 0..5000_u32 {
-            detector.observe(u64::from(n), wall(0), &conn, Some(v4(n)));
+            detector.observe(u64::from(n), wall(0), &conn, trusted(v4(n)));
         }
         let snapshot = detector.snapshot();
         assert!(
@@ -349,7 +356,7 @@ fn a_threshold_on_the_top_window_fires_as_one_with_its_own_window() {
         for n in 0..20_000_u64 {
             let now_ms = n * 10;
             let client = v4(1 + (n * n) as u32 % 97);
-            detector.observe(now_ms, wall(now_ms), &conn, Some(client));
+            detector.observe(now_ms, wall(now_ms), &conn, trusted(client));
             if n % 7 == 0 {
                 events.extend(
                     detector
@@ -414,7 +421,7 @@ fn leaky_bucket_through_the_detector_reports_its_parameters() {
     let client = ip("2001:db8::77");
     let conn = connection(ip("10.1.0.1"));
     for _ in 0..6 {
-        detector.observe(0, wall(0), &conn, Some(client));
+        detector.observe(0, wall(0), &conn, trusted(client));
     }
     let events = detector.take_events();
     assert_eq!(events.len(), 1);
@@ -447,7 +454,7 @@ fn a_source_rule_counts_the_connection_source() {
     let mut detector = Detector::with_seed(config, 1).unwrap();
     let conn = connection(ip("192.0.2.200"));
     for n in 0..3_u32 {
-        detector.observe(0, wall(0), &conn, Some(v4(n)));
+        detector.observe(0, wall(0), &conn, trusted(v4(n)));
     }
     let events = detector.take_events();
     assert_eq!(events.len(), 1);
@@ -468,8 +475,8 @@ fn the_global_rate_limit_caps_an_event_flood() {
     let conn = connection(ip("10.1.0.1"));
     // 1,000 addresses each overflowing once within the same second.
     for n in 0..1000_u32 {
-        detector.observe(500, wall(500), &conn, Some(v4(n)));
-        detector.observe(500, wall(500), &conn, Some(v4(n)));
+        detector.observe(500, wall(500), &conn, trusted(v4(n)));
+        detector.observe(500, wall(500), &conn, trusted(v4(n)));
     }
     assert_eq!(detector.take_events().len(), 5);
     assert_eq!(detector.counters().events_rate_limited, 995);
@@ -683,7 +690,7 @@ fn threat_hits_raise_rate_limited_events_and_count_every_hit() {
             now_ms,
             wall(now_ms),
             &connection(balancer),
-            Some(listed_client),
+            trusted(listed_client),
         );
     }
     // A listed direct peer with a clean original IP.
@@ -691,14 +698,14 @@ fn threat_hits_raise_rate_limited_events_and_count_every_hit() {
         11_000,
         wall(11_000),
         &connection(listed_source),
-        Some(ip("192.0.2.10")),
+        trusted(ip("192.0.2.10")),
     );
     // After the per-IP interval the client raises a second event.
     detector.observe(
         61_000,
         wall(61_000),
         &connection(balancer),
-        Some(listed_client),
+        trusted(listed_client),
     );
 
     let events = detector.take_events();
@@ -737,15 +744,16 @@ fn threat_hits_raise_rate_limited_events_and_count_every_hit() {
 }
 
 #[test]
-fn ipv4_mapped_original_ips_match_ipv4_entries() {
+fn ipv4_mapped_original_ips_are_their_ipv4_address() {
     let mut detector = Detector::with_seed(config_without_rules(), 1).unwrap();
     let (list, _) = parse_list("x", "192.0.2.0/24\n");
     detector.replace_lists(ThreatLists::build(vec![list]).unwrap());
     let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 8).to_ipv6_mapped());
-    detector.observe(0, wall(0), &connection(ip("10.1.0.1")), Some(mapped));
+    detector.observe(0, wall(0), &connection(ip("10.1.0.1")), trusted(mapped));
     let events = detector.take_events();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].ip, mapped);
+    // One client, one spelling: the event names the IPv4 address.
+    assert_eq!(events[0].ip, ip("192.0.2.8"));
     assert_eq!(events[0].details.cidr.as_deref(), Some("192.0.2.0/24"));
 }
 
@@ -761,6 +769,7 @@ fn the_event_json_schema_is_stable_and_round_trips() {
         name: "spamhaus_drop".to_owned(),
         ip: ip("2.56.193.4"),
         field: Field::Original,
+        provenance: Some(Provenance::Trusted),
         connection: EventConnection {
             src_ip: ip("10.1.0.1"),
             src_port: 40_000,
@@ -779,7 +788,7 @@ fn the_event_json_schema_is_stable_and_round_trips() {
         line,
         concat!(
             r#"{"schema_version":1,"time":"2024-05-01T12:00:00.250Z","kind":"threat_list","#,
-            r#""name":"spamhaus_drop","ip":"2.56.193.4","field":"original","#,
+            r#""name":"spamhaus_drop","ip":"2.56.193.4","field":"original","provenance":"trusted","#,
             r#""connection":{"src_ip":"10.1.0.1","src_port":40000,"dst_ip":"10.0.0.5","dst_port":443,"protocol":"tcp"},"#,
             r#""details":{"cidr":"2.56.192.0/22","note":"SBL459831"}}"#,
             "\n"
@@ -817,7 +826,7 @@ fn the_suspicious_view_has_its_documented_shape() {
     let mut detector = Detector::with_seed(threshold_config(2), 1).unwrap();
     let conn = connection(ip("10.1.0.1"));
     for _ in 0..3 {
-        detector.observe(1_000, wall(1_000), &conn, Some(ip("203.0.113.1")));
+        detector.observe(1_000, wall(1_000), &conn, trusted(ip("203.0.113.1")));
     }
     detector.observe(2_000, wall(2_000), &conn, None);
     let empty = detector.snapshot();

@@ -108,7 +108,15 @@ fn tokio_worker_threads(pid: u32) -> usize {
 fn serves_the_printed_curl_command_and_stops_on_sigterm(extra: &[&str], workers: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, printed) = start_local_webhook(dir.path(), Stdio::null(), extra);
-    assert_eq!(tokio_worker_threads(child.0.id()), workers, "{extra:?}");
+    // tokio starts its workers when the runtime is built, but a worker names itself only once
+    // its thread runs: the count is waited for, not read once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = tokio_worker_threads(child.0.id());
+    while seen != workers && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = tokio_worker_threads(child.0.id());
+    }
+    assert_eq!(seen, workers, "{extra:?}");
     let curl = printed.last().unwrap().clone();
     let text = printed.join("\n");
     assert!(text.contains("caBundle (base64):"), "{text}");

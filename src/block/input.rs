@@ -6,7 +6,7 @@
 //! an address that does not parse stops the run with its place named, instead of being skipped
 //! while the rest is blocked.
 
-use super::net::parse_net;
+use crate::net::parse_net;
 use ipnet::IpNet;
 use jiff::Timestamp;
 use serde::Deserialize;

@@ -10,7 +10,7 @@
 //! nothing but the expiries themselves depends on the clock, so the same input over the same
 //! object gives byte-identical output.
 
-use super::net::parse_net;
+use crate::net::parse_net;
 use ipnet::IpNet;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, HashMap};

@@ -10,7 +10,6 @@
 pub mod apply;
 pub mod input;
 pub mod merge;
-pub mod net;
 mod run;
 pub mod safety;
 pub mod targets;
@@ -185,7 +184,7 @@ fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
 }
 
 fn parse_cidr(text: &str) -> Result<IpNet, String> {
-    net::parse_net(text).ok_or_else(|| format!("{text:?} is not an IP address or CIDR"))
+    crate::net::parse_net(text).ok_or_else(|| format!("{text:?} is not an IP address or CIDR"))
 }
 
 /// Names end up in object names, label values and nft identifiers: keep to what all accept.

@@ -7,7 +7,7 @@
 //! either direction: `10.0.0.0/8` is refused when the pod range is `10.244.0.0/16`, because
 //! blocking it would block every pod.
 
-use super::net::overlaps;
+use crate::net::overlaps;
 use ipnet::IpNet;
 use std::fmt;
 
@@ -88,7 +88,7 @@ impl SafetyRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block::net::parse_net;
+    use crate::net::parse_net;
 
     fn net(text: &str) -> IpNet {
         parse_net(text).unwrap()

@@ -5,8 +5,9 @@
 //! in a pod spec is reported as, for example, "invalid value 'abc' for
 //! '--interval-seconds <INGRESS_LOG_INTERVAL_SECONDS>'".
 
-use super::origin::{parse_network, ClientIpPolicy, TrustedProxies};
+use super::origin::{ClientIpPolicy, TrustedProxies};
 use crate::log_level::LogLevel;
+use crate::net::parse_network;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

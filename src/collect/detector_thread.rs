@@ -11,14 +11,13 @@
 //! The detector thread also publishes what others read of the detector (events, the
 //! `/suspicious` view, counters) through a hook, so nobody has to stop it to look.
 
-use std::net::IpAddr;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use crate::collect::aggregate::Connection;
 use crate::trace::threat_lists::ThreatLists;
-use crate::trace::Detector;
+use crate::trace::{Attributed, Detector};
 
 /// Messages queued between the two threads before the parsing side waits. A message carries
 /// the requests of one read, or [`REQUESTS_PER_MESSAGE`] of a bigger one, so the detector may
@@ -37,7 +36,7 @@ const READINGS_PER_MESSAGE: usize = 64;
 #[derive(Clone, Copy, Debug)]
 struct Request {
     connection: Connection,
-    original: Option<IpAddr>,
+    original: Option<Attributed>,
 }
 
 /// A clock reading, taken before the request at `position` of its message.
@@ -152,7 +151,7 @@ impl DetectorThread {
     pub fn observe(
         &mut self,
         connection: &Connection,
-        original: Option<IpAddr>,
+        original: Option<Attributed>,
     ) -> Result<(), DetectorStopped> {
         self.pending.requests.push(Request {
             connection: *connection,
@@ -299,6 +298,7 @@ mod tests {
     use crate::collect::parse::Protocol;
     use crate::trace::threat_lists::parse_list;
     use crate::trace::{Suspicious, TraceConfig, TraceCounters};
+    use std::net::IpAddr;
     use std::net::Ipv4Addr;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -316,7 +316,7 @@ mod tests {
     /// Clock readings, each with its requests: a few heavy clients over a long tail, a listed
     /// network, requests without an original IP, and one reading bigger than a message.
     /// A clock reading and its requests.
-    type Reading = (u64, Vec<(Connection, Option<IpAddr>)>);
+    type Reading = (u64, Vec<(Connection, Option<Attributed>)>);
 
     fn workload() -> Vec<Reading> {
         let mut state = 0x2545_f491_u32;
@@ -342,7 +342,15 @@ mod tests {
                             5 => Some(Ipv4Addr::new(203, 0, 113, (roll >> 8) as u8)),
                             _ => Some(Ipv4Addr::from(0x6400_0000 + (roll >> 4) % 20_000)),
                         };
-                        (connection(roll % 7), original.map(IpAddr::V4))
+                        (
+                            connection(roll % 7),
+                            original.map(|ip| {
+                                Attributed::new(
+                                    IpAddr::V4(ip),
+                                    crate::trace::events::Provenance::Trusted,
+                                )
+                            }),
+                        )
                     })
                     .collect();
                 (reading * 37, requests)

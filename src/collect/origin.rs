@@ -21,6 +21,9 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::parse::{parse_ipv4, Record};
+use crate::net::canonical_ip;
+use crate::trace::events::Provenance;
+pub use crate::trace::Attributed;
 
 /// The original source of one request, ready to become a Felix `HTTPData`.
 ///
@@ -87,13 +90,6 @@ impl TrustedProxies {
     }
 }
 
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
-}
-
 /// How the client is told apart from the proxies in front of the ingress.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ClientIpPolicy {
@@ -118,12 +114,68 @@ impl ClientIpPolicy {
     /// The original source of `record`, or `None` when no header carried a usable address (the
     /// reference policy only; the others fall back to the connection's peer).
     pub fn original_ip(&self, record: &Record<'_>) -> Option<Origin> {
+        self.attribute(record).origin
+    }
+
+    /// What Felix is told of `record`, and whom the detectors count it against with how far
+    /// that can be believed.
+    pub fn attribute(&self, record: &Record<'_>) -> Attribution {
+        let peer = canonical_ip(record.source_ip);
         match self {
-            ClientIpPolicy::Reference => original_ip(record),
-            ClientIpPolicy::TrustedProxies(trusted) => {
-                Some(trusted_proxies_origin(record, trusted))
+            ClientIpPolicy::Reference => {
+                let origin = original_ip(record);
+                let client = match origin {
+                    Some(origin) => Attributed::new(origin.ip, Provenance::Claimed),
+                    None => Attributed::new(peer, Provenance::Connection),
+                };
+                Attribution { origin, client }
             }
-            ClientIpPolicy::TrustedHops(hops) => Some(trusted_hops_origin(record, *hops)),
+            ClientIpPolicy::TrustedProxies(trusted) => {
+                Attribution::walked(trusted_proxies_client(record, peer, trusted))
+            }
+            ClientIpPolicy::TrustedHops(hops) => {
+                Attribution::walked(trusted_hops_client(record, peer, *hops))
+            }
+        }
+    }
+
+    /// The provenance a believed header gets under this policy, for the startup log.
+    pub fn header_provenance(&self) -> Provenance {
+        match self {
+            ClientIpPolicy::Reference => Provenance::Claimed,
+            ClientIpPolicy::TrustedProxies(_) | ClientIpPolicy::TrustedHops(_) => {
+                Provenance::Trusted
+            }
+        }
+    }
+
+    /// How the policy reads as a mode, for logs: `reference`, `trusted-proxies` or
+    /// `trusted-hops`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            ClientIpPolicy::Reference => "reference",
+            ClientIpPolicy::TrustedProxies(_) => "trusted-proxies",
+            ClientIpPolicy::TrustedHops(_) => "trusted-hops",
+        }
+    }
+}
+
+/// One request's attribution: Felix's entry and the detectors' client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attribution {
+    /// What goes to Felix; `None` when the reference rule found no header address.
+    pub origin: Option<Origin>,
+    /// Whom the detectors count the request against: always an address, the peer when no
+    /// header was believed.
+    pub client: Attributed,
+}
+
+impl Attribution {
+    /// A trusted walk's result, which Felix is told as it is.
+    fn walked(client: Attributed) -> Attribution {
+        Attribution {
+            origin: Some(Origin::forwarded(client.ip)),
+            client,
         }
     }
 }
@@ -150,10 +202,13 @@ pub fn original_ip(record: &Record<'_>) -> Option<Origin> {
     }
 }
 
-fn trusted_proxies_origin(record: &Record<'_>, trusted: &TrustedProxies) -> Origin {
-    let peer = record.source_ip;
+fn trusted_proxies_client(
+    record: &Record<'_>,
+    peer: IpAddr,
+    trusted: &TrustedProxies,
+) -> Attributed {
     if !trusted.contains(peer) {
-        return Origin::forwarded(peer);
+        return Attributed::new(peer, Provenance::Connection);
     }
     let list = record.x_forwarded_for.as_deref().unwrap_or_default();
     let mut reached = None;
@@ -166,20 +221,22 @@ fn trusted_proxies_origin(record: &Record<'_>, trusted: &TrustedProxies) -> Orig
             break;
         }
     }
-    let client = reached
-        .or_else(|| record.x_real_ip.as_deref().and_then(parse_client_address))
-        .unwrap_or(peer);
-    Origin::forwarded(client)
+    match reached.or_else(|| record.x_real_ip.as_deref().and_then(parse_client_address)) {
+        Some(client) => Attributed::new(client, Provenance::Trusted),
+        None => Attributed::new(peer, Provenance::Connection),
+    }
 }
 
-fn trusted_hops_origin(record: &Record<'_>, hops: usize) -> Origin {
+fn trusted_hops_client(record: &Record<'_>, peer: IpAddr, hops: usize) -> Attributed {
     let list = record.x_forwarded_for.as_deref().unwrap_or_default();
-    let client = forwarded_entries(list)
+    match forwarded_entries(list)
         .rev()
         .nth(hops)
         .and_then(parse_client_address)
-        .unwrap_or(record.source_ip);
-    Origin::forwarded(client)
+    {
+        Some(client) => Attributed::new(client, Provenance::Trusted),
+        None => Attributed::new(peer, Provenance::Connection),
+    }
 }
 
 /// The entries of an X-Forwarded-For value, trimmed, without the empty ones a stray comma
@@ -227,7 +284,8 @@ impl<'a> DoubleEndedIterator for CommaSeparated<'a> {
 }
 
 /// One header entry as a bare IP: `a.b.c.d`, `a.b.c.d:port`, an IPv6 address, `[v6]` or
-/// `[v6]:port`. Anything else (`unknown`, `_hidden`, a zone index, a hostname) is `None`.
+/// `[v6]:port`. Anything else (`unknown`, `_hidden`, a zone index, a hostname) is `None`. An
+/// IPv4-mapped address is its IPv4 address ([`canonical_ip`]): one client, one spelling.
 pub fn parse_client_address(entry: &str) -> Option<IpAddr> {
     let entry = trim_blanks(entry);
     if let Some(bracketed) = entry.strip_prefix('[') {
@@ -235,7 +293,10 @@ pub fn parse_client_address(entry: &str) -> Option<IpAddr> {
         if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
             return None;
         }
-        return inside.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+        return inside
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(|v6| canonical_ip(IpAddr::V6(v6)));
     }
     if let Some(v4) = parse_ipv4(entry.as_bytes()) {
         return Some(IpAddr::V4(v4));
@@ -244,7 +305,10 @@ pub fn parse_client_address(entry: &str) -> Option<IpAddr> {
     // Every IPv6 text form has at least two colons, so one colon means `v4:port` or nothing;
     // an IPv6 address with a port but no brackets is ambiguous, so only IPv4 may carry one.
     if port.contains(':') {
-        return entry.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+        return entry
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(|v6| canonical_ip(IpAddr::V6(v6)));
     }
     if !is_port(port) {
         return None;
@@ -296,18 +360,6 @@ fn ipv4_text(ip: Ipv4Addr) -> String {
     text
 }
 
-/// A CIDR or a bare address (a single host), surrounding spaces ignored: how trusted proxies
-/// are written in flags, environment variables and the injection config.
-pub fn parse_network(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map(|net| net.trunc())
-        .map_err(|_| {
-            format!("{text:?} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)")
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,7 +399,8 @@ mod tests {
             ("2001:db8::1", Some("2001:db8::1")),
             ("[2001:db8::1]", Some("2001:db8::1")),
             ("[2001:db8::1]:443", Some("2001:db8::1")),
-            ("::ffff:1.2.3.4", Some("::ffff:1.2.3.4")),
+            ("::ffff:1.2.3.4", Some("1.2.3.4")),
+            ("[::ffff:1.2.3.4]:80", Some("1.2.3.4")),
             ("1.2.3.4:", None),
             ("1.2.3.4:99999", None),
             ("1.2.3.4:+80", None),

@@ -87,12 +87,13 @@ impl Pipeline {
         match parse_line(line) {
             Ok(Some(record)) => {
                 self.metrics.records_parsed.inc();
-                let origin = self.policy.original_ip(&record);
-                self.aggregator.observe(&record, origin.as_ref());
+                let attribution = self.policy.attribute(&record);
+                self.aggregator
+                    .observe(&record, attribution.origin.as_ref());
                 if self.detector.is_some() {
                     let connection = Connection::of(&record);
                     self.feed_detector(|detector| {
-                        detector.observe(&connection, origin.map(|o| o.ip))
+                        detector.observe(&connection, Some(attribution.client))
                     });
                 }
             }

@@ -259,7 +259,7 @@ impl InjectConfig {
             return Err(ConfigError::invalid("trustedHops", "must be 0-64"));
         }
         for entry in &self.trusted_proxies {
-            crate::collect::origin::parse_network(entry)
+            crate::net::parse_network(entry)
                 .map_err(|problem| ConfigError::invalid("trustedProxies", problem))?;
         }
         Ok(())

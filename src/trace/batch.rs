@@ -13,7 +13,9 @@ use std::time::SystemTime;
 
 use crate::collect::aggregate::Connection;
 
+use super::events::Provenance;
 use super::heavy_hitters::AddressHasher;
+use super::Attributed;
 
 /// Distinct addresses per table before a batch is applied early: a 64 KiB read holds about
 /// 340 lines, so this is rarely reached; when a reader hands over more at one instant, the
@@ -32,6 +34,9 @@ pub(crate) struct Tally {
     pub listed_requests: u64,
     /// The connection of the address's first request in the batch, named by its events.
     pub connection: Connection,
+    /// The strongest claim any of its requests made: `trusted` once one was walked past a
+    /// trusted proxy, else `connection`; `claimed` in the claimed tallies.
+    pub provenance: Provenance,
 }
 
 /// Slots of a tally index: a power of two at least twice [`BATCH_ADDRESSES`], so linear
@@ -70,7 +75,7 @@ impl Tallies {
         }
     }
 
-    fn add(&mut self, ip: IpAddr, connection: &Connection, listed: bool) {
+    fn add(&mut self, ip: IpAddr, connection: &Connection, listed: bool, provenance: Provenance) {
         let listed = u64::from(listed);
         let hash = self.hasher.hash(&ip);
         let mask = INDEX_SLOTS - 1;
@@ -92,6 +97,7 @@ impl Tallies {
                     requests: 1,
                     listed_requests: listed,
                     connection: *connection,
+                    provenance,
                 });
                 return;
             }
@@ -99,6 +105,7 @@ impl Tallies {
                 if tally.ip == ip {
                     tally.requests = tally.requests.saturating_add(1);
                     tally.listed_requests = tally.listed_requests.saturating_add(listed);
+                    tally.provenance = tally.provenance.max(provenance);
                     return;
                 }
             }
@@ -166,16 +173,22 @@ impl Batch {
         now_ms: u64,
         wall: SystemTime,
         connection: &Connection,
-        original: Option<IpAddr>,
+        original: Option<Attributed>,
     ) {
         self.at = Some((now_ms, wall));
-        let source_ip = connection.source_ip;
+        let source_ip = crate::net::canonical_ip(connection.source_ip);
+        let original_ip = original.map(|original| original.ip);
         // A request with no proxy in front has the same address in both fields: one list
         // hit, counted on the original IP.
-        self.sources
-            .add(source_ip, connection, original != Some(source_ip));
-        if let Some(original_ip) = original {
-            self.originals.add(original_ip, connection, true);
+        self.sources.add(
+            source_ip,
+            connection,
+            original_ip != Some(source_ip),
+            Provenance::Connection,
+        );
+        if let Some(original) = original {
+            self.originals
+                .add(original.ip, connection, true, original.provenance);
         }
     }
 
@@ -217,7 +230,7 @@ mod tests {
                 for k in 0..addresses {
                     if round <= k % 3 {
                         let ip = IpAddr::V4(Ipv4Addr::from(batch * 100_000 + k));
-                        tallies.add(ip, &connection, k % 2 == 0);
+                        tallies.add(ip, &connection, k % 2 == 0, Provenance::Connection);
                     }
                 }
             }

@@ -40,7 +40,7 @@ use crate::collect::aggregate::Connection;
 use batch::Batch;
 pub use batch::BATCH_ADDRESSES;
 use events::{
-    rfc3339_utc, Event, EventConnection, EventDetails, EventKind, Field, RecentEvents,
+    rfc3339_utc, Event, EventConnection, EventDetails, EventKind, Field, Provenance, RecentEvents,
     EVENT_SCHEMA_VERSION,
 };
 use heavy_hitters::{
@@ -69,6 +69,23 @@ pub const MAX_TABLE_ENTRIES: usize = 1_000_000;
 /// The memory one buffered event is assumed to cost in the bound: the struct, its strings
 /// (rule name, protocol, timestamp, CIDR and note) at typical lengths, with allocator slack.
 pub const EVENT_BYTES_ESTIMATE: usize = 512;
+
+/// The address a request is counted against by the detectors, and how far it can be believed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Attributed {
+    /// Canonical ([`canonical_ip`]): an IPv4 client is IPv4 however it was written.
+    pub ip: IpAddr,
+    pub provenance: Provenance,
+}
+
+impl Attributed {
+    pub fn new(ip: IpAddr, provenance: Provenance) -> Attributed {
+        Attributed {
+            ip: crate::net::canonical_ip(ip),
+            provenance,
+        }
+    }
+}
 
 /// A threat list to load: the shell reads `path` and hands the text to
 /// [`threat_lists::parse_list`] under `name`.
@@ -462,6 +479,7 @@ struct Firing<'a> {
     name: &'a str,
     ip: IpAddr,
     field: Field,
+    provenance: Provenance,
 }
 
 impl Emitter {
@@ -496,6 +514,7 @@ impl Emitter {
             name: firing.name.to_owned(),
             ip: firing.ip,
             field: firing.field,
+            provenance: Some(firing.provenance),
             connection: EventConnection::from(connection),
             details: details(),
         };
@@ -706,7 +725,7 @@ impl Detector {
         now_ms: u64,
         wall: SystemTime,
         connection: &Connection,
-        original: Option<IpAddr>,
+        original: Option<Attributed>,
     ) {
         if !self.batch.accepts(now_ms, wall) {
             self.flush();
@@ -762,6 +781,7 @@ impl Detector {
                     name: &rule.name,
                     ip: tally.ip,
                     field: rule.field,
+                    provenance: tally.provenance,
                 };
                 match &mut rule.check {
                     RuleCheck::Threshold {
@@ -854,6 +874,7 @@ impl Detector {
                             name: hit.list,
                             ip: tally.ip,
                             field,
+                            provenance: tally.provenance,
                         },
                         tally.listed_requests,
                         |_| EventDetails {

@@ -212,34 +212,9 @@ fn parse_network(token: &str) -> Result<(IpNet, Option<String>), String> {
                 .map_err(|_| format!("{token:?} is not an IP address or CIDR"))?,
         )
     };
-    let network = canonical_network(written);
+    let network = crate::net::normalise(written);
     let cleared = (written.trunc().addr() != written.addr()).then(|| token.to_owned());
     Ok((network, cleared))
-}
-
-/// The network with host bits cleared, IPv4-mapped IPv6 networks turned into IPv4 ones.
-fn canonical_network(network: IpNet) -> IpNet {
-    match network {
-        IpNet::V6(v6) => {
-            let mapped_prefix = 96;
-            match v6.addr().to_ipv4_mapped() {
-                Some(v4) if v6.prefix_len() >= mapped_prefix => {
-                    Ipv4Net::new(v4, v6.prefix_len() - mapped_prefix)
-                        .map_or(IpNet::V6(v6.trunc()), |net| IpNet::V4(net.trunc()))
-                }
-                _ => IpNet::V6(v6.trunc()),
-            }
-        }
-        IpNet::V4(v4) => IpNet::V4(v4.trunc()),
-    }
-}
-
-/// The address as a lookup key: IPv4-mapped IPv6 addresses become IPv4.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
 }
 
 /// No further entry in a chain, no note.
@@ -483,7 +458,7 @@ impl ThreatLists {
 
     /// The canonical address, its longest stored prefix's cover run and that prefix's length.
     fn longest_prefix(&self, ip: IpAddr) -> Option<(IpAddr, u32, u8)> {
-        let ip = canonical_ip(ip);
+        let ip = crate::net::canonical_ip(ip);
         match ip {
             IpAddr::V4(v4) => {
                 if !self.v4_filter.may_contain((u32::from(v4) >> 16) as u16) {

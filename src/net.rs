@@ -1,8 +1,21 @@
-//! Address normalisation shared by every part of blocking, so that one network has exactly one
-//! spelling: the key under which it is merged, compared and recorded.
+//! The one reader and normaliser of IP addresses and networks, for every role: the collector's
+//! client attribution and trusted proxies, the threat lists, the injection config and `block`.
+//!
+//! One address has exactly one spelling everywhere: a dual-stack listener or a client writes an
+//! IPv4 client as `::ffff:203.0.113.7`, and nginx, Calico and nftables all see that client as
+//! `203.0.113.7`. Were the two kept apart, one client would count as two (halving its volume
+//! against every rule) and a block of one would miss the other.
 
 use ipnet::{IpNet, Ipv4Net};
 use std::net::IpAddr;
+
+/// The address as one client is known everywhere: IPv4-mapped IPv6 addresses become IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
 
 /// Parses `203.0.113.7`, `203.0.113.0/24`, `2001:db8::/32` or `::ffff:203.0.113.7` into its
 /// normal form; `None` when it is neither an address nor a CIDR.
@@ -27,6 +40,16 @@ pub fn normalise(net: IpNet) -> IpNet {
         }
     }
     net.trunc()
+}
+
+/// A CIDR or a bare address (a single host), surrounding spaces ignored, normalised: how
+/// trusted proxies and cluster ranges are written in flags, environment variables and the
+/// injection config.
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    parse_net(text).ok_or_else(|| {
+        format!("{text:?} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)")
+    })
 }
 
 /// Whether two networks share at least one address.
@@ -54,6 +77,21 @@ mod tests {
         assert_eq!(spelled("2001:DB8::1/32").as_deref(), Some("2001:db8::/32"));
         assert_eq!(spelled("example.com"), None);
         assert_eq!(spelled("203.0.113.7/33"), None);
+    }
+
+    #[test]
+    fn mapped_addresses_are_their_ipv4_address() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(canonical_ip(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(canonical_ip(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(canonical_ip(ip("2001:db8::1")), ip("2001:db8::1"));
+        assert_eq!(
+            parse_network(" ::ffff:10.0.0.0/104 ").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert!(parse_network("10.0.0.0/33")
+            .unwrap_err()
+            .contains("10.0.0.0/33"));
     }
 
     #[test]
