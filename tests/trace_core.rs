@@ -844,9 +844,11 @@ fn the_suspicious_view_has_its_documented_shape() {
     assert_eq!(
         keys,
         vec![
+            "claimed_events",
             "previous_window",
             "recent_events",
             "schema_version",
+            "top_claimed",
             "top_original",
             "top_sources",
             "window_seconds",

@@ -45,6 +45,8 @@ use hashbrown::HashTable;
 
 use serde::{Deserialize, Serialize};
 
+use super::events::Provenance;
+
 /// How many counters a summary keeps per entry it is asked to report, by default.
 ///
 /// With 50 counters per reported entry the error bound `N / capacity` is 2 % of the window's
@@ -61,6 +63,12 @@ pub struct TopEntry {
     /// How many of `requests` may belong to other IPs: the true count lies in
     /// `requests - error ..= requests`.
     pub error: u64,
+    /// How far `ip` can be believed: `connection` for connection sources; for original IPs,
+    /// that of the latest request counted (`trusted` or `connection` in `top_original`,
+    /// `claimed` in `top_claimed`). Absent only in documents of collectors older than the
+    /// field; readers take [`Provenance::assumed_for`] the list's field then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 }
 
 impl TopEntry {
@@ -279,6 +287,7 @@ impl SpaceSaving {
                     ip: counter.ip,
                     requests: entry.count,
                     error: counter.error,
+                    provenance: None,
                 })
             })
             .collect();

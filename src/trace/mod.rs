@@ -455,6 +455,16 @@ pub struct Suspicious {
     pub previous_window: Option<CompletedWindowView>,
     /// The most recent events, oldest first.
     pub recent_events: Vec<Event>,
+    /// The current window's busiest *claimed* original IPs: addresses read from headers that
+    /// nothing vouches for. Shown so an operator sees what the headers say; `block` takes
+    /// none of them unless told to.
+    #[serde(default)]
+    pub top_claimed: Vec<TopEntry>,
+    /// The most recent events about claimed addresses, oldest first, kept apart so that a
+    /// flood of them can neither push verified events out of `recent_events` nor be mistaken
+    /// for them.
+    #[serde(default)]
+    pub claimed_events: Vec<Event>,
 }
 
 /// Where raised events go, apart from the rule state so that rules can raise events while
@@ -922,6 +932,8 @@ impl Detector {
             top_sources: self.top_sources.current_top(),
             previous_window,
             recent_events: self.emitter.recent.iter().cloned().collect(),
+            top_claimed: Vec::new(),
+            claimed_events: Vec::new(),
         }
     }
 
