@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ingress-tap: {err:#}");
+            eprintln!("ingress-tap: {}", ingress_tap::telemetry::error_chain(&err));
             ExitCode::FAILURE
         }
     }

@@ -15,6 +15,24 @@ use std::sync::Arc;
 
 pub use crate::log_level::{LogLevel, UnknownLogLevel};
 
+/// An error and its causes on one line, `a: b: c`, as `{:#}` writes them, but without a cause
+/// whose text is already in what came before: many error types quote their source in their
+/// own message, and the reader should see each problem once.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
 /// Installs the process-wide logger writing to stderr (stdout may carry data: the collector's
 /// JSON reports). `json` selects one JSON object per line, for log pipelines.
 pub fn init_logging(level: LogLevel, json: bool) {
@@ -126,5 +144,26 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_quoted_by_its_parent_is_written_once() {
+        let yaml = serde_yaml::from_str::<crate::trace::TraceConfig>("bogus_key: 1").unwrap_err();
+        let error = anyhow::Error::new(crate::trace::TraceConfigError::from(yaml))
+            .context("invalid trace config t.yaml");
+        let text = error_chain(&error);
+        assert_eq!(
+            text.matches("unknown field `bogus_key`").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.starts_with("invalid trace config t.yaml: "), "{text}");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&plain), "outer: inner");
     }
 }

@@ -307,7 +307,7 @@ fn threshold_fires_once_per_cool_down() {
     // five-minute cool-down has run out.
     assert_eq!(fired_at, vec![9, 309, 609]);
     let counters = detector.counters();
-    assert_eq!(counters.rule_events[0].count, 3);
+    assert_eq!(counters.events_of("volume"), 3);
     assert!(counters.rule_cooled_down[0].count > 0);
 }
 
@@ -727,20 +727,30 @@ fn threat_hits_raise_rate_limited_events_and_count_every_hit() {
     assert_eq!(events[2].time, "2023-11-14T22:14:21.000Z");
 
     let counters = detector.counters();
-    let hits: Vec<(&str, u64)> = counters
+    let hits: Vec<(&str, Provenance, u64)> = counters
         .list_hits
         .iter()
-        .map(|count| (count.name.as_str(), count.count))
+        .filter(|count| count.count > 0)
+        .map(|count| (count.name.as_str(), count.provenance, count.count))
         .collect();
-    assert_eq!(hits, vec![("spamhaus_drop", 11), ("firehol_level1", 1)]);
+    assert_eq!(
+        hits,
+        vec![
+            ("spamhaus_drop", Provenance::Trusted, 11),
+            ("firehol_level1", Provenance::Connection, 1)
+        ]
+    );
 
     // A reload keeps the counts of lists that keep their name.
     let (firehol, _) = parse_list("firehol_level1", FIREHOL);
     detector.replace_lists(ThreatLists::build(vec![firehol]).unwrap());
     let counters = detector.counters();
-    assert_eq!(counters.list_hits.len(), 1);
-    assert_eq!(counters.list_hits[0].count, 1);
-    assert_eq!(counters.list_events[0].count, 1);
+    assert!(counters
+        .list_hits
+        .iter()
+        .all(|count| count.name == "firehol_level1"));
+    assert_eq!(counters.hits_of("firehol_level1"), 1);
+    assert_eq!(counters.events_of("firehol_level1"), 1);
 }
 
 #[test]
@@ -863,7 +873,7 @@ fn the_suspicious_view_has_its_documented_shape() {
     assert_eq!(previous["requests_sources"], 4);
     assert_eq!(
         previous["top_original"],
-        serde_json::json!([{"ip": "203.0.113.1", "requests": 3, "error": 0}])
+        serde_json::json!([{"ip": "203.0.113.1", "requests": 3, "error": 0, "provenance": "trusted"}])
     );
     assert_eq!(value["top_original"], serde_json::json!([]));
     assert_eq!(value["recent_events"].as_array().unwrap().len(), 1);

@@ -141,7 +141,9 @@ async fn a_spoofed_header_behind_a_trusted_proxy_is_attributed_to_the_real_clien
 
 #[tokio::test]
 async fn a_burst_raises_one_event_per_cooldown_and_a_listed_ip_shows_everywhere() {
-    let stack = start(&[]).await;
+    // Through a trusted proxy, so that the clients are verified and reach the lists that
+    // `block` acts on (claimed ones are kept apart: tests/trace_attacks.rs).
+    let stack = start(&[("INGRESS_TAP_TRUSTED_PROXIES", "127.0.0.1/32".into())]).await;
     let events_path = stack.dir.path().join("events.jsonl");
 
     // 60 requests from one client: the threshold (20 in a minute) is crossed once, and the
@@ -174,6 +176,7 @@ async fn a_burst_raises_one_event_per_cooldown_and_a_listed_ip_shows_everywhere(
     assert_eq!(volume[0]["ip"], "198.51.100.77");
     assert_eq!(volume[0]["name"], "test-volume");
     assert_eq!(volume[0]["field"], "original");
+    assert_eq!(volume[0]["provenance"], "trusted");
     assert_eq!(volume[0]["schema_version"], 1);
     let threat: Vec<&Value> = all.iter().filter(|e| e["kind"] == "threat_list").collect();
     assert_eq!(threat.len(), 1, "{threat:?}");
@@ -217,16 +220,20 @@ async fn a_burst_raises_one_event_per_cooldown_and_a_listed_ip_shows_everywhere(
     // Metrics: the list hit, the rule's event, the top IP as a ranked gauge, the bad list line.
     let metrics = collector.metrics().await.unwrap();
     assert!(
-        metrics.contains(r#"ingress_tap_trace_list_hits_total{name="test-blocklist"} 1"#),
+        metrics.contains(
+            r#"ingress_tap_trace_list_hits_total{name="test-blocklist",provenance="trusted"} 1"#
+        ),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"ingress_tap_trace_rule_events_total{name="test-volume"} 1"#),
+        metrics.contains(
+            r#"ingress_tap_trace_rule_events_total{name="test-volume",provenance="trusted"} 1"#
+        ),
         "{metrics}"
     );
     assert!(
         metrics
-            .contains(r#"ingress_tap_trace_top_original_requests{rank="1",ip="198.51.100.77"} 70"#),
+            .contains(r#"ingress_tap_trace_top_original_requests{rank="1",ip="198.51.100.77",provenance="trusted"} 70"#),
         "{metrics}"
     );
     assert!(

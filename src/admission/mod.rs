@@ -259,7 +259,7 @@ async fn reload_config(
                     .config_reloads
                     .get_or_create(&metrics::ReloadLabels { result: "error" })
                     .inc();
-                tracing::error!(path = %path.display(), error = format!("{err:#}"), "new injection config rejected; keeping the previous one");
+                tracing::error!(path = %path.display(), error = crate::telemetry::error_chain(&err), "new injection config rejected; keeping the previous one");
             }
         }
     }

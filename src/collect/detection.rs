@@ -6,6 +6,7 @@
 //! HTTP handler and the metrics scrape — is a copy published from that thread at most once a
 //! second, so a scrape never waits on detection and detection never waits on a scrape.
 
+use crate::trace::events::Provenance;
 use crate::trace::threat_lists::{parse_list, ThreatLists};
 use crate::trace::{Detector, ListSource, Suspicious, TraceConfig, TraceCounters};
 use crate::watch::FileChanges;
@@ -155,10 +156,23 @@ pub fn load_lists(sources: &[ListSource], metrics: &TraceMetrics) -> ThreatLists
                 "threat list entry"
             );
         }
-        metrics.list_errors.fetch_add(
-            problems.iter().filter(|p| !p.loaded).count() as u64,
-            Ordering::Relaxed,
-        );
+        let unreadable: Vec<_> = problems.iter().filter(|p| !p.loaded).collect();
+        metrics
+            .list_errors
+            .fetch_add(unreadable.len() as u64, Ordering::Relaxed);
+        // One line per load at error level, which the default log level (Panic, as the
+        // reference collector's) still shows: a feed that lost entries must not go unnoticed.
+        if let Some(first) = unreadable.first() {
+            tracing::error!(
+                list = %source.name,
+                path = %source.path.display(),
+                unreadable = unreadable.len(),
+                loaded = list.entries().len(),
+                first_line = first.line,
+                first_reason = %first.reason,
+                "threat list has lines that cannot be read; they are skipped, the rest is in force"
+            );
+        }
         tracing::info!(list = %source.name, entries = list.entries().len(), "threat list loaded");
         lists.push(list);
     }
@@ -346,14 +360,22 @@ impl TraceMetrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct NameLabel {
+struct NameLabels {
     name: String,
+    provenance: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct BudgetLabels {
+    kind: &'static str,
+    stream: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct RankLabels {
     rank: String,
     ip: String,
+    provenance: &'static str,
 }
 
 /// The shared handle registered in the registry.
@@ -401,8 +423,9 @@ impl Collector for TraceCollector {
                 prometheus_client::metrics::MetricType::Counter,
             )?;
             for value in values {
-                let labels = NameLabel {
+                let labels = NameLabels {
                     name: value.name.clone(),
+                    provenance: value.provenance.as_str(),
                 };
                 ConstCounter::new(value.count).encode(family.encode_family(&labels)?)?;
             }
@@ -426,24 +449,40 @@ impl Collector for TraceCollector {
             "Volume rule events raised",
             &counters.rule_events,
         )?;
-        counter(
-            &mut encoder,
-            "ingress_tap_trace_events_rate_limited",
-            "Events not raised because of the global event rate limit",
-            counters.events_rate_limited,
-        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "ingress_tap_trace_events_rate_limited",
+                "Events not raised because their budget (max_events_per_second per kind and \
+                 stream) was used up",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for budget in &counters.events_rate_limited_by_budget {
+                let labels = BudgetLabels {
+                    kind: budget.kind.as_str(),
+                    stream: budget.stream.as_str(),
+                };
+                ConstCounter::new(budget.count).encode(family.encode_family(&labels)?)?;
+            }
+        }
         let suspicious = published.suspicious.load_full();
         if let Some(suspicious) = suspicious.as_ref() {
             for (name, help, entries) in [
                 (
                     "ingress_tap_trace_top_original_requests",
-                    "Requests of the busiest original IPs in the current window, by rank",
+                    "Requests of the busiest verified original IPs in the current window, by rank",
                     &suspicious.top_original,
                 ),
                 (
                     "ingress_tap_trace_top_source_requests",
                     "Requests of the busiest connection sources in the current window, by rank",
                     &suspicious.top_sources,
+                ),
+                (
+                    "ingress_tap_trace_top_claimed_requests",
+                    "Requests of the busiest claimed original IPs (believed from headers \
+                     nothing vouches for) in the current window, by rank",
+                    &suspicious.top_claimed,
                 ),
             ] {
                 let mut family = encoder.encode_descriptor(
@@ -456,6 +495,7 @@ impl Collector for TraceCollector {
                     let labels = RankLabels {
                         rank: (rank + 1).to_string(),
                         ip: entry.ip.to_string(),
+                        provenance: entry.provenance.map_or("unknown", Provenance::as_str),
                     };
                     ConstGauge::new(i64::try_from(entry.requests).unwrap_or(i64::MAX))
                         .encode(family.encode_family(&labels)?)?;

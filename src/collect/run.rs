@@ -120,6 +120,8 @@ pub async fn start(
     let metrics_addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
 
+    let attribution = policy.mode();
+    let headers_believed_from_anyone = policy == ClientIpPolicy::Reference;
     let mut pipeline = Pipeline::new(
         policy,
         AggregatorLimits::with_requests_per_interval(options.requests_per_interval),
@@ -144,6 +146,7 @@ pub async fn start(
         }
         None => (None, tokio::sync::mpsc::channel(1).1),
     };
+    let tracing_on = published.is_some();
     let health = telemetry::health_router(Arc::new(registry), readiness.clone())
         .merge(detection::suspicious_router(published));
     let mut health_stopped = stopped.clone();
@@ -155,8 +158,17 @@ pub async fn start(
         log = %options.log_path.display(),
         felix = options.felix_dial_target.as_deref().unwrap_or("stdout"),
         interval_seconds = options.interval_seconds,
+        attribution,
         "collector started"
     );
+    if headers_believed_from_anyone && tracing_on {
+        tracing::warn!(
+            attribution,
+            "X-Forwarded-For and X-Real-IP are believed from anyone: detections on them are \
+             reported as claimed and kept apart; set --trusted-proxies or --trusted-hops to \
+             verify original IPs"
+        );
+    }
     let state = Loop {
         tailer,
         pipeline,

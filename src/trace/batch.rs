@@ -147,7 +147,10 @@ impl Tallies {
 pub(crate) struct Batch {
     /// The instant every request of the batch carries; `None` when empty.
     pub at: Option<(u64, SystemTime)>,
+    /// Verified original IPs: the peer itself, or walked past trusted proxies.
     pub originals: Tallies,
+    /// Original IPs read from headers nothing vouches for.
+    pub claimed: Tallies,
     pub sources: Tallies,
 }
 
@@ -157,6 +160,7 @@ impl Batch {
         Batch {
             at: None,
             originals: Tallies::new(hasher),
+            claimed: Tallies::new(hasher),
             sources: Tallies::new(hasher),
         }
     }
@@ -164,7 +168,10 @@ impl Batch {
     /// Whether a request at (`now_ms`, `wall`) can join the batch: same instant, and room
     /// for one more address in each table.
     pub fn accepts(&self, now_ms: u64, wall: SystemTime) -> bool {
-        self.at == Some((now_ms, wall)) && !self.originals.is_full() && !self.sources.is_full()
+        self.at == Some((now_ms, wall))
+            && !self.originals.is_full()
+            && !self.claimed.is_full()
+            && !self.sources.is_full()
     }
 
     /// Adds one request; the caller has made sure the batch [`Batch::accepts`] it.
@@ -187,23 +194,30 @@ impl Batch {
             Provenance::Connection,
         );
         if let Some(original) = original {
-            self.originals
-                .add(original.ip, connection, true, original.provenance);
+            let tallies = match original.provenance {
+                Provenance::Claimed => &mut self.claimed,
+                Provenance::Connection | Provenance::Trusted => &mut self.originals,
+            };
+            tallies.add(original.ip, connection, true, original.provenance);
         }
     }
 
     pub fn clear(&mut self) {
         self.at = None;
         self.originals.clear();
+        self.claimed.clear();
         self.sources.clear();
     }
 
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.originals.memory_bytes() + self.sources.memory_bytes()
+        std::mem::size_of::<Self>()
+            + self.originals.memory_bytes()
+            + self.claimed.memory_bytes()
+            + self.sources.memory_bytes()
     }
 
     pub fn memory_bound_bytes() -> usize {
-        std::mem::size_of::<Self>() + 2 * Tallies::memory_bound_bytes()
+        std::mem::size_of::<Self>() + 3 * Tallies::memory_bound_bytes()
     }
 }
 

@@ -207,33 +207,34 @@ pub fn rfc3339_utc(time: SystemTime) -> String {
     )
 }
 
-/// The most recent events, for `GET /suspicious`; the oldest is dropped when full.
+/// The most recent events of one budget, for `GET /suspicious`, each with its number so that
+/// several rings merge in the order the events were raised; the oldest is dropped when full.
 #[derive(Clone, Debug)]
 pub struct RecentEvents {
     capacity: usize,
-    events: VecDeque<Event>,
+    events: VecDeque<(u64, Event)>,
 }
 
 impl RecentEvents {
     pub fn new(capacity: usize) -> RecentEvents {
         RecentEvents {
             capacity,
-            events: VecDeque::with_capacity(capacity),
+            events: VecDeque::new(),
         }
     }
 
-    pub fn push(&mut self, event: Event) {
+    pub fn push(&mut self, sequence: u64, event: Event) {
         if self.capacity == 0 {
             return;
         }
         while self.events.len() >= self.capacity {
             self.events.pop_front();
         }
-        self.events.push_back(event);
+        self.events.push_back((sequence, event));
     }
 
-    /// Oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Event> {
+    /// Oldest first, with their numbers.
+    pub fn iter(&self) -> impl Iterator<Item = &(u64, Event)> {
         self.events.iter()
     }
 
@@ -280,9 +281,9 @@ mod tests {
         };
         let mut ring = RecentEvents::new(2);
         for n in 0..5 {
-            ring.push(event(n));
+            ring.push(u64::from(n), event(n));
         }
-        let names: Vec<&str> = ring.iter().map(|e| e.name.as_str()).collect();
+        let names: Vec<&str> = ring.iter().map(|(_, e)| e.name.as_str()).collect();
         assert_eq!(names, vec!["3", "4"]);
     }
 }

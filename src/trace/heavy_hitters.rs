@@ -105,6 +105,9 @@ struct HeapEntry {
 #[derive(Clone, Copy, Debug)]
 struct Counter {
     ip: IpAddr,
+    /// The provenance of the latest request counted, when the caller told it (it fits in the
+    /// padding after `ip`).
+    provenance: Option<Provenance>,
     error: u64,
     /// Where this counter sits in the heap, kept in step by every move so that moving a
     /// counter never needs a hash lookup.
@@ -211,11 +214,18 @@ impl SpaceSaving {
     /// [`SpaceSaving::observe`] in a row (weighted Space-Saving keeps every guarantee, with
     /// `N` the total weight). Returns the IP's estimate afterwards.
     pub fn observe_weighted(&mut self, ip: IpAddr, weight: u64) -> Estimate {
-        self.observe_hashed(ip, self.hasher.hash(&ip), weight)
+        self.observe_hashed(ip, self.hasher.hash(&ip), weight, None)
     }
 
-    /// [`SpaceSaving::observe_weighted`] with `ip`'s hash by this summary's hasher.
-    pub(crate) fn observe_hashed(&mut self, ip: IpAddr, hash: u64, weight: u64) -> Estimate {
+    /// [`SpaceSaving::observe_weighted`] with `ip`'s hash by this summary's hasher, and the
+    /// provenance its counter then reports, if any.
+    pub(crate) fn observe_hashed(
+        &mut self,
+        ip: IpAddr,
+        hash: u64,
+        weight: u64,
+        provenance: Option<Provenance>,
+    ) -> Estimate {
         if weight == 0 {
             return self
                 .estimate(&ip)
@@ -225,10 +235,13 @@ impl SpaceSaving {
         let slots = &self.slots;
         let counts = |slot: &u32| slots.get(*slot as usize).is_some_and(|c| c.ip == ip);
         if let Some(&slot) = self.index.find(hash, counts) {
+            if let (Some(counter), Some(_)) = (self.slots.get_mut(slot as usize), provenance) {
+                counter.provenance = provenance;
+            }
             return self.increment(slot, weight);
         }
         if self.slots.len() < self.capacity {
-            return self.add_counter(ip, hash, weight);
+            return self.add_counter(ip, hash, weight, provenance);
         }
         let Some(smallest) = self.heap.first().map(|root| root.count) else {
             return Estimate { count: 0, error: 0 };
@@ -257,7 +270,7 @@ impl SpaceSaving {
                 *alpha = smallest as u32;
             }
         }
-        self.replace_smallest(ip, hash, weight)
+        self.replace_smallest(ip, hash, weight, provenance)
     }
 
     /// The current estimate for `ip`, if it is counted.
@@ -287,7 +300,7 @@ impl SpaceSaving {
                     ip: counter.ip,
                     requests: entry.count,
                     error: counter.error,
-                    provenance: None,
+                    provenance: counter.provenance,
                 })
             })
             .collect();
@@ -372,11 +385,18 @@ impl SpaceSaving {
             + hash_table_bytes::<u32>(capacity * 2)
     }
 
-    fn add_counter(&mut self, ip: IpAddr, hash: u64, weight: u64) -> Estimate {
+    fn add_counter(
+        &mut self,
+        ip: IpAddr,
+        hash: u64,
+        weight: u64,
+        provenance: Option<Provenance>,
+    ) -> Estimate {
         let slot = self.slots.len() as u32;
         let heap_position = self.heap.len();
         self.slots.push(Counter {
             ip,
+            provenance,
             error: 0,
             heap_position: heap_position as u32,
         });
@@ -413,7 +433,13 @@ impl SpaceSaving {
     /// count as error, because it may have been among the requests that counter absorbed.
     /// The evicted IP's filter cell is raised to the count it had, so the cell keeps bounding
     /// its requests while it is uncounted.
-    fn replace_smallest(&mut self, ip: IpAddr, hash: u64, weight: u64) -> Estimate {
+    fn replace_smallest(
+        &mut self,
+        ip: IpAddr,
+        hash: u64,
+        weight: u64,
+        provenance: Option<Provenance>,
+    ) -> Estimate {
         let Some(root) = self.heap.first_mut() else {
             return Estimate { count: 0, error: 0 };
         };
@@ -429,6 +455,7 @@ impl SpaceSaving {
         };
         let evicted = counter.ip;
         counter.ip = ip;
+        counter.provenance = provenance;
         counter.error = inherited;
         let evicted_hash = self.hasher.hash(&evicted);
         if let Ok(entry) = self.index.find_entry(evicted_hash, |&held| held == slot) {
@@ -642,9 +669,11 @@ impl WindowedTopK {
         ip: IpAddr,
         hash: u64,
         weight: u64,
+        provenance: Provenance,
     ) -> Estimate {
         self.advance(now_ms);
-        self.current.observe_hashed(ip, hash, weight)
+        self.current
+            .observe_hashed(ip, hash, weight, Some(provenance))
     }
 
     /// The current window's top entries, largest first.

@@ -63,6 +63,13 @@ pub const MAX_TOP_N: usize = 200;
 pub const MAX_RULES: usize = 64;
 pub const MAX_LISTS: usize = 64;
 
+/// Most events per second per budget (kind and stream); each budget keeps the times of its
+/// last second's events, 8 bytes each.
+pub const MAX_EVENTS_PER_SECOND: u64 = 10_000;
+
+/// Most events per recent-events ring; there is one ring per kind and stream.
+pub const MAX_RECENT_EVENTS: usize = 1_000;
+
 /// Upper bound of limits that size fixed allocations, against a typo allocating gigabytes.
 pub const MAX_TABLE_ENTRIES: usize = 1_000_000;
 
@@ -117,9 +124,11 @@ pub struct TraceConfig {
     pub cooldown_entries: usize,
     /// At most one event per (list, IP) per this many seconds; every hit is still counted.
     pub threat_event_interval_seconds: u64,
-    /// Events per second over all rules and lists; events beyond are counted, not raised.
+    /// Events per second per budget: each kind of event (threshold, bucket, list) about each
+    /// stream of addresses (sources, verified original IPs, claimed ones) has its own, so a
+    /// flood of one cannot starve another. Events beyond are counted, not raised.
     pub max_events_per_second: u64,
-    /// Events kept for `GET /suspicious`.
+    /// Events kept for `GET /suspicious`, per kind and stream.
     pub recent_events: usize,
     /// Events raised but not yet taken by [`Detector::take_events`]; beyond, the newest are
     /// dropped and counted.
@@ -287,9 +296,9 @@ impl TraceConfig {
             "max_events_per_second",
             self.max_events_per_second,
             1,
-            100_000,
+            MAX_EVENTS_PER_SECOND,
         )?;
-        check_range("recent_events", self.recent_events, 0, 10_000)?;
+        check_range("recent_events", self.recent_events, 0, MAX_RECENT_EVENTS)?;
         check_range("pending_events", self.pending_events, 1, 100_000)?;
         check_names("rule", self.rules.iter().map(Rule::name), MAX_RULES)?;
         check_names(
@@ -345,22 +354,31 @@ impl TraceConfig {
     /// The most memory a detector with this configuration holds, threat lists aside (they
     /// cost what their entries cost; see [`Detector::memory_bytes`]).
     pub fn memory_bound_bytes(&self) -> usize {
-        let top = WindowedTopK::memory_bound_bytes(self.top_n, self.top_original_counters())
+        // Original and claimed IPs each have a summary of the same size.
+        let top = 2 * WindowedTopK::memory_bound_bytes(self.top_n, self.top_original_counters())
             + WindowedTopK::memory_bound_bytes(self.top_n, self.top_counters);
         let rules: usize = self
             .rules
             .iter()
-            .map(|rule| match rule {
-                Rule::Threshold(threshold) if self.shares_top_original(threshold) => 0,
-                Rule::Threshold(threshold) => ThresholdCounter::memory_bound_bytes(threshold),
-                Rule::LeakyBucket(bucket) => LeakyBuckets::memory_bound_bytes(bucket),
+            .map(|rule| {
+                let state = match rule {
+                    Rule::Threshold(threshold) if self.shares_top_original(threshold) => 0,
+                    Rule::Threshold(threshold) => ThresholdCounter::memory_bound_bytes(threshold),
+                    Rule::LeakyBucket(bucket) => LeakyBuckets::memory_bound_bytes(bucket),
+                };
+                // A rule on original IPs keeps a second state for claimed ones.
+                match rule.field() {
+                    Field::Original => 2 * state,
+                    Field::Source => state,
+                }
             })
             .sum();
-        let events = (self.recent_events + self.pending_events) * EVENT_BYTES_ESTIMATE;
+        let events = (BUDGETS * self.recent_events + self.pending_events) * EVENT_BYTES_ESTIMATE;
         std::mem::size_of::<Detector>()
             + top
             + rules
             + Cooldowns::memory_bound_bytes(self.cooldown_entries)
+            + BUDGETS * EventRateLimiter::memory_bound_bytes(self.max_events_per_second)
             + Batch::memory_bound_bytes()
             + BATCH_ADDRESSES * std::mem::size_of::<u64>()
             + events
@@ -387,22 +405,115 @@ enum RuleCheck {
 enum ThresholdCounts {
     /// Its own summary, window and field.
     Own(ThresholdCounter),
-    /// The original IPs' top summary, whose field and window are the rule's: one summary
-    /// update per address serves the top list and every such rule.
-    TopOriginal,
+    /// The top summary of the stream it counts (original or claimed IPs), whose window is the
+    /// rule's: one summary update per address serves the top list and every such rule.
+    Top,
 }
 
 #[derive(Debug)]
 struct RuleState {
     name: String,
     field: Field,
+    /// The state over connection sources or verified original IPs.
     check: RuleCheck,
+    /// For a rule on original IPs, the same rule over claimed ones, counted apart: a claimed
+    /// address must not add to a verified one's count, nor use up its bucket.
+    claimed: Option<RuleCheck>,
 }
 
-/// A count with the name it is labelled with.
+/// The streams a request's addresses are split into. Each has its own top summary, rule
+/// state, cool-downs, event budgets and recent events, so that none can crowd out another:
+/// addresses anyone can write into a header cannot use up what verified ones need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Connection sources: the direct peers.
+    Source,
+    /// Verified original IPs: the peer itself, or walked past trusted proxies or hops.
+    Original,
+    /// Claimed original IPs: read from a header nothing vouches for.
+    Claimed,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 3] = [Stream::Source, Stream::Original, Stream::Claimed];
+
+    /// The stream an address of `field` with `provenance` belongs to.
+    pub fn of(field: Field, provenance: Provenance) -> Stream {
+        match (field, provenance) {
+            (Field::Source, _) => Stream::Source,
+            (Field::Original, Provenance::Claimed) => Stream::Claimed,
+            (Field::Original, _) => Stream::Original,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Source => "source",
+            Stream::Original => "original",
+            Stream::Claimed => "claimed",
+        }
+    }
+
+    fn field(self) -> Field {
+        match self {
+            Stream::Source => Field::Source,
+            Stream::Original | Stream::Claimed => Field::Original,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The kinds of event, in budget order.
+const KINDS: [EventKind; 3] = [
+    EventKind::VolumeThreshold,
+    EventKind::LeakyBucket,
+    EventKind::ThreatList,
+];
+
+/// Event budgets and recent-event rings: one per (kind, stream).
+const BUDGETS: usize = KINDS.len() * Stream::ALL.len();
+
+fn budget_index(kind: EventKind, stream: Stream) -> usize {
+    let kind = match kind {
+        EventKind::VolumeThreshold => 0,
+        EventKind::LeakyBucket => 1,
+        EventKind::ThreatList => 2,
+    };
+    kind * Stream::ALL.len() + stream.index()
+}
+
+/// The three provenances, in counter order.
+const PROVENANCES: [Provenance; 3] = [
+    Provenance::Connection,
+    Provenance::Trusted,
+    Provenance::Claimed,
+];
+
+fn provenance_index(provenance: Provenance) -> usize {
+    match provenance {
+        Provenance::Connection => 0,
+        Provenance::Trusted => 1,
+        Provenance::Claimed => 2,
+    }
+}
+
+/// A count with the name it is labelled with, and the provenance of the addresses counted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamedCount {
     pub name: String,
+    pub provenance: Provenance,
+    pub count: u64,
+}
+
+/// Events not raised because a budget was used up, per budget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetCount {
+    pub kind: EventKind,
+    pub stream: Stream,
     pub count: u64,
 }
 
@@ -411,20 +522,44 @@ pub struct NamedCount {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceCounters {
     /// Requests whose original IP or connection source fell in each list (every request, not
-    /// only those that raised an event).
+    /// only those that raised an event), per list and provenance.
     pub list_hits: Vec<NamedCount>,
-    /// Events raised per list.
+    /// Events raised per list and provenance.
     pub list_events: Vec<NamedCount>,
-    /// Events raised per rule.
+    /// Events raised per rule and provenance.
     pub rule_events: Vec<NamedCount>,
-    /// Rule firings swallowed by the cool-down, per rule.
+    /// Rule firings swallowed by the cool-down, per rule (every provenance).
     pub rule_cooled_down: Vec<NamedCount>,
-    /// Events not raised because [`TraceConfig::max_events_per_second`] was reached.
+    /// Events not raised because their budget ([`TraceConfig::max_events_per_second`] per
+    /// kind and stream) was used up, over all budgets.
     pub events_rate_limited: u64,
+    /// The same, per budget.
+    pub events_rate_limited_by_budget: Vec<BudgetCount>,
     /// Events raised but dropped because nobody took them ([`TraceConfig::pending_events`]).
     pub events_dropped_unread: u64,
     /// Leaky buckets replaced to make room for new IPs, over all rules.
     pub bucket_evictions: u64,
+}
+
+impl TraceCounters {
+    /// Events raised by the rule or list `name`, every provenance together.
+    pub fn events_of(&self, name: &str) -> u64 {
+        self.rule_events
+            .iter()
+            .chain(&self.list_events)
+            .filter(|count| count.name == name)
+            .map(|count| count.count)
+            .sum()
+    }
+
+    /// Requests that hit the list `name`, every provenance together.
+    pub fn hits_of(&self, name: &str) -> u64 {
+        self.list_hits
+            .iter()
+            .filter(|count| count.name == name)
+            .map(|count| count.count)
+            .sum()
+    }
 }
 
 /// The top lists of the last completed window.
@@ -432,12 +567,18 @@ pub struct TraceCounters {
 pub struct CompletedWindowView {
     /// RFC 3339 UTC start of the window.
     pub started: String,
-    /// Requests that had an original IP, in the window.
+    /// Requests with a verified original IP (the peer itself, or walked past trusted proxies),
+    /// in the window.
     pub requests_original: u64,
     /// Requests in the window.
     pub requests_sources: u64,
     pub top_original: Vec<TopEntry>,
     pub top_sources: Vec<TopEntry>,
+    /// Requests whose original IP was claimed, in the window.
+    #[serde(default)]
+    pub requests_claimed: u64,
+    #[serde(default)]
+    pub top_claimed: Vec<TopEntry>,
 }
 
 /// What `GET /suspicious` serves and `ingress-tap block` reads.
@@ -472,11 +613,16 @@ pub struct Suspicious {
 #[derive(Debug)]
 struct Emitter {
     cooldowns: Cooldowns,
-    limiter: EventRateLimiter,
+    /// One budget per (kind, stream): a flood of one kind of event about one stream of
+    /// addresses uses up its own budget only.
+    limiters: Vec<EventRateLimiter>,
     pending: VecDeque<Event>,
     pending_capacity: usize,
-    recent: RecentEvents,
-    events_rate_limited: u64,
+    /// One ring per (kind, stream), each event numbered so the rings merge in order.
+    recent: Vec<RecentEvents>,
+    /// The number of the next event.
+    sequence: u64,
+    rate_limited: [u64; BUDGETS],
     events_dropped_unread: u64,
 }
 
@@ -492,7 +638,36 @@ struct Firing<'a> {
     provenance: Provenance,
 }
 
+impl Firing<'_> {
+    fn budget(&self) -> usize {
+        budget_index(self.kind, Stream::of(self.field, self.provenance))
+    }
+}
+
 impl Emitter {
+    fn new(config: &TraceConfig, seed: u64) -> Emitter {
+        Emitter {
+            cooldowns: Cooldowns::new(config.cooldown_entries, seed.rotate_left(17)),
+            limiters: (0..BUDGETS)
+                .map(|_| EventRateLimiter::new(config.max_events_per_second))
+                .collect(),
+            pending: VecDeque::with_capacity(config.pending_events.min(1024)),
+            pending_capacity: config.pending_events,
+            recent: (0..BUDGETS)
+                .map(|_| RecentEvents::new(config.recent_events))
+                .collect(),
+            sequence: 0,
+            rate_limited: [0; BUDGETS],
+            events_dropped_unread: 0,
+        }
+    }
+
+    fn count_rate_limited(&mut self, budget: usize, amount: u64) {
+        if let Some(count) = self.rate_limited.get_mut(budget) {
+            *count = count.saturating_add(amount);
+        }
+    }
+
     /// Raises the event unless cooling down or rate-limited; returns whether it was raised.
     /// Nothing is allocated for a firing that does not become an event.
     fn fire(
@@ -509,10 +684,15 @@ impl Emitter {
         {
             return FireOutcome::CooledDown;
         }
-        // A firing lost to the global limit does not start a cool-down, so the IP is reported
-        // on its next firing once the flood allows.
-        if !self.limiter.try_acquire(now_ms) {
-            self.events_rate_limited = self.events_rate_limited.saturating_add(1);
+        // A firing lost to its budget does not start a cool-down, so the IP is reported on
+        // its next firing once the flood allows.
+        let budget = firing.budget();
+        let allowed = self
+            .limiters
+            .get_mut(budget)
+            .is_some_and(|limiter| limiter.try_acquire(now_ms));
+        if !allowed {
+            self.count_rate_limited(budget, 1);
             return FireOutcome::RateLimited;
         }
         self.cooldowns
@@ -528,7 +708,10 @@ impl Emitter {
             connection: EventConnection::from(connection),
             details: details(),
         };
-        self.recent.push(event.clone());
+        if let Some(ring) = self.recent.get_mut(budget) {
+            ring.push(self.sequence, event.clone());
+        }
+        self.sequence = self.sequence.wrapping_add(1);
         if self.pending.len() >= self.pending_capacity {
             self.events_dropped_unread = self.events_dropped_unread.saturating_add(1);
         } else {
@@ -539,7 +722,7 @@ impl Emitter {
 
     /// The same firing `times` times at one instant, as `times` requests of one address in a
     /// batch would fire one after another; `details` gets the firing's position. Once the
-    /// outcome can no longer change within the instant — cooling down, or out of tokens — the
+    /// outcome can no longer change within the instant — cooling down, or out of budget — the
     /// rest are counted without being tried.
     fn fire_repeatedly(
         &mut self,
@@ -567,13 +750,34 @@ impl Emitter {
                     break;
                 }
                 FireOutcome::RateLimited => {
-                    // No tokens come back within the same millisecond.
-                    self.events_rate_limited = self.events_rate_limited.saturating_add(rest);
+                    // The budget's last second stays full within the same millisecond.
+                    self.count_rate_limited(firing.budget(), rest);
                     break;
                 }
             }
         }
         outcomes
+    }
+
+    /// The recent events of the given streams, oldest first.
+    fn recent_of(&self, streams: &[Stream]) -> Vec<Event> {
+        let mut events: Vec<(u64, &Event)> = KINDS
+            .iter()
+            .flat_map(|&kind| {
+                streams
+                    .iter()
+                    .map(move |&stream| budget_index(kind, stream))
+            })
+            .filter_map(|budget| self.recent.get(budget))
+            .flat_map(RecentEvents::iter)
+            .map(|(sequence, event)| (*sequence, event))
+            .collect();
+        events.sort_unstable_by_key(|(sequence, _)| *sequence);
+        events.into_iter().map(|(_, event)| event.clone()).collect()
+    }
+
+    fn buffered_events(&self) -> usize {
+        self.pending.len() + self.recent.iter().map(RecentEvents::len).sum::<usize>()
     }
 }
 
@@ -584,13 +788,6 @@ struct Outcomes {
     cooled_down: u64,
 }
 
-impl Outcomes {
-    fn add(&mut self, other: Outcomes) {
-        self.raised = self.raised.saturating_add(other.raised);
-        self.cooled_down = self.cooled_down.saturating_add(other.cooled_down);
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FireOutcome {
     Raised,
@@ -598,26 +795,30 @@ enum FireOutcome {
     RateLimited,
 }
 
+/// Per-name counters, by provenance.
+type ByProvenance = [u64; PROVENANCES.len()];
+
 /// The trace detectors over one stream of requests.
 #[derive(Debug)]
 pub struct Detector {
     config: TraceConfig,
     top_original: WindowedTopK,
+    top_claimed: WindowedTopK,
     top_sources: WindowedTopK,
     window_started: Option<SystemTime>,
     previous_window_started: Option<SystemTime>,
     rules: Vec<RuleState>,
     lists: ThreatLists,
     emitter: Emitter,
-    rule_events: Vec<u64>,
+    rule_events: Vec<ByProvenance>,
     rule_cooled_down: Vec<u64>,
-    list_hits: Vec<u64>,
-    list_events: Vec<u64>,
+    list_hits: Vec<ByProvenance>,
+    list_events: Vec<ByProvenance>,
     /// Requests observed but not yet applied; see [`Detector::observe`].
     batch: Batch,
-    /// Each original IP's certain count in the top summary after the batch being applied,
-    /// by position in the batch, for the rules that share that summary.
-    certain_originals: Vec<u64>,
+    /// Each address's certain count in its stream's top summary after the batch being
+    /// applied, by position in the batch, for the rules that share that summary.
+    certain_counts: Vec<u64>,
 }
 
 impl Detector {
@@ -634,38 +835,44 @@ impl Detector {
         let window_ms = config.window_seconds.saturating_mul(1000);
         // One hash per address and request, shared by every table that the address reaches.
         let hasher = AddressHasher::with_seed(seed.rotate_left(41) ^ 0x5EED_AD0E_55ED_0001);
+        let check_of = |rule: &Rule| match rule {
+            Rule::Threshold(threshold) => RuleCheck::Threshold {
+                counts: if config.shares_top_original(threshold) {
+                    ThresholdCounts::Top
+                } else {
+                    ThresholdCounts::Own(ThresholdCounter::with_hasher(threshold, hasher))
+                },
+                requests: threshold.requests,
+                window_seconds: threshold.window_seconds,
+            },
+            Rule::LeakyBucket(bucket) => RuleCheck::LeakyBucket {
+                buckets: LeakyBuckets::with_hasher(bucket, hasher),
+                capacity: bucket.capacity,
+                leak_per_second: bucket.leak_per_second,
+            },
+        };
         let rules: Vec<RuleState> = config
             .rules
             .iter()
             .map(|rule| RuleState {
                 name: rule.name().to_owned(),
                 field: rule.field(),
-                check: match rule {
-                    Rule::Threshold(threshold) => RuleCheck::Threshold {
-                        counts: if config.shares_top_original(threshold) {
-                            ThresholdCounts::TopOriginal
-                        } else {
-                            ThresholdCounts::Own(ThresholdCounter::with_hasher(threshold, hasher))
-                        },
-                        requests: threshold.requests,
-                        window_seconds: threshold.window_seconds,
-                    },
-                    Rule::LeakyBucket(bucket) => RuleCheck::LeakyBucket {
-                        buckets: LeakyBuckets::with_hasher(bucket, hasher),
-                        capacity: bucket.capacity,
-                        leak_per_second: bucket.leak_per_second,
-                    },
-                },
+                check: check_of(rule),
+                claimed: (rule.field() == Field::Original).then(|| check_of(rule)),
             })
             .collect();
         let rule_count = rules.len();
-        Ok(Detector {
-            top_original: WindowedTopK::with_hasher(
+        let top_original = || {
+            WindowedTopK::with_hasher(
                 window_ms,
                 config.top_n,
                 config.top_original_counters(),
                 hasher,
-            ),
+            )
+        };
+        Ok(Detector {
+            top_original: top_original(),
+            top_claimed: top_original(),
             top_sources: WindowedTopK::with_hasher(
                 window_ms,
                 config.top_n,
@@ -676,21 +883,13 @@ impl Detector {
             previous_window_started: None,
             rules,
             lists: ThreatLists::empty(),
-            emitter: Emitter {
-                cooldowns: Cooldowns::new(config.cooldown_entries, seed.rotate_left(17)),
-                limiter: EventRateLimiter::new(config.max_events_per_second),
-                pending: VecDeque::with_capacity(config.pending_events.min(1024)),
-                pending_capacity: config.pending_events,
-                recent: RecentEvents::new(config.recent_events),
-                events_rate_limited: 0,
-                events_dropped_unread: 0,
-            },
-            rule_events: vec![0; rule_count],
+            emitter: Emitter::new(&config, seed),
+            rule_events: vec![ByProvenance::default(); rule_count],
             rule_cooled_down: vec![0; rule_count],
             list_hits: Vec::new(),
             list_events: Vec::new(),
             batch: Batch::new(hasher),
-            certain_originals: Vec::with_capacity(BATCH_ADDRESSES),
+            certain_counts: Vec::with_capacity(BATCH_ADDRESSES),
             config,
         })
     }
@@ -701,14 +900,18 @@ impl Detector {
 
     /// Moves the windows to `now_ms` without a request, so that an idle collector still
     /// closes its windows on time for `GET /suspicious`. Requests observed before are applied
-    /// first, at their own time.
+    /// first, at their own time. Before the first request there is no window to move: the
+    /// first one starts with it.
     pub fn advance(&mut self, now_ms: u64, wall: SystemTime) {
         self.flush();
-        self.advance_windows(now_ms, wall);
+        if self.window_started.is_some() {
+            self.advance_windows(now_ms, wall);
+        }
     }
 
     fn advance_windows(&mut self, now_ms: u64, wall: SystemTime) {
         self.top_original.advance(now_ms);
+        self.top_claimed.advance(now_ms);
         if let WindowAdvance::Started { start_ms } = self.top_sources.advance(now_ms) {
             let started = wall
                 .checked_sub(Duration::from_millis(now_ms.saturating_sub(start_ms)))
@@ -721,8 +924,9 @@ impl Detector {
         }
     }
 
-    /// Takes one request: its connection and, when the client IP policy found one, its
-    /// original IP. `now_ms` is monotonic milliseconds; `wall` stamps the events.
+    /// Takes one request: its connection and the address it is attributed to, with that
+    /// address's provenance (`None` when nothing is known of it beyond the connection). `now_ms`
+    /// is monotonic milliseconds; `wall` stamps the events.
     ///
     /// Requests of one instant (the same `now_ms` and `wall`) are added up per address and
     /// applied together when a request of another instant arrives, or when the windows,
@@ -743,15 +947,25 @@ impl Detector {
         self.batch.add(now_ms, wall, connection, original);
     }
 
-    /// Applies the requests observed so far to every summary, rule and list.
+    /// Applies the requests observed so far to every summary, rule and list: the connection
+    /// sources first, then the verified original IPs, then the claimed ones.
     pub fn flush(&mut self) {
         let Some((now_ms, wall)) = self.batch.at else {
             return;
         };
         self.advance_windows(now_ms, wall);
+        for stream in Stream::ALL {
+            self.apply(stream, now_ms, wall);
+        }
+        self.batch.clear();
+    }
+
+    /// Applies the batch's tallies of one stream.
+    fn apply(&mut self, stream: Stream, now_ms: u64, wall: SystemTime) {
         let Detector {
             config,
             top_original,
+            top_claimed,
             top_sources,
             rules,
             lists,
@@ -761,28 +975,45 @@ impl Detector {
             list_hits,
             list_events,
             batch,
-            certain_originals,
+            certain_counts,
             ..
         } = self;
-        let (originals, sources) = (batch.originals.as_slice(), batch.sources.as_slice());
-        for tally in sources {
-            top_sources.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests);
+        let (tallies, top) = match stream {
+            Stream::Source => (batch.sources.as_slice(), top_sources),
+            Stream::Original => (batch.originals.as_slice(), top_original),
+            Stream::Claimed => (batch.claimed.as_slice(), top_claimed),
+        };
+        if tallies.is_empty() {
+            return;
         }
-        certain_originals.clear();
-        for tally in originals {
-            let estimate =
-                top_original.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests);
-            certain_originals.push(estimate.lower_bound());
+        certain_counts.clear();
+        for tally in tallies {
+            let estimate = top.observe_hashed(
+                now_ms,
+                tally.ip,
+                tally.hash,
+                tally.requests,
+                tally.provenance,
+            );
+            certain_counts.push(estimate.lower_bound());
         }
 
+        let field = stream.field();
         let cooldown_ms = config.cooldown_seconds.saturating_mul(1000);
         for (index, rule) in rules.iter_mut().enumerate() {
-            let tallies = match rule.field {
-                Field::Original => originals,
-                Field::Source => sources,
+            if rule.field != field {
+                continue;
+            }
+            let (check, source) = match stream {
+                Stream::Claimed => match rule.claimed.as_mut() {
+                    Some(check) => (check, EventSource::ClaimedRule(index as u16)),
+                    None => continue,
+                },
+                Stream::Source | Stream::Original => {
+                    (&mut rule.check, EventSource::Rule(index as u16))
+                }
             };
-            let source = EventSource::Rule(index as u16);
-            let mut outcomes = Outcomes::default();
+            let mut cooled_down = 0_u64;
             for (position, tally) in tallies.iter().enumerate() {
                 let firing = Firing {
                     source,
@@ -790,10 +1021,10 @@ impl Detector {
                     kind: EventKind::VolumeThreshold,
                     name: &rule.name,
                     ip: tally.ip,
-                    field: rule.field,
+                    field,
                     provenance: tally.provenance,
                 };
-                match &mut rule.check {
+                let outcomes = match check {
                     RuleCheck::Threshold {
                         counts,
                         requests,
@@ -803,8 +1034,8 @@ impl Detector {
                             ThresholdCounts::Own(counter) => {
                                 counter.observe_hashed(now_ms, tally.ip, tally.hash, tally.requests)
                             }
-                            ThresholdCounts::TopOriginal => {
-                                certain_originals.get(position).and_then(|&certain| {
+                            ThresholdCounts::Top => {
+                                certain_counts.get(position).and_then(|&certain| {
                                     Firings::of(*requests, tally.requests, certain)
                                 })
                             }
@@ -813,7 +1044,7 @@ impl Detector {
                             continue;
                         };
                         let (threshold, window_seconds) = (*requests, *window_seconds);
-                        outcomes.add(emitter.fire_repeatedly(
+                        emitter.fire_repeatedly(
                             now_ms,
                             wall,
                             &tally.connection,
@@ -825,7 +1056,7 @@ impl Detector {
                                 window_seconds: Some(window_seconds),
                                 ..EventDetails::default()
                             },
-                        ));
+                        )
                     }
                     RuleCheck::LeakyBucket {
                         buckets,
@@ -839,7 +1070,7 @@ impl Detector {
                             continue;
                         }
                         let (capacity, leak_per_second) = (*capacity, *leak_per_second);
-                        outcomes.add(emitter.fire_repeatedly(
+                        emitter.fire_repeatedly(
                             now_ms,
                             wall,
                             &tally.connection,
@@ -853,51 +1084,63 @@ impl Detector {
                                 leak_per_second: Some(leak_per_second),
                                 ..EventDetails::default()
                             },
-                        ));
+                        )
                     }
-                }
+                };
+                add_by_provenance(rule_events, index, tally.provenance, outcomes.raised);
+                cooled_down = cooled_down.saturating_add(outcomes.cooled_down);
             }
-            add_to(rule_events, index, outcomes.raised);
-            add_to(rule_cooled_down, index, outcomes.cooled_down);
+            add_to(rule_cooled_down, index, cooled_down);
         }
 
-        if !lists.is_empty() {
-            let interval_ms = config.threat_event_interval_seconds.saturating_mul(1000);
-            let checks = originals
-                .iter()
-                .map(|tally| (tally, Field::Original))
-                .chain(sources.iter().map(|tally| (tally, Field::Source)));
-            for (tally, field) in checks {
-                if tally.listed_requests == 0 {
-                    continue;
-                }
-                for hit in lists.covering(tally.ip) {
-                    add_to(list_hits, hit.list_index, tally.listed_requests);
-                    let outcomes = emitter.fire_repeatedly(
-                        now_ms,
-                        wall,
-                        &tally.connection,
-                        Firing {
-                            source: EventSource::List(hit.list_index as u16),
-                            cooldown_ms: interval_ms,
-                            kind: EventKind::ThreatList,
-                            name: hit.list,
-                            ip: tally.ip,
-                            field,
-                            provenance: tally.provenance,
+        if lists.is_empty() {
+            return;
+        }
+        let interval_ms = config.threat_event_interval_seconds.saturating_mul(1000);
+        for tally in tallies {
+            if tally.listed_requests == 0 {
+                continue;
+            }
+            for hit in lists.covering(tally.ip) {
+                let list_index = hit.list_index as u16;
+                add_by_provenance(
+                    list_hits,
+                    hit.list_index,
+                    tally.provenance,
+                    tally.listed_requests,
+                );
+                let outcomes = emitter.fire_repeatedly(
+                    now_ms,
+                    wall,
+                    &tally.connection,
+                    Firing {
+                        source: if stream == Stream::Claimed {
+                            EventSource::ClaimedList(list_index)
+                        } else {
+                            EventSource::List(list_index)
                         },
-                        tally.listed_requests,
-                        |_| EventDetails {
-                            cidr: Some(hit.cidr.to_string()),
-                            note: hit.note.map(str::to_owned),
-                            ..EventDetails::default()
-                        },
-                    );
-                    add_to(list_events, hit.list_index, outcomes.raised);
-                }
+                        cooldown_ms: interval_ms,
+                        kind: EventKind::ThreatList,
+                        name: hit.list,
+                        ip: tally.ip,
+                        field,
+                        provenance: tally.provenance,
+                    },
+                    tally.listed_requests,
+                    |_| EventDetails {
+                        cidr: Some(hit.cidr.to_string()),
+                        note: hit.note.map(str::to_owned),
+                        ..EventDetails::default()
+                    },
+                );
+                add_by_provenance(
+                    list_events,
+                    hit.list_index,
+                    tally.provenance,
+                    outcomes.raised,
+                );
             }
         }
-        batch.clear();
     }
 
     /// The events raised since the last call, oldest first.
@@ -909,6 +1152,15 @@ impl Detector {
     /// The view served at `GET /suspicious`.
     pub fn snapshot(&mut self) -> Suspicious {
         self.flush();
+        let with_provenance = |entries: &[TopEntry], assumed: Provenance| -> Vec<TopEntry> {
+            entries
+                .iter()
+                .map(|entry| TopEntry {
+                    provenance: Some(entry.provenance.unwrap_or(assumed)),
+                    ..*entry
+                })
+                .collect()
+        };
         let previous_window = match (self.top_original.previous(), self.top_sources.previous()) {
             (original, Some(sources)) => Some(CompletedWindowView {
                 started: self
@@ -917,10 +1169,17 @@ impl Detector {
                     .unwrap_or_default(),
                 requests_original: original.map_or(0, |window| window.observations),
                 requests_sources: sources.observations,
-                top_original: original
-                    .map(|window| window.top.clone())
-                    .unwrap_or_default(),
-                top_sources: sources.top.clone(),
+                top_original: original.map_or_else(Vec::new, |window| {
+                    with_provenance(&window.top, Provenance::Connection)
+                }),
+                top_sources: with_provenance(&sources.top, Provenance::Connection),
+                requests_claimed: self
+                    .top_claimed
+                    .previous()
+                    .map_or(0, |window| window.observations),
+                top_claimed: self.top_claimed.previous().map_or_else(Vec::new, |window| {
+                    with_provenance(&window.top, Provenance::Claimed)
+                }),
             }),
             (_, None) => None,
         };
@@ -928,40 +1187,84 @@ impl Detector {
             schema_version: SUSPICIOUS_SCHEMA_VERSION,
             window_seconds: self.config.window_seconds,
             window_started: self.window_started.map(rfc3339_utc),
-            top_original: self.top_original.current_top(),
-            top_sources: self.top_sources.current_top(),
+            top_original: with_provenance(&self.top_original.current_top(), Provenance::Connection),
+            top_sources: with_provenance(&self.top_sources.current_top(), Provenance::Connection),
             previous_window,
-            recent_events: self.emitter.recent.iter().cloned().collect(),
-            top_claimed: Vec::new(),
-            claimed_events: Vec::new(),
+            recent_events: self.emitter.recent_of(&[Stream::Source, Stream::Original]),
+            top_claimed: with_provenance(&self.top_claimed.current_top(), Provenance::Claimed),
+            claimed_events: self.emitter.recent_of(&[Stream::Claimed]),
         }
     }
 
     /// Counters for metrics.
     pub fn counters(&mut self) -> TraceCounters {
         self.flush();
-        let named = |names: &mut dyn Iterator<Item = &str>, counts: &[u64]| {
+        let by_provenance = |names: &mut dyn Iterator<Item = (&str, Field)>,
+                             counts: &[ByProvenance]| {
             names
                 .zip(counts.iter())
-                .map(|(name, &count)| NamedCount {
-                    name: name.to_owned(),
-                    count,
+                .flat_map(|((name, field), counts)| {
+                    PROVENANCES
+                        .iter()
+                        .zip(counts.iter())
+                        // A source is always the connection's peer: no other series exists.
+                        .filter(move |(&provenance, _)| {
+                            field == Field::Original || provenance == Provenance::Connection
+                        })
+                        .map(move |(&provenance, &count)| NamedCount {
+                            name: name.to_owned(),
+                            provenance,
+                            count,
+                        })
                 })
                 .collect::<Vec<_>>()
         };
-        let list_names = || self.lists.names().iter().map(String::as_str);
-        let rule_names = || self.rules.iter().map(|rule| rule.name.as_str());
+        let list_names = || {
+            self.lists
+                .names()
+                .iter()
+                .map(|name| (name.as_str(), Field::Original))
+        };
+        let rule_names = || {
+            self.rules
+                .iter()
+                .map(|rule| (rule.name.as_str(), rule.field))
+        };
         TraceCounters {
-            list_hits: named(&mut list_names(), &self.list_hits),
-            list_events: named(&mut list_names(), &self.list_events),
-            rule_events: named(&mut rule_names(), &self.rule_events),
-            rule_cooled_down: named(&mut rule_names(), &self.rule_cooled_down),
-            events_rate_limited: self.emitter.events_rate_limited,
+            list_hits: by_provenance(&mut list_names(), &self.list_hits),
+            list_events: by_provenance(&mut list_names(), &self.list_events),
+            rule_events: by_provenance(&mut rule_names(), &self.rule_events),
+            rule_cooled_down: self
+                .rules
+                .iter()
+                .zip(&self.rule_cooled_down)
+                .map(|(rule, &count)| NamedCount {
+                    name: rule.name.clone(),
+                    provenance: Provenance::Connection,
+                    count,
+                })
+                .collect(),
+            events_rate_limited: self.emitter.rate_limited.iter().sum(),
+            events_rate_limited_by_budget: KINDS
+                .iter()
+                .flat_map(|&kind| Stream::ALL.iter().map(move |&stream| (kind, stream)))
+                .map(|(kind, stream)| BudgetCount {
+                    kind,
+                    stream,
+                    count: self
+                        .emitter
+                        .rate_limited
+                        .get(budget_index(kind, stream))
+                        .copied()
+                        .unwrap_or(0),
+                })
+                .collect(),
             events_dropped_unread: self.emitter.events_dropped_unread,
             bucket_evictions: self
                 .rules
                 .iter()
-                .map(|rule| match &rule.check {
+                .flat_map(|rule| std::iter::once(&rule.check).chain(rule.claimed.as_ref()))
+                .map(|check| match check {
                     RuleCheck::LeakyBucket { buckets, .. } => buckets.evictions(),
                     RuleCheck::Threshold { .. } => 0,
                 })
@@ -974,7 +1277,7 @@ impl Detector {
     pub fn replace_lists(&mut self, lists: ThreatLists) {
         // Requests already observed are checked against the lists in force when they came.
         self.flush();
-        let carried = |old_counts: &[u64]| -> Vec<u64> {
+        let carried = |old_counts: &[ByProvenance]| -> Vec<ByProvenance> {
             lists
                 .names()
                 .iter()
@@ -984,7 +1287,7 @@ impl Detector {
                         .iter()
                         .position(|old| old == name)
                         .and_then(|position| old_counts.get(position).copied())
-                        .unwrap_or(0)
+                        .unwrap_or_default()
                 })
                 .collect()
         };
@@ -1006,7 +1309,8 @@ impl Detector {
         let rules: usize = self
             .rules
             .iter()
-            .map(|rule| match &rule.check {
+            .flat_map(|rule| std::iter::once(&rule.check).chain(rule.claimed.as_ref()))
+            .map(|check| match check {
                 RuleCheck::Threshold {
                     counts: ThresholdCounts::Own(counter),
                     ..
@@ -1015,20 +1319,42 @@ impl Detector {
                 RuleCheck::LeakyBucket { buckets, .. } => buckets.memory_bytes(),
             })
             .sum();
+        let limiters: usize = self
+            .emitter
+            .limiters
+            .iter()
+            .map(EventRateLimiter::memory_bytes)
+            .sum();
         std::mem::size_of::<Self>()
             + self.top_original.memory_bytes()
+            + self.top_claimed.memory_bytes()
             + self.top_sources.memory_bytes()
             + rules
             + self.emitter.cooldowns.memory_bytes()
-            + (self.emitter.pending.len() + self.emitter.recent.len()) * EVENT_BYTES_ESTIMATE
+            + limiters
+            + self.emitter.buffered_events() * EVENT_BYTES_ESTIMATE
             + self.lists.memory_bytes()
             + self.batch.memory_bytes()
-            + self.certain_originals.capacity() * std::mem::size_of::<u64>()
+            + self.certain_counts.capacity() * std::mem::size_of::<u64>()
     }
 }
 
 fn add_to(counts: &mut [u64], index: usize, amount: u64) {
     if let Some(count) = counts.get_mut(index) {
+        *count = count.saturating_add(amount);
+    }
+}
+
+fn add_by_provenance(
+    counts: &mut [ByProvenance],
+    index: usize,
+    provenance: Provenance,
+    amount: u64,
+) {
+    if let Some(count) = counts
+        .get_mut(index)
+        .and_then(|counts| counts.get_mut(provenance_index(provenance)))
+    {
         *count = count.saturating_add(amount);
     }
 }

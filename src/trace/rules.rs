@@ -19,11 +19,12 @@
 //! - [`Cooldowns`]: CrowdSec's `blackhole`: after a (rule, IP) event, further events for that
 //!   pair are suppressed for a while. Bounded the same way; under churn a forgotten cool-down
 //!   lets an IP fire again early, which costs an extra event, never a missed one.
-//! - [`EventRateLimiter`]: a token bucket over all events, the last line against an event flood
-//!   from millions of addresses that each fire once.
+//! - [`EventRateLimiter`]: at most so many events in any one second, per kind of event and
+//!   stream of addresses, the last line against an event flood from millions of addresses
+//!   that each fire once.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -204,7 +205,10 @@ impl ThresholdCounter {
         if requests == 0 {
             return None;
         }
-        let after = self.counts.observe_hashed(ip, hash, requests).lower_bound();
+        let after = self
+            .counts
+            .observe_hashed(ip, hash, requests, None)
+            .lower_bound();
         Firings::of(self.requests, requests, after)
     }
 
@@ -764,10 +768,14 @@ impl LeakyBuckets {
 }
 
 /// Who raised an event, for the cool-down key: a rule by position, or a list by position.
+/// Claimed addresses cool down apart, so that claiming an address cannot silence the events
+/// its verified requests would raise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventSource {
     Rule(u16),
     List(u16),
+    ClaimedRule(u16),
+    ClaimedList(u16),
 }
 
 /// One event per (source, IP) per cool-down.
@@ -819,45 +827,57 @@ impl Cooldowns {
     }
 }
 
-/// A token bucket over all events: `per_second` sustained, bursts of as many. Counted in
-/// thousandths of a token so that refills are exact integers.
+/// At most `per_second` events in any window of one second, wherever the window starts.
+///
+/// A token bucket that starts full lets through its burst and then its refill within the
+/// same second (about 1.5 to 2 times the rate in the first second of a flood); this keeps
+/// the times of the last `per_second` events instead, and lets one more through only when the
+/// oldest of them is a full second old. The times are kept in a ring of `per_second` times
+/// (8 bytes each) allocated up front.
 #[derive(Clone, Debug)]
 pub struct EventRateLimiter {
-    /// Thousandths of a token added per millisecond — numerically `per_second`.
-    refill_per_ms: u64,
-    burst: u64,
-    tokens: u64,
-    last_ms: Option<u64>,
+    per_second: usize,
+    /// Monotonic milliseconds of the last `per_second` events let through, oldest first.
+    times: VecDeque<u64>,
 }
-
-const MILLI_TOKENS_PER_EVENT: u64 = 1000;
 
 impl EventRateLimiter {
     pub fn new(per_second: u64) -> EventRateLimiter {
-        let burst = per_second.saturating_mul(MILLI_TOKENS_PER_EVENT);
+        let per_second = usize::try_from(per_second).unwrap_or(usize::MAX).max(1);
         EventRateLimiter {
-            refill_per_ms: per_second,
-            burst,
-            tokens: burst,
-            last_ms: None,
+            per_second,
+            // Allocated up front, so that a flood changes no allocation.
+            times: VecDeque::with_capacity(per_second.min(super::MAX_EVENTS_PER_SECOND as usize)),
         }
     }
 
-    /// Takes a token if one is left at `now_ms`.
+    /// Lets one event through at `now_ms` if the last second holds fewer than `per_second`.
     pub fn try_acquire(&mut self, now_ms: u64) -> bool {
-        if let Some(last) = self.last_ms {
-            let refill = now_ms
-                .saturating_sub(last)
-                .saturating_mul(self.refill_per_ms);
-            self.tokens = self.tokens.saturating_add(refill).min(self.burst);
+        if self.times.len() >= self.per_second {
+            match self.times.front() {
+                Some(&oldest) if now_ms >= oldest.saturating_add(1000) => {
+                    self.times.pop_front();
+                }
+                _ => return false,
+            }
         }
-        self.last_ms = Some(self.last_ms.map_or(now_ms, |last| last.max(now_ms)));
-        if self.tokens >= MILLI_TOKENS_PER_EVENT {
-            self.tokens -= MILLI_TOKENS_PER_EVENT;
-            true
-        } else {
-            false
-        }
+        // Clocks handed in are monotonic; a reading from the past counts as the latest one so
+        // that the ring stays in order.
+        let latest = self.times.back().map_or(now_ms, |&last| last.max(now_ms));
+        self.times.push_back(latest);
+        true
+    }
+
+    /// The memory the ring holds at most.
+    pub fn memory_bound_bytes(per_second: u64) -> usize {
+        usize::try_from(per_second)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(std::mem::size_of::<u64>())
+            + std::mem::size_of::<EventRateLimiter>()
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.times.capacity() * std::mem::size_of::<u64>() + std::mem::size_of::<Self>()
     }
 }
 
@@ -989,12 +1009,41 @@ mod tests {
     }
 
     #[test]
-    fn rate_limiter_refills_at_its_rate() {
+    fn rate_limiter_lets_through_its_rate_per_second() {
         let mut limiter = EventRateLimiter::new(2);
         assert!(limiter.try_acquire(0));
         assert!(limiter.try_acquire(0));
         assert!(!limiter.try_acquire(0));
-        assert!(!limiter.try_acquire(499));
-        assert!(limiter.try_acquire(500));
+        assert!(!limiter.try_acquire(999));
+        assert!(limiter.try_acquire(1000));
+        assert!(limiter.try_acquire(1000));
+        assert!(!limiter.try_acquire(1999));
+    }
+
+    proptest! {
+        /// Whatever the arrival times, no window of one second lets through more than the
+        /// rate, and an event is refused only when the last second is full.
+        #[test]
+        fn no_second_lets_through_more_than_the_rate(
+            rate in 1..20_u64,
+            gaps in proptest::collection::vec(0..400_u64, 1..400),
+        ) {
+            let mut limiter = EventRateLimiter::new(rate);
+            let mut now = 0_u64;
+            let mut passed: Vec<u64> = Vec::new();
+            for gap in gaps {
+                now += gap;
+                let in_last_second = passed.iter().filter(|&&t| t + 1000 > now).count() as u64;
+                let allowed = limiter.try_acquire(now);
+                prop_assert_eq!(allowed, in_last_second < rate);
+                if allowed {
+                    passed.push(now);
+                }
+            }
+            for (index, &start) in passed.iter().enumerate() {
+                let within = passed[index..].iter().take_while(|&&t| t < start + 1000).count();
+                prop_assert!(within as u64 <= rate);
+            }
+        }
     }
 }

@@ -45,7 +45,10 @@ pub fn run(options: &InjectOptions) -> ExitCode {
         Ok(would_change) if options.check && would_change => ExitCode::from(EXIT_WOULD_CHANGE),
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ingress-tap inject: {error:#}");
+            eprintln!(
+                "ingress-tap inject: {}",
+                crate::telemetry::error_chain(&error)
+            );
             ExitCode::from(EXIT_ERROR)
         }
     }
