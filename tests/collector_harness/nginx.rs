@@ -78,6 +78,19 @@ impl Client {
         Client { stream, local_port }
     }
 
+    /// A connection from another loopback address (`127.0.0.2`, say), so that nginx logs a
+    /// second, distinct peer.
+    #[allow(dead_code)]
+    pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind a loopback address");
+        let stream = socket.connect(addr).await.expect("connect to nginx");
+        let local_port = stream.local_addr().unwrap().port();
+        Client { stream, local_port }
+    }
+
     /// Sends a GET with `headers` written byte for byte (so odd values reach nginx as they are)
     /// and reads the whole response, keeping the connection open.
     pub async fn get(&mut self, headers: &[(&str, &str)]) {
