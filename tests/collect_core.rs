@@ -955,3 +955,101 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Attribution: which address a request is counted against, and how far it can be believed
+
+/// A line from `peer` carrying `xff` and `xri` (`-` for an absent header).
+fn line_from(peer: &str, xff: &str, xri: &str) -> String {
+    format!(
+        r#"tigera_secure_ee_ingress: {{"source_port": 40000, "destination_ip": "10.1.1.10", "destination_port": 443, "source_ip": "{peer}", "x-forwarded-for": "{xff}", "x-real-ip": "{xri}"}}"#
+    )
+}
+
+/// Header entries as clients write them: addresses (some of them trusted proxies, some
+/// IPv4-mapped), garbage, ports and brackets.
+fn header_entry() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("203.0.113.7".to_owned()),
+        Just("198.51.100.9".to_owned()),
+        Just("10.0.0.9".to_owned()),
+        Just("10.200.1.1:8080".to_owned()),
+        Just("::ffff:203.0.113.7".to_owned()),
+        Just("[2001:db8::5]:443".to_owned()),
+        Just("unknown".to_owned()),
+        Just("_hidden".to_owned()),
+        Just(String::new()),
+        (0..=255u8).prop_map(|octet| format!("192.0.2.{octet}")),
+    ]
+}
+
+fn header() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("-".to_owned()),
+        proptest::collection::vec(header_entry(), 1..5).prop_map(|entries| entries.join(", ")),
+    ]
+}
+
+fn parsed_entries(list: &str) -> Vec<Option<IpAddr>> {
+    ingress_tap::collect::origin::forwarded_entries(list)
+        .map(ingress_tap::collect::origin::parse_client_address)
+        .collect()
+}
+
+proptest! {
+    /// Under every policy the provenance is `connection` exactly when no forwarding header was
+    /// believed, and then the address is the peer; otherwise it is an address the headers
+    /// carried, `claimed` under the reference rule and `trusted` behind configured proxies.
+    #[test]
+    fn the_provenance_is_connection_exactly_when_no_header_was_believed(
+        peer in prop_oneof![Just("10.0.0.1"), Just("203.0.113.200"), Just("::ffff:10.0.0.2")],
+        xff in header(),
+        xri in header(),
+        hops in 0..3usize,
+    ) {
+        use ingress_tap::trace::events::Provenance;
+        let line = line_from(peer, &xff, &xri);
+        let record = parsed(&line);
+        let peer_ip = ingress_tap::net::canonical_ip(peer.parse().unwrap());
+        let xff_entries = if xff == "-" { Vec::new() } else { parsed_entries(&xff) };
+        let xri_ip = if xri == "-" {
+            None
+        } else {
+            ingress_tap::collect::origin::parse_client_address(&xri)
+        };
+        let header_ips: Vec<IpAddr> =
+            xff_entries.iter().flatten().copied().chain(xri_ip).collect();
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let peer_trusted = trusted.contains(peer_ip);
+        let cases = [
+            (
+                ClientIpPolicy::Reference,
+                xri_ip.is_some() || xff_entries.iter().any(Option::is_some),
+                Provenance::Claimed,
+            ),
+            (
+                ClientIpPolicy::TrustedProxies(trusted.clone()),
+                peer_trusted
+                    && (xff_entries.last().is_some_and(Option::is_some) || xri_ip.is_some()),
+                Provenance::Trusted,
+            ),
+            (
+                ClientIpPolicy::TrustedHops(hops),
+                xff_entries.iter().rev().nth(hops).is_some_and(Option::is_some),
+                Provenance::Trusted,
+            ),
+        ];
+        for (policy, believed, header_provenance) in cases {
+            let client = policy.attribute(&record).client;
+            if believed {
+                prop_assert_eq!(client.provenance, header_provenance, "{:?} {}", policy, line);
+                prop_assert!(header_ips.contains(&client.ip), "{:?} {}", policy, line);
+            } else {
+                prop_assert_eq!(client.provenance, Provenance::Connection, "{:?} {}", policy, line);
+                prop_assert_eq!(client.ip, peer_ip, "{:?} {}", policy, line);
+            }
+            // One client, one spelling: no IPv4-mapped address is ever counted.
+            prop_assert_eq!(client.ip, ingress_tap::net::canonical_ip(client.ip));
+        }
+    }
+}

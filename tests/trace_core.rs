@@ -14,7 +14,7 @@ use ingress_tap::trace::heavy_hitters::{SpaceSaving, WindowedTopK};
 use ingress_tap::trace::rules::{LeakyBucket, LeakyBuckets, Pour, Rule, Threshold};
 use ingress_tap::trace::threat_lists::{parse_list, ThreatLists, ThreatListsError};
 use ingress_tap::trace::Attributed;
-use ingress_tap::trace::{Detector, Suspicious, TraceConfig, TraceConfigError};
+use ingress_tap::trace::{Detector, Stream, Suspicious, TraceConfig, TraceConfigError};
 use proptest::prelude::*;
 
 /// A verified original IP (walked past trusted proxies), as the detector takes it.
@@ -480,6 +480,117 @@ fn the_global_rate_limit_caps_an_event_flood() {
     }
     assert_eq!(detector.take_events().len(), 5);
     assert_eq!(detector.counters().events_rate_limited, 995);
+}
+
+fn claimed(ip: IpAddr) -> Option<Attributed> {
+    Some(Attributed::new(ip, Provenance::Claimed))
+}
+
+#[test]
+fn claimed_addresses_are_counted_apart_from_verified_ones() {
+    let mut detector = Detector::with_seed(threshold_config(10), 1).unwrap();
+    let conn = connection(ip("10.1.0.1"));
+    let victim = ip("198.51.100.20");
+    // Nine verified requests of the victim, then a hundred claimed in its name.
+    for _ in 0..9 {
+        detector.observe(1_000, wall(1_000), &conn, trusted(victim));
+    }
+    for _ in 0..100 {
+        detector.observe(2_000, wall(2_000), &conn, claimed(victim));
+    }
+    let events = detector.take_events();
+    // The claimed ones cross the rule in their own count; the verified count stays at nine.
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].provenance(), Provenance::Claimed);
+    assert_eq!(events[0].details.count, Some(10));
+    let view = detector.snapshot();
+    assert_eq!(view.top_original[0].ip, victim);
+    assert_eq!(view.top_original[0].requests, 9);
+    assert_eq!(view.top_original[0].provenance, Some(Provenance::Trusted));
+    assert_eq!(view.top_claimed[0].requests, 100);
+    assert_eq!(view.top_claimed[0].provenance, Some(Provenance::Claimed));
+    assert!(view.recent_events.is_empty(), "{:?}", view.recent_events);
+    assert_eq!(view.claimed_events.len(), 1);
+    // A claimed cool-down does not silence the verified stream: its tenth request fires.
+    detector.observe(3_000, wall(3_000), &conn, trusted(victim));
+    let events = detector.take_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].provenance(), Provenance::Trusted);
+    let counters = detector.counters();
+    let by_provenance = |provenance| {
+        counters
+            .rule_events
+            .iter()
+            .find(|count| count.name == "volume" && count.provenance == provenance)
+            .map(|count| count.count)
+    };
+    assert_eq!(by_provenance(Provenance::Claimed), Some(1));
+    assert_eq!(by_provenance(Provenance::Trusted), Some(1));
+}
+
+#[test]
+fn a_claimed_flood_cannot_starve_list_hits_or_source_events() {
+    let (list, _) = parse_list("abusers", "203.0.113.0/24\n192.0.2.99/32\n");
+    let config = TraceConfig {
+        rules: vec![Rule::LeakyBucket(leaky_rule(1, 0.001, 10_000))],
+        max_events_per_second: 5,
+        ..TraceConfig::default()
+    };
+    let mut detector = Detector::with_seed(config, 1).unwrap();
+    detector.replace_lists(ThreatLists::build(vec![list]).unwrap());
+    let balancer = connection(ip("10.1.0.1"));
+    // Within one instant: a thousand spoofed addresses overflow the bucket, then a listed
+    // client and a listed direct peer come.
+    for n in 0..1000_u32 {
+        detector.observe(500, wall(500), &balancer, claimed(v4(0x0A00_0000 + n)));
+        detector.observe(500, wall(500), &balancer, claimed(v4(0x0A00_0000 + n)));
+    }
+    detector.observe(500, wall(500), &balancer, trusted(ip("203.0.113.9")));
+    detector.observe(500, wall(500), &connection(ip("192.0.2.99")), None);
+    let events = detector.take_events();
+    let lists: Vec<(IpAddr, Field)> = events
+        .iter()
+        .filter(|event| event.kind == EventKind::ThreatList)
+        .map(|event| (event.ip, event.field))
+        .collect();
+    assert_eq!(
+        lists,
+        vec![
+            (ip("192.0.2.99"), Field::Source),
+            (ip("203.0.113.9"), Field::Original)
+        ]
+    );
+    let claimed_events = events
+        .iter()
+        .filter(|event| event.provenance() == Provenance::Claimed)
+        .count();
+    assert_eq!(claimed_events, 5);
+    let counters = detector.counters();
+    let limited = |kind: EventKind, stream: Stream| {
+        counters
+            .events_rate_limited_by_budget
+            .iter()
+            .find(|budget| budget.kind == kind && budget.stream == stream)
+            .map(|budget| budget.count)
+    };
+    assert_eq!(limited(EventKind::LeakyBucket, Stream::Claimed), Some(995));
+    assert_eq!(limited(EventKind::ThreatList, Stream::Original), Some(0));
+    let view = detector.snapshot();
+    assert_eq!(view.recent_events.len(), 2, "{:?}", view.recent_events);
+    assert_eq!(view.claimed_events.len(), 5);
+}
+
+#[test]
+fn the_window_starts_with_the_first_request() {
+    let mut detector = Detector::with_seed(TraceConfig::default(), 1).unwrap();
+    detector.advance(0, wall(0));
+    detector.advance(5_000, wall(5_000));
+    assert_eq!(detector.snapshot().window_started, None);
+    detector.observe(7_000, wall(7_000), &connection(ip("10.1.0.1")), None);
+    assert_eq!(
+        detector.snapshot().window_started.as_deref(),
+        Some("2023-11-14T22:13:27.000Z")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
