@@ -8,7 +8,7 @@
 //! cool-down makes room for a new address, a seed — see [`Detector::with_seed`]).
 //!
 //! - [`heavy_hitters`]: the top N original IPs and the top N connection sources per window;
-//! - [`rules`]: threshold and leaky-bucket rules, cool-downs, the global event rate limit;
+//! - [`rules`]: threshold and leaky-bucket rules, cool-downs, the per-budget event rate limit;
 //! - [`threat_lists`]: parsing list files and one longest-prefix lookup over all of them;
 //! - [`events`]: the JSON-lines event schema and the ring of recent events.
 //!
@@ -17,8 +17,9 @@
 //! Everything but the threat lists is allocated up front and never grows, whatever the
 //! number of distinct addresses: [`TraceConfig::memory_bound_bytes`] adds up the heavy-hitter
 //! summaries, each rule's counters or buckets, the cool-down map and the event buffers
-//! (events counted at [`EVENT_BYTES_ESTIMATE`] each). With the defaults that is about 8 MiB:
-//! 3 MiB of tables and 5 MiB for full event buffers.
+//! (events counted at [`EVENT_BYTES_ESTIMATE`] each), for the three streams of addresses
+//! ([`Stream`]). With the defaults that is about 10 MiB: 4 MiB of tables and 5 MiB for full
+//! event buffers.
 //! The threat lists cost what their entries cost — about 50 bytes per IPv4 CIDR — and are
 //! reported by [`Detector::memory_bytes`], which measures the actual allocations.
 
