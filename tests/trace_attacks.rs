@@ -307,3 +307,56 @@ lists:
         "{metrics}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Smaller faults found with the attacks
+
+#[tokio::test]
+async fn a_bad_threat_list_line_is_shown_at_the_default_log_level() {
+    let config = "lists:\n  - name: feed\n    path: LIST\n";
+    let list = "192.0.2.0/24\nnot-an-ip\n10.0.0.0/8 198.51.100.1\n203.0.113.0/24\n";
+    // The default LOG_LEVEL (Panic, as the reference collector's) keeps only errors.
+    let stack = start(config, list, &[("LOG_LEVEL", "Panic")]).await;
+    let collector = &stack.collector;
+    let (errors, counted) = collector
+        .wait_metric("ingress_tap_trace_list_errors_total", |n| n >= 2.0)
+        .await;
+    assert!(counted, "{errors}");
+    let output = collector.output();
+    let summaries: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains("threat list has lines that cannot be read"))
+        .collect();
+    assert_eq!(summaries.len(), 1, "{output}");
+    assert!(summaries[0].contains("feed"), "{}", summaries[0]);
+    assert!(summaries[0].contains("unreadable=2"), "{}", summaries[0]);
+    assert!(summaries[0].contains("first_line=2"), "{}", summaries[0]);
+    // Nothing below error level at the default.
+    assert!(
+        !output.contains("WARN") && !output.contains("INFO"),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_config_error_says_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("trace.yaml");
+    std::fs::write(&config, "window_seconds: 60\nwindw_seconds: 5\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+        .args(["collect", "--log-path"])
+        .arg(dir.path().join("ingress.log"))
+        .arg("--trace-config")
+        .arg(&config)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.matches("unknown field `windw_seconds`").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("invalid trace config"), "{stderr}");
+}
