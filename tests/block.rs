@@ -7,6 +7,11 @@
 //! objects by a strict round trip through k8s-openapi's types and, where scripts/test.sh has
 //! installed it, by kubernetes-validate in strict mode as well.
 
+use ingress_tap::trace::events::{
+    Event, EventConnection, EventDetails, EventKind, Field, Provenance, EVENT_SCHEMA_VERSION,
+};
+use ingress_tap::trace::heavy_hitters::TopEntry;
+use ingress_tap::trace::{Suspicious, SUSPICIOUS_SCHEMA_VERSION};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -743,18 +748,110 @@ fn the_cap_refuses_without_force() {
 
 // ---- inputs and targets -------------------------------------------------------------------
 
+/// An event as the collector writes it.
+fn event(
+    time: &str,
+    kind: EventKind,
+    name: &str,
+    ip: &str,
+    field: Field,
+    provenance: Option<Provenance>,
+) -> Event {
+    Event {
+        schema_version: EVENT_SCHEMA_VERSION,
+        time: time.to_owned(),
+        kind,
+        name: name.to_owned(),
+        ip: ip.parse().unwrap(),
+        field,
+        provenance,
+        connection: EventConnection {
+            src_ip: "192.0.2.10".parse().unwrap(),
+            src_port: 40_000,
+            dst_ip: "192.0.2.20".parse().unwrap(),
+            dst_port: 443,
+            protocol: "tcp".to_owned(),
+        },
+        details: EventDetails::default(),
+    }
+}
+
+fn json_lines(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|event| event.to_json_line().unwrap())
+        .collect()
+}
+
+fn top_entry(ip: &str, requests: u64, provenance: Option<Provenance>) -> TopEntry {
+    TopEntry {
+        ip: ip.parse().unwrap(),
+        requests,
+        error: 12,
+        provenance,
+    }
+}
+
+/// A `/suspicious` document as the collector serves it, with empty lists.
+fn suspicious() -> Suspicious {
+    Suspicious {
+        schema_version: SUSPICIOUS_SCHEMA_VERSION,
+        window_seconds: 300,
+        window_started: Some("2026-01-01T09:58:00.000Z".to_owned()),
+        top_original: Vec::new(),
+        top_sources: Vec::new(),
+        previous_window: None,
+        recent_events: Vec::new(),
+        top_claimed: Vec::new(),
+        claimed_events: Vec::new(),
+    }
+}
+
+/// The report line adding `net`.
+fn added_line<'a>(stderr: &'a str, net: &str) -> &'a str {
+    let needle = format!(": add {net} ");
+    stderr
+        .lines()
+        .find(|line| line.contains(&needle))
+        .unwrap_or_else(|| panic!("{net} not added: {stderr}"))
+}
+
 #[test]
 fn collector_events_and_suspicious_documents_are_read_from_stdin() {
-    let events = concat!(
-        r#"{"schema_version":1,"time":"2026-01-01T09:00:00Z","kind":"volume_threshold","rule":"burst","ip":"203.0.113.7","field":"original","connection":{"source_ip":"192.0.2.10"},"requests":900}"#,
-        "\n",
-        r#"{"schema_version":1,"time":"2026-01-01T09:30:00Z","kind":"threat_list","list":"feed","ip":"198.51.100.9","field":"source"}"#,
-        "\n",
-        // Older than the TTL: its block would already be over.
-        r#"{"schema_version":1,"time":"2025-12-31T00:00:00Z","kind":"leaky_bucket","rule":"slow","ip":"198.51.100.10","field":"source"}"#,
-        "\n",
+    let mut listed = event(
+        "2026-01-01T09:30:00.000Z",
+        EventKind::ThreatList,
+        "feed",
+        "198.51.100.9",
+        Field::Source,
+        Some(Provenance::Connection),
     );
-    let (stdout, stderr) = block_ok(&["--target", "calico", "--now", NOW, "--from", "-"], events);
+    listed.details.cidr = Some("198.51.100.0/25".to_owned());
+    listed.details.note = Some("scanner".to_owned());
+    let events = json_lines(&[
+        event(
+            "2026-01-01T09:00:00.000Z",
+            EventKind::VolumeThreshold,
+            "burst",
+            "203.0.113.7",
+            Field::Original,
+            Some(Provenance::Trusted),
+        ),
+        listed,
+        // Older than the TTL: its block would already be over.
+        event(
+            "2025-12-31T00:00:00.000Z",
+            EventKind::LeakyBucket,
+            "slow",
+            "198.51.100.10",
+            Field::Source,
+            Some(Provenance::Connection),
+        ),
+    ]);
+    let (stdout, stderr) = block_ok(
+        &["--target", "calico", "--now", NOW, "--from", "-"],
+        &events,
+    );
     let set = find(&documents(&stdout), "GlobalNetworkSet").clone();
     assert_eq!(
         strings(&set["spec"]["nets"]),
@@ -774,14 +871,31 @@ fn collector_events_and_suspicious_documents_are_read_from_stdin() {
         "calico must warn about header-only addresses: {stderr}"
     );
     assert!(
-        stderr.contains("[volume_threshold (rule burst)]"),
+        !stderr.contains("198.51.100.9/32 seen only"),
+        "a connection source is not header-only: {stderr}"
+    );
+    // The event's rule or list name is the entry's reason in the object's report.
+    assert!(
+        added_line(&stderr, "203.0.113.7/32").ends_with("[volume_threshold (rule burst)]"),
+        "{stderr}"
+    );
+    assert!(
+        added_line(&stderr, "198.51.100.9/32")
+            .ends_with("[threat_list (list feed, entry 198.51.100.0/25: scanner)]"),
         "{stderr}"
     );
 
-    let summary = r#"{"window_seconds":300,
-      "top_original":[{"ip":"203.0.113.50","requests":5000,"error":12}],
-      "top_sources":[{"ip":"192.0.2.10","requests":9000}],
-      "recent_events":[{"schema_version":1,"time":"2026-01-01T09:59:00Z","kind":"leaky_bucket","rule":"login","ip":"198.51.100.20","field":"original"}]}"#;
+    let mut summary = suspicious();
+    summary.top_original = vec![top_entry("203.0.113.50", 5000, Some(Provenance::Trusted))];
+    summary.top_sources = vec![top_entry("192.0.2.10", 9000, Some(Provenance::Connection))];
+    summary.recent_events = vec![event(
+        "2026-01-01T09:59:00.000Z",
+        EventKind::LeakyBucket,
+        "login",
+        "198.51.100.20",
+        Field::Original,
+        Some(Provenance::Trusted),
+    )];
     let (stdout, stderr) = block_ok(
         &[
             "--target",
@@ -795,7 +909,7 @@ fn collector_events_and_suspicious_documents_are_read_from_stdin() {
             "--trusted-proxy",
             "192.0.2.10",
         ],
-        summary,
+        &serde_json::to_string_pretty(&summary).unwrap(),
     );
     let policy = find(&documents(&stdout), "Policy").clone();
     assert_eq!(
@@ -803,6 +917,33 @@ fn collector_events_and_suspicious_documents_are_read_from_stdin() {
         ["198.51.100.20/32", "203.0.113.50/32"]
     );
     assert!(stderr.contains("refused: 192.0.2.10/32"), "{stderr}");
+    assert!(
+        added_line(&stderr, "198.51.100.20/32").ends_with("[leaky_bucket (rule login)]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn events_missing_a_field_stop_the_run_with_their_line() {
+    // The shape the collector never wrote: `rule` for `name`, no connection.
+    let complete = json_lines(&[event(
+        "2026-01-01T09:00:00.000Z",
+        EventKind::VolumeThreshold,
+        "burst",
+        "203.0.113.7",
+        Field::Source,
+        Some(Provenance::Connection),
+    )]);
+    let partial = r#"{"schema_version":1,"time":"2026-01-01T09:00:00Z","kind":"volume_threshold","rule":"burst","ip":"198.51.100.7","field":"source"}"#;
+    let output = block(
+        &["--target", "calico", "--now", NOW, "--from", "-"],
+        &format!("{complete}{partial}\n"),
+    );
+    assert!(!output.status.success(), "a partial event was accepted");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stdin:2"), "{stderr}");
+    assert!(stderr.contains("missing field"), "{stderr}");
+    assert!(output.stdout.is_empty());
 }
 
 #[test]

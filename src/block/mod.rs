@@ -16,7 +16,7 @@ pub mod targets;
 
 pub use run::run;
 
-use input::{Candidate, InputFormat, SeenAs};
+use input::{Candidate, InputFormat};
 use ipnet::IpNet;
 use jiff::{SignedDuration, Timestamp};
 use merge::{expiry_after, Blocklist, Lifetime};
@@ -371,7 +371,7 @@ pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, Blo
                 .push((candidate.net, candidate.origin.clone()));
             continue;
         }
-        if candidate.seen_as == SeenAs::HeadersOnly {
+        if candidate.seen_only_in_headers() {
             headers_only.push(candidate.net);
         }
         let lifetime = Lifetime::Until(expiry);

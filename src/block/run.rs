@@ -4,7 +4,7 @@
 //! a file or `kubectl apply`.
 
 use super::apply::{self, ApplySettings, Outcome};
-use super::input::{parse_argument, parse_document, Candidate};
+use super::input::{parse_argument, parse_document, Candidate, ReadOptions};
 use super::safety::SafetyRules;
 use super::targets::{self, ExistingState, Rendered};
 use super::{plan, to_yaml, BlockOptions, DryRun, PlanRequest};
@@ -12,6 +12,11 @@ use anyhow::{bail, Context};
 use std::io::{Read, Write};
 
 fn read_candidates(options: &BlockOptions) -> anyhow::Result<Vec<Candidate>> {
+    let read = ReadOptions {
+        format: options.format,
+        top: options.top,
+        trust_spoofable_headers: false,
+    };
     let mut candidates = Vec::new();
     for address in &options.addresses {
         candidates.push(parse_argument(address, options.reason.as_deref())?);
@@ -28,7 +33,7 @@ fn read_candidates(options: &BlockOptions) -> anyhow::Result<Vec<Candidate>> {
                 .with_context(|| format!("cannot read {}", path.display()))?;
             (path.display().to_string(), text)
         };
-        candidates.extend(parse_document(&name, &text, options.format, options.top)?);
+        candidates.extend(parse_document(&name, &text, &read)?.candidates);
     }
     Ok(candidates)
 }
