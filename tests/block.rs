@@ -676,10 +676,10 @@ fn each_safety_rule_refuses_by_name_and_blocks_the_rest() {
         ("224.0.0.251", "multicast"),
         ("ff02::1", "multicast"),
         ("192.0.2.10", "trusted proxy range 192.0.2.0/28"),
-        ("10.244.3.4", "cluster range 10.244.0.0/16"),
-        ("10.0.0.0/8", "cluster range 10.244.0.0/16"),
-        ("10.96.0.1", "cluster range 10.96.0.0/12"),
-        ("172.18.0.5", "cluster range 172.18.0.0/16"),
+        ("198.51.100.3", "cluster range 198.51.100.0/25"),
+        ("198.51.100.0/24", "cluster range 198.51.100.0/25"),
+        ("198.51.100.130", "cluster range 198.51.100.128/26"),
+        ("2001:db8:1::5", "cluster range 2001:db8:1::/48"),
         ("0.0.0.0/0", "loopback"),
     ];
     for (address, reason) in cases {
@@ -692,11 +692,11 @@ fn each_safety_rule_refuses_by_name_and_blocks_the_rest() {
                 "--trusted-proxy",
                 "192.0.2.0/28",
                 "--cluster-range",
-                "10.244.0.0/16",
+                "198.51.100.0/25",
                 "--cluster-range",
-                "10.96.0.0/12",
+                "198.51.100.128/26",
                 "--cluster-range",
-                "172.18.0.0/16",
+                "2001:db8:1::/48",
                 address,
                 "203.0.113.7",
             ],
@@ -708,6 +708,74 @@ fn each_safety_rule_refuses_by_name_and_blocks_the_rest() {
         );
         let nets = strings(&find(&documents(&stdout), "GlobalNetworkSet")["spec"]["nets"]);
         assert_eq!(nets, ["203.0.113.7/32"], "{address} was blocked");
+    }
+}
+
+#[test]
+fn private_shared_unique_local_and_their_nat64_and_6to4_embeddings_are_refused() {
+    // (argument, as normalised, what the refusal names)
+    let cases = [
+        ("10.1.2.3", "10.1.2.3/32", "the private range 10.0.0.0/8 (RFC 1918)"),
+        ("172.16.5.0/24", "172.16.5.0/24", "the private range 172.16.0.0/12"),
+        ("192.168.1.7", "192.168.1.7/32", "the private range 192.168.0.0/16"),
+        ("::ffff:192.168.0.1", "192.168.0.1/32", "the private range 192.168.0.0/16"),
+        ("100.64.0.1", "100.64.0.1/32", "the shared address space 100.64.0.0/10"),
+        ("100.100.100.100", "100.100.100.100/32", "carrier-grade NAT"),
+        ("fd00::1", "fd00::1/128", "the unique local range fc00::/7"),
+        (
+            "2002:0a00:0001::/48",
+            "2002:a00:1::/48",
+            "holds 10.0.0.1/32 through its 6to4 (2002::/16) embedding, which overlaps the private range 10.0.0.0/8",
+        ),
+        ("2002:c0a8::/32", "2002:c0a8::/32", "holds 192.168.0.0/16 through its 6to4"),
+        ("2002:6440::1", "2002:6440::1/128", "holds 100.64.0.0/32 through its 6to4"),
+        (
+            "2002:7f00:1::/48",
+            "2002:7f00:1::/48",
+            "6to4 (2002::/16) embedding, which overlaps the loopback range",
+        ),
+        ("2002::/16", "2002::/16", "holds 0.0.0.0/0 through its 6to4"),
+        (
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::a00:1/128",
+            "holds 10.0.0.1/32 through its NAT64 (64:ff9b::/96) embedding, which overlaps the private range 10.0.0.0/8",
+        ),
+        ("64:ff9b::a9fe:a9fe", "64:ff9b::a9fe:a9fe/128", "overlaps the link-local range"),
+        ("64:ff9b::/96", "64:ff9b::/96", "holds 0.0.0.0/0 through its NAT64"),
+        (
+            "64:ff9b:1:abcd::172.16.0.1",
+            "64:ff9b:1:abcd::ac10:1/128",
+            "holds 172.16.0.1/32 through its local-use NAT64 (64:ff9b:1::/48) embedding",
+        ),
+        (
+            "2002:c000:20a::/48",
+            "2002:c000:20a::/48",
+            "holds 192.0.2.10/32 through its 6to4 (2002::/16) embedding, which overlaps the trusted proxy range 192.0.2.10/32",
+        ),
+    ];
+    let mut args = vec![
+        "--target",
+        "nftables",
+        "--now",
+        NOW,
+        "--trusted-proxy",
+        "192.0.2.10",
+    ];
+    args.extend(cases.iter().map(|(argument, _, _)| *argument));
+    // The same embeddings of public addresses are blocked like any client.
+    args.extend(["2002:cb00:7107::/48", "64:ff9b::203.0.113.7", "203.0.113.8"]);
+    let (stdout, stderr) = block_ok(&args, "");
+    for (argument, net, reason) in cases {
+        let refusal = format!("refused: {net} (argument): ");
+        let line = stderr
+            .lines()
+            .find(|line| line.starts_with(&refusal))
+            .unwrap_or_else(|| panic!("{argument} not refused: {stderr}"));
+        assert!(line.contains(reason), "{argument}: {line}");
+        assert!(!stdout.contains(net), "{argument} was blocked: {stdout}");
+    }
+    for public in ["2002:cb00:7107::/48", "64:ff9b::cb00:7107", "203.0.113.8"] {
+        assert!(stdout.contains(public), "{public} missing: {stdout}");
     }
 }
 
