@@ -991,6 +991,157 @@ fn collector_events_and_suspicious_documents_are_read_from_stdin() {
     );
 }
 
+/// The nets of nftables output, from its header.
+fn nft_elements(text: &str) -> Vec<String> {
+    let nets = text
+        .lines()
+        .find_map(|line| line.strip_prefix("# ingress-tap.io/nets: "))
+        .unwrap_or_else(|| panic!("no nets header: {text}"));
+    serde_json::from_str(nets).unwrap()
+}
+
+#[test]
+fn claimed_events_are_refused_unless_spoofable_headers_are_trusted() {
+    let at = "2026-01-01T09:00:00.000Z";
+    let events = json_lines(&[
+        event(
+            at,
+            EventKind::VolumeThreshold,
+            "burst",
+            "203.0.113.7",
+            Field::Original,
+            Some(Provenance::Trusted),
+        ),
+        event(
+            at,
+            EventKind::VolumeThreshold,
+            "burst",
+            "203.0.113.66",
+            Field::Original,
+            Some(Provenance::Claimed),
+        ),
+        // A collector older than the provenance field: an original IP may have been claimed.
+        event(
+            at,
+            EventKind::LeakyBucket,
+            "login",
+            "198.51.100.67",
+            Field::Original,
+            None,
+        ),
+        // Claimed and in a protected range: the flag lifts only the claimed rule.
+        event(
+            at,
+            EventKind::VolumeThreshold,
+            "burst",
+            "10.0.0.5",
+            Field::Original,
+            Some(Provenance::Claimed),
+        ),
+    ]);
+    let args = ["--target", "nftables", "--now", NOW, "--from", "-"];
+    let (stdout, stderr) = block_ok(&args, &events);
+    assert_eq!(nft_elements(&stdout), ["203.0.113.7/32"]);
+    for (net, line) in [
+        ("203.0.113.66/32", 2),
+        ("198.51.100.67/32", 3),
+        ("10.0.0.5/32", 4),
+    ] {
+        let refusal = format!("refused: {net} (stdin:{line}): claimed: ");
+        let said = stderr
+            .lines()
+            .find(|said| said.starts_with(&refusal))
+            .unwrap_or_else(|| panic!("{net} not refused as claimed: {stderr}"));
+        assert!(said.contains("--trust-spoofable-headers"), "{said}");
+        assert!(said.contains("X-Forwarded-For"), "{said}");
+    }
+    assert!(
+        stderr.contains("summary: 4 candidates: 1 accepted, 3 refused (3 claimed)"),
+        "{stderr}"
+    );
+
+    let mut trusting = args.to_vec();
+    trusting.push("--trust-spoofable-headers");
+    let (stdout, stderr) = block_ok(&trusting, &events);
+    assert_eq!(
+        nft_elements(&stdout),
+        ["198.51.100.67/32", "203.0.113.7/32", "203.0.113.66/32"]
+    );
+    assert!(
+        stderr.contains("refused: 10.0.0.5/32 (stdin:4): overlaps the private range 10.0.0.0/8"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn claimed_suspicious_entries_are_refused_or_left_unread_unless_trusted() {
+    let mut summary = suspicious();
+    summary.top_original = vec![
+        top_entry("203.0.113.50", 5000, Some(Provenance::Trusted)),
+        // Written by a collector older than the field: taken as claimed.
+        top_entry("203.0.113.51", 4000, None),
+        top_entry("203.0.113.52", 3000, Some(Provenance::Claimed)),
+    ];
+    summary.top_claimed = vec![top_entry(
+        "198.51.100.66",
+        90_000,
+        Some(Provenance::Claimed),
+    )];
+    summary.claimed_events = vec![event(
+        "2026-01-01T09:59:00.000Z",
+        EventKind::VolumeThreshold,
+        "burst",
+        "198.51.100.77",
+        Field::Original,
+        Some(Provenance::Claimed),
+    )];
+    let text = serde_json::to_string_pretty(&summary).unwrap();
+    let args = [
+        "--target", "nftables", "--now", NOW, "--from", "-", "--top", "3",
+    ];
+    let (stdout, stderr) = block_ok(&args, &text);
+    assert_eq!(nft_elements(&stdout), ["203.0.113.50/32"]);
+    for (net, origin) in [
+        ("203.0.113.51/32", "top_original[1]"),
+        ("203.0.113.52/32", "top_original[2]"),
+    ] {
+        let refusal = format!("refused: {net} (stdin: {origin}): claimed: ");
+        assert!(
+            stderr.lines().any(
+                |line| line.starts_with(&refusal) && line.contains("--trust-spoofable-headers")
+            ),
+            "{net}: {stderr}"
+        );
+    }
+    // The claimed lists are not read at all, and the run says so once.
+    assert!(!stderr.contains("198.51.100.66"), "{stderr}");
+    assert!(!stderr.contains("198.51.100.77"), "{stderr}");
+    assert!(
+        stderr.contains("warning: 2 entries of claimed_events and top_claimed not read")
+            && stderr.contains("pass --trust-spoofable-headers to read them"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("3 candidates: 1 accepted, 2 refused (2 claimed), 0 already expired, 2 claimed not read"),
+        "{stderr}"
+    );
+
+    let mut trusting = args.to_vec();
+    trusting.push("--trust-spoofable-headers");
+    let (stdout, stderr) = block_ok(&trusting, &text);
+    assert_eq!(
+        nft_elements(&stdout),
+        [
+            "198.51.100.66/32",
+            "198.51.100.77/32",
+            "203.0.113.50/32",
+            "203.0.113.51/32",
+            "203.0.113.52/32"
+        ]
+    );
+    assert!(!stderr.contains("refused: "), "{stderr}");
+}
+
 #[test]
 fn events_missing_a_field_stop_the_run_with_their_line() {
     // The shape the collector never wrote: `rule` for `name`, no connection.

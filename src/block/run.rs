@@ -11,13 +11,15 @@ use super::{plan, to_yaml, BlockOptions, DryRun, PlanRequest};
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
 
-fn read_candidates(options: &BlockOptions) -> anyhow::Result<Vec<Candidate>> {
+/// The candidates of every input, and how many claimed entries were left unread.
+fn read_candidates(options: &BlockOptions) -> anyhow::Result<(Vec<Candidate>, usize)> {
     let read = ReadOptions {
         format: options.format,
         top: options.top,
-        trust_spoofable_headers: false,
+        trust_spoofable_headers: options.trust_spoofable_headers,
     };
     let mut candidates = Vec::new();
+    let mut unread_claimed = 0;
     for address in &options.addresses {
         candidates.push(parse_argument(address, options.reason.as_deref())?);
     }
@@ -33,15 +35,17 @@ fn read_candidates(options: &BlockOptions) -> anyhow::Result<Vec<Candidate>> {
                 .with_context(|| format!("cannot read {}", path.display()))?;
             (path.display().to_string(), text)
         };
-        candidates.extend(parse_document(&name, &text, &read)?.candidates);
+        let document = parse_document(&name, &text, &read)?;
+        candidates.extend(document.candidates);
+        unread_claimed += document.unread_claimed;
     }
-    Ok(candidates)
+    Ok((candidates, unread_claimed))
 }
 
 /// Runs `ingress-tap block`.
 pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
     let settings = options.target_settings();
-    let candidates = read_candidates(&options)?;
+    let (candidates, unread_claimed) = read_candidates(&options)?;
     let request = PlanRequest {
         candidates,
         removals: options.remove.clone(),
@@ -55,6 +59,8 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
         prune: options.prune,
         max_entries: options.max_entries,
         force: options.force,
+        trust_spoofable_headers: options.trust_spoofable_headers,
+        unread_claimed,
     };
     // Fails early, before any cluster access, for targets that render nothing.
     let to_read = targets::objects_to_read(&settings)?;

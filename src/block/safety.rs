@@ -139,6 +139,18 @@ pub enum RefusalReason {
         ipv4: Ipv4Net,
         protected: Protected,
     },
+    /// The collector read the address from a forwarding header that nothing vouches for.
+    Claimed,
+}
+
+impl RefusalReason {
+    /// The kind of refusal, for the run's summary.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Protected(_) | Self::Embeds { .. } => "protected",
+            Self::Claimed => "claimed",
+        }
+    }
 }
 
 impl fmt::Display for RefusalReason {
@@ -152,6 +164,13 @@ impl fmt::Display for RefusalReason {
             } => write!(
                 f,
                 "holds {ipv4} through its {embedding} embedding, which overlaps {protected}"
+            ),
+            Self::Claimed => f.write_str(
+                "claimed: the collector read this address from X-Forwarded-For or X-Real-IP \
+                 with no trusted proxy vouching for it, so whoever sent the requests chose it \
+                 and may have named someone else to get them blocked; configure the \
+                 collector's trusted proxies or hops, or pass --trust-spoofable-headers to \
+                 block claimed addresses anyway",
             ),
         }
     }
