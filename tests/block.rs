@@ -814,6 +814,200 @@ fn the_cap_refuses_without_force() {
     assert!(stdout.contains("198.51.255.4/32 timeout 4h"), "{stdout}");
 }
 
+#[test]
+fn networks_wider_than_the_minimum_prefix_need_force() {
+    let args = [
+        "--target",
+        "nftables",
+        "--now",
+        NOW,
+        "203.0.0.0/15",
+        "2001:db8::/31",
+        "198.51.0.0/16",
+        "3fff::/32",
+    ];
+    let (stdout, stderr) = block_ok(&args, "");
+    assert_eq!(nft_elements(&stdout), ["198.51.0.0/16", "3fff::/32"]);
+    for (net, flag) in [
+        ("203.0.0.0/15", "wider than /16 (--min-prefix-v4)"),
+        ("2001:db8::/31", "wider than /32 (--min-prefix-v6)"),
+    ] {
+        let refusal = format!("refused: {net} (argument): {flag}");
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line.starts_with(&refusal) && line.contains("--force")),
+            "{net}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("2 refused (2 too wide)"), "{stderr}");
+
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let (stdout, _) = block_ok(&forced, "");
+    assert_eq!(
+        nft_elements(&stdout),
+        [
+            "198.51.0.0/16",
+            "203.0.0.0/15",
+            "2001:db8::/31",
+            "3fff::/32"
+        ]
+    );
+
+    // The minimum is configurable per family, and --force never lifts a protected range.
+    let (stdout, stderr) = block_ok(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--min-prefix-v4",
+            "24",
+            "--min-prefix-v6",
+            "48",
+            "--force",
+            "10.0.0.0/8",
+            "198.51.100.0/24",
+        ],
+        "",
+    );
+    assert_eq!(nft_elements(&stdout), ["198.51.100.0/24"]);
+    assert!(
+        stderr.contains("refused: 10.0.0.0/8 (argument): overlaps the private range"),
+        "{stderr}"
+    );
+    let (stdout, stderr) = block_ok(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--min-prefix-v4",
+            "24",
+            "--min-prefix-v6",
+            "48",
+            "198.51.0.0/23",
+            "2001:db8::/47",
+            "198.51.100.0/24",
+        ],
+        "",
+    );
+    assert_eq!(nft_elements(&stdout), ["198.51.100.0/24"]);
+    assert!(
+        stderr.contains("wider than /24 (--min-prefix-v4)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("wider than /48 (--min-prefix-v6)"),
+        "{stderr}"
+    );
+    let output = block(
+        &[
+            "--target",
+            "nftables",
+            "--min-prefix-v4",
+            "33",
+            "198.51.100.7",
+        ],
+        "",
+    );
+    assert!(!output.status.success(), "a /33 minimum was accepted");
+}
+
+#[test]
+fn the_total_address_limit_refuses_the_run_without_force() {
+    // 257 public /16s: one more than the default limit (a /8's worth) allows.
+    let list: String = (0..=255)
+        .map(|b| format!("20.{b}.0.0/16\n"))
+        .chain(["21.0.0.0/16\n".to_owned()])
+        .collect();
+    let args = ["--target", "nftables", "--now", NOW, "--from", "-"];
+    let output = block(&args, &list);
+    assert!(
+        !output.status.success(),
+        "257 /16s passed the default limit"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("would block 16842752 addresses (IPv4 addresses plus IPv6 /48 networks), over the limit of 16777216"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--max-addresses") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "output written despite the refusal"
+    );
+    let (stdout, _) = block_ok(&[&args[..], &["--force"]].concat(), &list);
+    assert_eq!(nft_elements(&stdout).len(), 257);
+    // The first 256 alone are within it.
+    let within: String = list
+        .lines()
+        .take(256)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    block_ok(&args, &within);
+
+    // IPv6 counts in /48s: a /32 is 65,536 of them, and an entry inside another counts once.
+    let limited = [
+        "--target",
+        "nftables",
+        "--now",
+        NOW,
+        "--max-addresses",
+        "65536",
+        "2001:db8::/32",
+        "2001:db8:1::/48",
+    ];
+    block_ok(&limited, "");
+    let output = block(&[&limited[..], &["203.0.113.7"]].concat(), "");
+    assert!(!output.status.success(), "65,537 passed a limit of 65,536");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("would block 65537 addresses"), "{stderr}");
+}
+
+#[test]
+fn a_mapped_address_and_its_ipv4_address_are_one_client() {
+    let events = json_lines(&[event(
+        "2026-01-01T09:00:00.000Z",
+        EventKind::LeakyBucket,
+        "login",
+        "::ffff:198.51.100.9",
+        Field::Source,
+        Some(Provenance::Connection),
+    )]);
+    let (stdout, stderr) = block_ok(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--from",
+            "-",
+            "::ffff:203.0.113.7",
+            "203.0.113.7",
+            "198.51.100.9",
+            "::ffff:192.0.2.0/120",
+            "::ffff:10.1.2.3",
+        ],
+        &events,
+    );
+    assert_eq!(
+        nft_elements(&stdout),
+        ["192.0.2.0/24", "198.51.100.9/32", "203.0.113.7/32"]
+    );
+    assert!(!stdout.contains("::ffff"), "{stdout}");
+    assert!(
+        stderr.contains("refused: 10.1.2.3/32 (argument): overlaps the private range 10.0.0.0/8"),
+        "{stderr}"
+    );
+    // One entry each, however many spellings named it.
+    assert!(stderr.contains("table ingress_tap: 3 entries"), "{stderr}");
+}
+
 // ---- inputs and targets -------------------------------------------------------------------
 
 /// An event as the collector writes it.

@@ -20,7 +20,10 @@ use input::{Candidate, InputFormat};
 use ipnet::IpNet;
 use jiff::{SignedDuration, Timestamp};
 use merge::{expiry_after, Blocklist, Lifetime};
-use safety::{RefusalReason, SafetyRules, DEFAULT_MAX_ENTRIES};
+use safety::{
+    MinPrefix, RefusalReason, SafetyRules, DEFAULT_MAX_ADDRESSES, DEFAULT_MAX_ENTRIES,
+    DEFAULT_MIN_PREFIX_V4, DEFAULT_MIN_PREFIX_V6,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -75,7 +78,20 @@ pub struct BlockOptions {
     /// Most entries one blocklist may hold without --force.
     #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES)]
     pub max_entries: usize,
-    /// Allow more than --max-entries entries.
+    /// Narrowest IPv4 prefix an entry may have without --force (16: nothing wider than a /16).
+    #[arg(long, default_value_t = DEFAULT_MIN_PREFIX_V4,
+          value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub min_prefix_v4: u8,
+    /// Narrowest IPv6 prefix an entry may have without --force.
+    #[arg(long, default_value_t = DEFAULT_MIN_PREFIX_V6,
+          value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub min_prefix_v6: u8,
+    /// Most addresses one run may block without --force: IPv4 addresses plus IPv6 /48
+    /// networks (docs/block.md says why /48).
+    #[arg(long, default_value_t = DEFAULT_MAX_ADDRESSES)]
+    pub max_addresses: u64,
+    /// Allow more than --max-entries entries, entries wider than --min-prefix-v4/-v6, and more
+    /// than --max-addresses addresses. Never lifts the protected ranges or the claimed rule.
     #[arg(long)]
     pub force: bool,
     /// The previously generated output (YAML or nftables) to merge into, for GitOps.
@@ -222,6 +238,10 @@ pub struct PlanRequest {
     pub now: Timestamp,
     pub prune: bool,
     pub max_entries: usize,
+    pub min_prefix: MinPrefix,
+    /// In [`safety::address_units`].
+    pub max_addresses: u64,
+    /// Lifts the entry cap, the minimum prefix and the address limit.
     pub force: bool,
     /// Block candidates whose provenance is `claimed`.
     pub trust_spoofable_headers: bool,
@@ -243,6 +263,8 @@ pub enum BlockError {
         entries: usize,
         cap: usize,
     },
+    #[error("refused: the input would block {units} addresses (IPv4 addresses plus IPv6 /48 networks), over the limit of {limit}; check the input, or raise --max-addresses or pass --force")]
+    TooManyAddresses { units: u64, limit: u64 },
 }
 
 /// A candidate the safety rules kept out.
@@ -442,6 +464,13 @@ pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, Blo
             .or_insert((lifetime, candidate.reason.clone()));
     }
     report.warnings = target_warnings(&request.settings, &headers_only);
+    let units = safety::address_units(accepted.keys());
+    if units > request.max_addresses && !request.force {
+        return Err(BlockError::TooManyAddresses {
+            units,
+            limit: request.max_addresses,
+        });
+    }
 
     let mut lists = Vec::with_capacity(slots.len());
     for slot in slots {
@@ -508,7 +537,11 @@ fn screen(request: &PlanRequest, candidate: &Candidate) -> Result<(), RefusalRea
     if candidate.is_claimed() && !request.trust_spoofable_headers {
         return Err(RefusalReason::Claimed);
     }
-    request.safety.check(&candidate.net)
+    request.safety.check(&candidate.net)?;
+    if !request.force {
+        request.min_prefix.check(&candidate.net)?;
+    }
+    Ok(())
 }
 
 fn target_warnings(settings: &TargetSettings, headers_only: &[IpNet]) -> Vec<String> {

@@ -5,7 +5,7 @@
 
 use super::apply::{self, ApplySettings, Outcome};
 use super::input::{parse_argument, parse_document, Candidate, ReadOptions};
-use super::safety::SafetyRules;
+use super::safety::{MinPrefix, SafetyRules};
 use super::targets::{self, ExistingState, Rendered};
 use super::{plan, to_yaml, BlockOptions, DryRun, PlanRequest};
 use anyhow::{bail, Context};
@@ -58,6 +58,11 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
         now: options.now.unwrap_or_else(jiff::Timestamp::now),
         prune: options.prune,
         max_entries: options.max_entries,
+        min_prefix: MinPrefix {
+            v4: options.min_prefix_v4,
+            v6: options.min_prefix_v6,
+        },
+        max_addresses: options.max_addresses,
         force: options.force,
         trust_spoofable_headers: options.trust_spoofable_headers,
         unread_claimed,

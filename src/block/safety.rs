@@ -20,6 +20,83 @@ use std::net::Ipv4Addr;
 /// hand-made list, well below the sizes at which objects and rule sets become a problem.
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 
+/// Default narrowest prefix an entry may have without `--force`. A /16 is a whole provider's
+/// block of 65,536 addresses; wider is no longer "a client" but a region of the internet.
+pub const DEFAULT_MIN_PREFIX_V4: u8 = 16;
+
+/// The IPv6 counterpart of [`DEFAULT_MIN_PREFIX_V4`]: a /32 is a provider's allocation, and
+/// holds 65,536 end sites (/48), as a /16 holds 65,536 IPv4 addresses.
+pub const DEFAULT_MIN_PREFIX_V6: u8 = 32;
+
+/// Default limit on the addresses one run may block without `--force`, in [`address_units`]:
+/// a /8's worth, 256 entries at the widest default prefix, yet far above what detections name
+/// (single addresses, at most `--max-entries` of them).
+pub const DEFAULT_MAX_ADDRESSES: u64 = 1 << 24;
+
+/// The widest entry accepted without `--force`, per family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinPrefix {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Default for MinPrefix {
+    fn default() -> MinPrefix {
+        MinPrefix {
+            v4: DEFAULT_MIN_PREFIX_V4,
+            v6: DEFAULT_MIN_PREFIX_V6,
+        }
+    }
+}
+
+impl MinPrefix {
+    pub fn check(&self, net: &IpNet) -> Result<(), RefusalReason> {
+        let (min_prefix, flag) = match net {
+            IpNet::V4(_) => (self.v4, "--min-prefix-v4"),
+            IpNet::V6(_) => (self.v6, "--min-prefix-v6"),
+        };
+        if net.prefix_len() < min_prefix {
+            return Err(RefusalReason::TooWide { min_prefix, flag });
+        }
+        Ok(())
+    }
+}
+
+/// How much of the internet `nets` cover together: IPv4 addresses, plus IPv6 space counted in
+/// /48 networks (rounded up). A /48 is what one end site gets (RFC 6177), so it weighs as one
+/// IPv4 address, one customer; counting IPv6 addresses or /64s instead would make a single
+/// provider's /32 outweigh the whole IPv4 internet. Overlapping networks count once.
+pub fn address_units<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> u64 {
+    let mut nets: Vec<&IpNet> = nets.into_iter().collect();
+    // Sorted, a network comes before those inside it, and CIDRs nest or are disjoint: the
+    // last one counted is the only one that can cover the next.
+    nets.sort();
+    let mut counted: Option<&IpNet> = None;
+    let mut v4: u64 = 0;
+    let mut v6_sites: u64 = 0;
+    // Space in networks narrower than a /48, in addresses.
+    let mut v6_small: u128 = 0;
+    for net in nets {
+        if counted.is_some_and(|cover| cover.contains(net)) {
+            continue;
+        }
+        counted = Some(net);
+        match net {
+            IpNet::V4(net) => {
+                v4 = v4.saturating_add(1 << (32 - u32::from(net.prefix_len())));
+            }
+            IpNet::V6(net) => match 48_u8.checked_sub(net.prefix_len()) {
+                Some(wider) => v6_sites = v6_sites.saturating_add(1 << wider),
+                None => {
+                    v6_small = v6_small.saturating_add(1 << (128 - u32::from(net.prefix_len())))
+                }
+            },
+        }
+    }
+    let small_sites = u64::try_from(v6_small.div_ceil(1 << 80)).unwrap_or(u64::MAX);
+    v4.saturating_add(v6_sites).saturating_add(small_sites)
+}
+
 /// The configured ranges that are never blocked, beyond the built-in special ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SafetyRules {
@@ -141,6 +218,8 @@ pub enum RefusalReason {
     },
     /// The collector read the address from a forwarding header that nothing vouches for.
     Claimed,
+    /// Wider than the minimum prefix, without `--force`.
+    TooWide { min_prefix: u8, flag: &'static str },
 }
 
 impl RefusalReason {
@@ -149,6 +228,7 @@ impl RefusalReason {
         match self {
             Self::Protected(_) | Self::Embeds { .. } => "protected",
             Self::Claimed => "claimed",
+            Self::TooWide { .. } => "too wide",
         }
     }
 }
@@ -171,6 +251,11 @@ impl fmt::Display for RefusalReason {
                  and may have named someone else to get them blocked; configure the \
                  collector's trusted proxies or hops, or pass --trust-spoofable-headers to \
                  block claimed addresses anyway",
+            ),
+            Self::TooWide { min_prefix, flag } => write!(
+                f,
+                "wider than /{min_prefix} ({flag}): a network this large holds many bystanders; \
+                 pass --force to block it anyway"
             ),
         }
     }
@@ -453,6 +538,51 @@ mod tests {
             })
         );
         assert_eq!(rules.check(&net("198.51.101.1")), Ok(()));
+    }
+
+    #[test]
+    fn entries_wider_than_the_minimum_prefix_are_too_wide() {
+        let minimum = MinPrefix::default();
+        assert_eq!(minimum.check(&net("203.0.0.0/16")), Ok(()));
+        assert_eq!(minimum.check(&net("2001:db8::/32")), Ok(()));
+        assert_eq!(
+            minimum.check(&net("203.0.0.0/15")),
+            Err(RefusalReason::TooWide {
+                min_prefix: 16,
+                flag: "--min-prefix-v4"
+            })
+        );
+        let error = minimum.check(&net("2001:db8::/31")).unwrap_err();
+        assert!(
+            error.to_string().contains("/32 (--min-prefix-v6)"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("--force"), "{error}");
+        let strict = MinPrefix { v4: 32, v6: 128 };
+        assert!(strict.check(&net("203.0.113.0/31")).is_err());
+        assert_eq!(strict.check(&net("::ffff:203.0.113.7")), Ok(()));
+    }
+
+    #[test]
+    fn address_units_count_ipv4_addresses_and_ipv6_sites_once() {
+        let units = |texts: &[&str]| {
+            let nets: Vec<IpNet> = texts.iter().map(|text| net(text)).collect();
+            address_units(&nets)
+        };
+        assert_eq!(units(&[]), 0);
+        assert_eq!(units(&["203.0.113.7", "203.0.113.8"]), 2);
+        // Inside another entry: counted once.
+        assert_eq!(units(&["203.0.113.7", "203.0.113.0/24"]), 256);
+        assert_eq!(units(&["203.0.0.0/16"]), 65_536);
+        assert_eq!(units(&["2001:db8::/32"]), 65_536);
+        assert_eq!(units(&["2001:db8::/48", "2001:db8::1"]), 1);
+        // Narrower than a /48, rounded up together.
+        assert_eq!(units(&["2001:db8::1", "2001:db8:5::/64"]), 1);
+        assert_eq!(
+            units(&["2001:db8::/49", "2001:db8:0:8000::/49", "2001:db8:1::1"]),
+            2
+        );
+        assert_eq!(units(&["0.0.0.0/0", "::/0"]), (1 << 32) + (1 << 48));
     }
 
     #[test]
