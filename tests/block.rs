@@ -7,6 +7,11 @@
 //! objects by a strict round trip through k8s-openapi's types and, where scripts/test.sh has
 //! installed it, by kubernetes-validate in strict mode as well.
 
+use ingress_tap::trace::events::{
+    Event, EventConnection, EventDetails, EventKind, Field, Provenance, EVENT_SCHEMA_VERSION,
+};
+use ingress_tap::trace::heavy_hitters::TopEntry;
+use ingress_tap::trace::{Suspicious, SUSPICIOUS_SCHEMA_VERSION};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -671,10 +676,10 @@ fn each_safety_rule_refuses_by_name_and_blocks_the_rest() {
         ("224.0.0.251", "multicast"),
         ("ff02::1", "multicast"),
         ("192.0.2.10", "trusted proxy range 192.0.2.0/28"),
-        ("10.244.3.4", "cluster range 10.244.0.0/16"),
-        ("10.0.0.0/8", "cluster range 10.244.0.0/16"),
-        ("10.96.0.1", "cluster range 10.96.0.0/12"),
-        ("172.18.0.5", "cluster range 172.18.0.0/16"),
+        ("198.51.100.3", "cluster range 198.51.100.0/25"),
+        ("198.51.100.0/24", "cluster range 198.51.100.0/25"),
+        ("198.51.100.130", "cluster range 198.51.100.128/26"),
+        ("2001:db8:1::5", "cluster range 2001:db8:1::/48"),
         ("0.0.0.0/0", "loopback"),
     ];
     for (address, reason) in cases {
@@ -687,11 +692,11 @@ fn each_safety_rule_refuses_by_name_and_blocks_the_rest() {
                 "--trusted-proxy",
                 "192.0.2.0/28",
                 "--cluster-range",
-                "10.244.0.0/16",
+                "198.51.100.0/25",
                 "--cluster-range",
-                "10.96.0.0/12",
+                "198.51.100.128/26",
                 "--cluster-range",
-                "172.18.0.0/16",
+                "2001:db8:1::/48",
                 address,
                 "203.0.113.7",
             ],
@@ -703,6 +708,74 @@ fn each_safety_rule_refuses_by_name_and_blocks_the_rest() {
         );
         let nets = strings(&find(&documents(&stdout), "GlobalNetworkSet")["spec"]["nets"]);
         assert_eq!(nets, ["203.0.113.7/32"], "{address} was blocked");
+    }
+}
+
+#[test]
+fn private_shared_unique_local_and_their_nat64_and_6to4_embeddings_are_refused() {
+    // (argument, as normalised, what the refusal names)
+    let cases = [
+        ("10.1.2.3", "10.1.2.3/32", "the private range 10.0.0.0/8 (RFC 1918)"),
+        ("172.16.5.0/24", "172.16.5.0/24", "the private range 172.16.0.0/12"),
+        ("192.168.1.7", "192.168.1.7/32", "the private range 192.168.0.0/16"),
+        ("::ffff:192.168.0.1", "192.168.0.1/32", "the private range 192.168.0.0/16"),
+        ("100.64.0.1", "100.64.0.1/32", "the shared address space 100.64.0.0/10"),
+        ("100.100.100.100", "100.100.100.100/32", "carrier-grade NAT"),
+        ("fd00::1", "fd00::1/128", "the unique local range fc00::/7"),
+        (
+            "2002:0a00:0001::/48",
+            "2002:a00:1::/48",
+            "holds 10.0.0.1/32 through its 6to4 (2002::/16) embedding, which overlaps the private range 10.0.0.0/8",
+        ),
+        ("2002:c0a8::/32", "2002:c0a8::/32", "holds 192.168.0.0/16 through its 6to4"),
+        ("2002:6440::1", "2002:6440::1/128", "holds 100.64.0.0/32 through its 6to4"),
+        (
+            "2002:7f00:1::/48",
+            "2002:7f00:1::/48",
+            "6to4 (2002::/16) embedding, which overlaps the loopback range",
+        ),
+        ("2002::/16", "2002::/16", "holds 0.0.0.0/0 through its 6to4"),
+        (
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::a00:1/128",
+            "holds 10.0.0.1/32 through its NAT64 (64:ff9b::/96) embedding, which overlaps the private range 10.0.0.0/8",
+        ),
+        ("64:ff9b::a9fe:a9fe", "64:ff9b::a9fe:a9fe/128", "overlaps the link-local range"),
+        ("64:ff9b::/96", "64:ff9b::/96", "holds 0.0.0.0/0 through its NAT64"),
+        (
+            "64:ff9b:1:abcd::172.16.0.1",
+            "64:ff9b:1:abcd::ac10:1/128",
+            "holds 172.16.0.1/32 through its local-use NAT64 (64:ff9b:1::/48) embedding",
+        ),
+        (
+            "2002:c000:20a::/48",
+            "2002:c000:20a::/48",
+            "holds 192.0.2.10/32 through its 6to4 (2002::/16) embedding, which overlaps the trusted proxy range 192.0.2.10/32",
+        ),
+    ];
+    let mut args = vec![
+        "--target",
+        "nftables",
+        "--now",
+        NOW,
+        "--trusted-proxy",
+        "192.0.2.10",
+    ];
+    args.extend(cases.iter().map(|(argument, _, _)| *argument));
+    // The same embeddings of public addresses are blocked like any client.
+    args.extend(["2002:cb00:7107::/48", "64:ff9b::203.0.113.7", "203.0.113.8"]);
+    let (stdout, stderr) = block_ok(&args, "");
+    for (argument, net, reason) in cases {
+        let refusal = format!("refused: {net} (argument): ");
+        let line = stderr
+            .lines()
+            .find(|line| line.starts_with(&refusal))
+            .unwrap_or_else(|| panic!("{argument} not refused: {stderr}"));
+        assert!(line.contains(reason), "{argument}: {line}");
+        assert!(!stdout.contains(net), "{argument} was blocked: {stdout}");
+    }
+    for public in ["2002:cb00:7107::/48", "64:ff9b::cb00:7107", "203.0.113.8"] {
+        assert!(stdout.contains(public), "{public} missing: {stdout}");
     }
 }
 
@@ -741,20 +814,306 @@ fn the_cap_refuses_without_force() {
     assert!(stdout.contains("198.51.255.4/32 timeout 4h"), "{stdout}");
 }
 
+#[test]
+fn networks_wider_than_the_minimum_prefix_need_force() {
+    let args = [
+        "--target",
+        "nftables",
+        "--now",
+        NOW,
+        "203.0.0.0/15",
+        "2001:db8::/31",
+        "198.51.0.0/16",
+        "3fff::/32",
+    ];
+    let (stdout, stderr) = block_ok(&args, "");
+    assert_eq!(nft_elements(&stdout), ["198.51.0.0/16", "3fff::/32"]);
+    for (net, flag) in [
+        ("203.0.0.0/15", "wider than /16 (--min-prefix-v4)"),
+        ("2001:db8::/31", "wider than /32 (--min-prefix-v6)"),
+    ] {
+        let refusal = format!("refused: {net} (argument): {flag}");
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line.starts_with(&refusal) && line.contains("--force")),
+            "{net}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("2 refused (2 too wide)"), "{stderr}");
+
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let (stdout, _) = block_ok(&forced, "");
+    assert_eq!(
+        nft_elements(&stdout),
+        [
+            "198.51.0.0/16",
+            "203.0.0.0/15",
+            "2001:db8::/31",
+            "3fff::/32"
+        ]
+    );
+
+    // The minimum is configurable per family, and --force never lifts a protected range.
+    let (stdout, stderr) = block_ok(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--min-prefix-v4",
+            "24",
+            "--min-prefix-v6",
+            "48",
+            "--force",
+            "10.0.0.0/8",
+            "198.51.100.0/24",
+        ],
+        "",
+    );
+    assert_eq!(nft_elements(&stdout), ["198.51.100.0/24"]);
+    assert!(
+        stderr.contains("refused: 10.0.0.0/8 (argument): overlaps the private range"),
+        "{stderr}"
+    );
+    let (stdout, stderr) = block_ok(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--min-prefix-v4",
+            "24",
+            "--min-prefix-v6",
+            "48",
+            "198.51.0.0/23",
+            "2001:db8::/47",
+            "198.51.100.0/24",
+        ],
+        "",
+    );
+    assert_eq!(nft_elements(&stdout), ["198.51.100.0/24"]);
+    assert!(
+        stderr.contains("wider than /24 (--min-prefix-v4)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("wider than /48 (--min-prefix-v6)"),
+        "{stderr}"
+    );
+    let output = block(
+        &[
+            "--target",
+            "nftables",
+            "--min-prefix-v4",
+            "33",
+            "198.51.100.7",
+        ],
+        "",
+    );
+    assert!(!output.status.success(), "a /33 minimum was accepted");
+}
+
+#[test]
+fn the_total_address_limit_refuses_the_run_without_force() {
+    // 257 public /16s: one more than the default limit (a /8's worth) allows.
+    let list: String = (0..=255)
+        .map(|b| format!("20.{b}.0.0/16\n"))
+        .chain(["21.0.0.0/16\n".to_owned()])
+        .collect();
+    let args = ["--target", "nftables", "--now", NOW, "--from", "-"];
+    let output = block(&args, &list);
+    assert!(
+        !output.status.success(),
+        "257 /16s passed the default limit"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("would block 16842752 addresses (IPv4 addresses plus IPv6 /48 networks), over the limit of 16777216"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--max-addresses") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "output written despite the refusal"
+    );
+    let (stdout, _) = block_ok(&[&args[..], &["--force"]].concat(), &list);
+    assert_eq!(nft_elements(&stdout).len(), 257);
+    // The first 256 alone are within it.
+    let within: String = list
+        .lines()
+        .take(256)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    block_ok(&args, &within);
+
+    // IPv6 counts in /48s: a /32 is 65,536 of them, and an entry inside another counts once.
+    let limited = [
+        "--target",
+        "nftables",
+        "--now",
+        NOW,
+        "--max-addresses",
+        "65536",
+        "2001:db8::/32",
+        "2001:db8:1::/48",
+    ];
+    block_ok(&limited, "");
+    let output = block(&[&limited[..], &["203.0.113.7"]].concat(), "");
+    assert!(!output.status.success(), "65,537 passed a limit of 65,536");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("would block 65537 addresses"), "{stderr}");
+}
+
+#[test]
+fn a_mapped_address_and_its_ipv4_address_are_one_client() {
+    let events = json_lines(&[event(
+        "2026-01-01T09:00:00.000Z",
+        EventKind::LeakyBucket,
+        "login",
+        "::ffff:198.51.100.9",
+        Field::Source,
+        Some(Provenance::Connection),
+    )]);
+    let (stdout, stderr) = block_ok(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--from",
+            "-",
+            "::ffff:203.0.113.7",
+            "203.0.113.7",
+            "198.51.100.9",
+            "::ffff:192.0.2.0/120",
+            "::ffff:10.1.2.3",
+        ],
+        &events,
+    );
+    assert_eq!(
+        nft_elements(&stdout),
+        ["192.0.2.0/24", "198.51.100.9/32", "203.0.113.7/32"]
+    );
+    assert!(!stdout.contains("::ffff"), "{stdout}");
+    assert!(
+        stderr.contains("refused: 10.1.2.3/32 (argument): overlaps the private range 10.0.0.0/8"),
+        "{stderr}"
+    );
+    // One entry each, however many spellings named it.
+    assert!(stderr.contains("table ingress_tap: 3 entries"), "{stderr}");
+}
+
 // ---- inputs and targets -------------------------------------------------------------------
+
+/// An event as the collector writes it.
+fn event(
+    time: &str,
+    kind: EventKind,
+    name: &str,
+    ip: &str,
+    field: Field,
+    provenance: Option<Provenance>,
+) -> Event {
+    Event {
+        schema_version: EVENT_SCHEMA_VERSION,
+        time: time.to_owned(),
+        kind,
+        name: name.to_owned(),
+        ip: ip.parse().unwrap(),
+        field,
+        provenance,
+        connection: EventConnection {
+            src_ip: "192.0.2.10".parse().unwrap(),
+            src_port: 40_000,
+            dst_ip: "192.0.2.20".parse().unwrap(),
+            dst_port: 443,
+            protocol: "tcp".to_owned(),
+        },
+        details: EventDetails::default(),
+    }
+}
+
+fn json_lines(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|event| event.to_json_line().unwrap())
+        .collect()
+}
+
+fn top_entry(ip: &str, requests: u64, provenance: Option<Provenance>) -> TopEntry {
+    TopEntry {
+        ip: ip.parse().unwrap(),
+        requests,
+        error: 12,
+        provenance,
+    }
+}
+
+/// A `/suspicious` document as the collector serves it, with empty lists.
+fn suspicious() -> Suspicious {
+    Suspicious {
+        schema_version: SUSPICIOUS_SCHEMA_VERSION,
+        window_seconds: 300,
+        window_started: Some("2026-01-01T09:58:00.000Z".to_owned()),
+        top_original: Vec::new(),
+        top_sources: Vec::new(),
+        previous_window: None,
+        recent_events: Vec::new(),
+        top_claimed: Vec::new(),
+        claimed_events: Vec::new(),
+    }
+}
+
+/// The report line adding `net`.
+fn added_line<'a>(stderr: &'a str, net: &str) -> &'a str {
+    let needle = format!(": add {net} ");
+    stderr
+        .lines()
+        .find(|line| line.contains(&needle))
+        .unwrap_or_else(|| panic!("{net} not added: {stderr}"))
+}
 
 #[test]
 fn collector_events_and_suspicious_documents_are_read_from_stdin() {
-    let events = concat!(
-        r#"{"schema_version":1,"time":"2026-01-01T09:00:00Z","kind":"volume_threshold","rule":"burst","ip":"203.0.113.7","field":"original","connection":{"source_ip":"192.0.2.10"},"requests":900}"#,
-        "\n",
-        r#"{"schema_version":1,"time":"2026-01-01T09:30:00Z","kind":"threat_list","list":"feed","ip":"198.51.100.9","field":"source"}"#,
-        "\n",
-        // Older than the TTL: its block would already be over.
-        r#"{"schema_version":1,"time":"2025-12-31T00:00:00Z","kind":"leaky_bucket","rule":"slow","ip":"198.51.100.10","field":"source"}"#,
-        "\n",
+    let mut listed = event(
+        "2026-01-01T09:30:00.000Z",
+        EventKind::ThreatList,
+        "feed",
+        "198.51.100.9",
+        Field::Source,
+        Some(Provenance::Connection),
     );
-    let (stdout, stderr) = block_ok(&["--target", "calico", "--now", NOW, "--from", "-"], events);
+    listed.details.cidr = Some("198.51.100.0/25".to_owned());
+    listed.details.note = Some("scanner".to_owned());
+    let events = json_lines(&[
+        event(
+            "2026-01-01T09:00:00.000Z",
+            EventKind::VolumeThreshold,
+            "burst",
+            "203.0.113.7",
+            Field::Original,
+            Some(Provenance::Trusted),
+        ),
+        listed,
+        // Older than the TTL: its block would already be over.
+        event(
+            "2025-12-31T00:00:00.000Z",
+            EventKind::LeakyBucket,
+            "slow",
+            "198.51.100.10",
+            Field::Source,
+            Some(Provenance::Connection),
+        ),
+    ]);
+    let (stdout, stderr) = block_ok(
+        &["--target", "calico", "--now", NOW, "--from", "-"],
+        &events,
+    );
     let set = find(&documents(&stdout), "GlobalNetworkSet").clone();
     assert_eq!(
         strings(&set["spec"]["nets"]),
@@ -774,14 +1133,31 @@ fn collector_events_and_suspicious_documents_are_read_from_stdin() {
         "calico must warn about header-only addresses: {stderr}"
     );
     assert!(
-        stderr.contains("[volume_threshold (rule burst)]"),
+        !stderr.contains("198.51.100.9/32 seen only"),
+        "a connection source is not header-only: {stderr}"
+    );
+    // The event's rule or list name is the entry's reason in the object's report.
+    assert!(
+        added_line(&stderr, "203.0.113.7/32").ends_with("[volume_threshold (rule burst)]"),
+        "{stderr}"
+    );
+    assert!(
+        added_line(&stderr, "198.51.100.9/32")
+            .ends_with("[threat_list (list feed, entry 198.51.100.0/25: scanner)]"),
         "{stderr}"
     );
 
-    let summary = r#"{"window_seconds":300,
-      "top_original":[{"ip":"203.0.113.50","requests":5000,"error":12}],
-      "top_sources":[{"ip":"192.0.2.10","requests":9000}],
-      "recent_events":[{"schema_version":1,"time":"2026-01-01T09:59:00Z","kind":"leaky_bucket","rule":"login","ip":"198.51.100.20","field":"original"}]}"#;
+    let mut summary = suspicious();
+    summary.top_original = vec![top_entry("203.0.113.50", 5000, Some(Provenance::Trusted))];
+    summary.top_sources = vec![top_entry("192.0.2.10", 9000, Some(Provenance::Connection))];
+    summary.recent_events = vec![event(
+        "2026-01-01T09:59:00.000Z",
+        EventKind::LeakyBucket,
+        "login",
+        "198.51.100.20",
+        Field::Original,
+        Some(Provenance::Trusted),
+    )];
     let (stdout, stderr) = block_ok(
         &[
             "--target",
@@ -795,7 +1171,7 @@ fn collector_events_and_suspicious_documents_are_read_from_stdin() {
             "--trusted-proxy",
             "192.0.2.10",
         ],
-        summary,
+        &serde_json::to_string_pretty(&summary).unwrap(),
     );
     let policy = find(&documents(&stdout), "Policy").clone();
     assert_eq!(
@@ -803,6 +1179,184 @@ fn collector_events_and_suspicious_documents_are_read_from_stdin() {
         ["198.51.100.20/32", "203.0.113.50/32"]
     );
     assert!(stderr.contains("refused: 192.0.2.10/32"), "{stderr}");
+    assert!(
+        added_line(&stderr, "198.51.100.20/32").ends_with("[leaky_bucket (rule login)]"),
+        "{stderr}"
+    );
+}
+
+/// The nets of nftables output, from its header.
+fn nft_elements(text: &str) -> Vec<String> {
+    let nets = text
+        .lines()
+        .find_map(|line| line.strip_prefix("# ingress-tap.io/nets: "))
+        .unwrap_or_else(|| panic!("no nets header: {text}"));
+    serde_json::from_str(nets).unwrap()
+}
+
+#[test]
+fn claimed_events_are_refused_unless_spoofable_headers_are_trusted() {
+    let at = "2026-01-01T09:00:00.000Z";
+    let events = json_lines(&[
+        event(
+            at,
+            EventKind::VolumeThreshold,
+            "burst",
+            "203.0.113.7",
+            Field::Original,
+            Some(Provenance::Trusted),
+        ),
+        event(
+            at,
+            EventKind::VolumeThreshold,
+            "burst",
+            "203.0.113.66",
+            Field::Original,
+            Some(Provenance::Claimed),
+        ),
+        // A collector older than the provenance field: an original IP may have been claimed.
+        event(
+            at,
+            EventKind::LeakyBucket,
+            "login",
+            "198.51.100.67",
+            Field::Original,
+            None,
+        ),
+        // Claimed and in a protected range: the flag lifts only the claimed rule.
+        event(
+            at,
+            EventKind::VolumeThreshold,
+            "burst",
+            "10.0.0.5",
+            Field::Original,
+            Some(Provenance::Claimed),
+        ),
+    ]);
+    let args = ["--target", "nftables", "--now", NOW, "--from", "-"];
+    let (stdout, stderr) = block_ok(&args, &events);
+    assert_eq!(nft_elements(&stdout), ["203.0.113.7/32"]);
+    for (net, line) in [
+        ("203.0.113.66/32", 2),
+        ("198.51.100.67/32", 3),
+        ("10.0.0.5/32", 4),
+    ] {
+        let refusal = format!("refused: {net} (stdin:{line}): claimed: ");
+        let said = stderr
+            .lines()
+            .find(|said| said.starts_with(&refusal))
+            .unwrap_or_else(|| panic!("{net} not refused as claimed: {stderr}"));
+        assert!(said.contains("--trust-spoofable-headers"), "{said}");
+        assert!(said.contains("X-Forwarded-For"), "{said}");
+    }
+    assert!(
+        stderr.contains("summary: 4 candidates: 1 accepted, 3 refused (3 claimed)"),
+        "{stderr}"
+    );
+
+    let mut trusting = args.to_vec();
+    trusting.push("--trust-spoofable-headers");
+    let (stdout, stderr) = block_ok(&trusting, &events);
+    assert_eq!(
+        nft_elements(&stdout),
+        ["198.51.100.67/32", "203.0.113.7/32", "203.0.113.66/32"]
+    );
+    assert!(
+        stderr.contains("refused: 10.0.0.5/32 (stdin:4): overlaps the private range 10.0.0.0/8"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn claimed_suspicious_entries_are_refused_or_left_unread_unless_trusted() {
+    let mut summary = suspicious();
+    summary.top_original = vec![
+        top_entry("203.0.113.50", 5000, Some(Provenance::Trusted)),
+        // Written by a collector older than the field: taken as claimed.
+        top_entry("203.0.113.51", 4000, None),
+        top_entry("203.0.113.52", 3000, Some(Provenance::Claimed)),
+    ];
+    summary.top_claimed = vec![top_entry(
+        "198.51.100.66",
+        90_000,
+        Some(Provenance::Claimed),
+    )];
+    summary.claimed_events = vec![event(
+        "2026-01-01T09:59:00.000Z",
+        EventKind::VolumeThreshold,
+        "burst",
+        "198.51.100.77",
+        Field::Original,
+        Some(Provenance::Claimed),
+    )];
+    let text = serde_json::to_string_pretty(&summary).unwrap();
+    let args = [
+        "--target", "nftables", "--now", NOW, "--from", "-", "--top", "3",
+    ];
+    let (stdout, stderr) = block_ok(&args, &text);
+    assert_eq!(nft_elements(&stdout), ["203.0.113.50/32"]);
+    for (net, origin) in [
+        ("203.0.113.51/32", "top_original[1]"),
+        ("203.0.113.52/32", "top_original[2]"),
+    ] {
+        let refusal = format!("refused: {net} (stdin: {origin}): claimed: ");
+        assert!(
+            stderr.lines().any(
+                |line| line.starts_with(&refusal) && line.contains("--trust-spoofable-headers")
+            ),
+            "{net}: {stderr}"
+        );
+    }
+    // The claimed lists are not read at all, and the run says so once.
+    assert!(!stderr.contains("198.51.100.66"), "{stderr}");
+    assert!(!stderr.contains("198.51.100.77"), "{stderr}");
+    assert!(
+        stderr.contains("warning: 2 entries of claimed_events and top_claimed not read")
+            && stderr.contains("pass --trust-spoofable-headers to read them"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("3 candidates: 1 accepted, 2 refused (2 claimed), 0 already expired, 2 claimed not read"),
+        "{stderr}"
+    );
+
+    let mut trusting = args.to_vec();
+    trusting.push("--trust-spoofable-headers");
+    let (stdout, stderr) = block_ok(&trusting, &text);
+    assert_eq!(
+        nft_elements(&stdout),
+        [
+            "198.51.100.66/32",
+            "198.51.100.77/32",
+            "203.0.113.50/32",
+            "203.0.113.51/32",
+            "203.0.113.52/32"
+        ]
+    );
+    assert!(!stderr.contains("refused: "), "{stderr}");
+}
+
+#[test]
+fn events_missing_a_field_stop_the_run_with_their_line() {
+    // The shape the collector never wrote: `rule` for `name`, no connection.
+    let complete = json_lines(&[event(
+        "2026-01-01T09:00:00.000Z",
+        EventKind::VolumeThreshold,
+        "burst",
+        "203.0.113.7",
+        Field::Source,
+        Some(Provenance::Connection),
+    )]);
+    let partial = r#"{"schema_version":1,"time":"2026-01-01T09:00:00Z","kind":"volume_threshold","rule":"burst","ip":"198.51.100.7","field":"source"}"#;
+    let output = block(
+        &["--target", "calico", "--now", NOW, "--from", "-"],
+        &format!("{complete}{partial}\n"),
+    );
+    assert!(!output.status.success(), "a partial event was accepted");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stdin:2"), "{stderr}");
+    assert!(stderr.contains("missing field"), "{stderr}");
+    assert!(output.stdout.is_empty());
 }
 
 #[test]

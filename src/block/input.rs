@@ -1,27 +1,21 @@
 //! What to block, read from the places an operator has it: command-line arguments, threat
 //! lists, the collector's JSON events and its `/suspicious` summary.
 //!
-//! Inputs are read tolerantly where their shape may grow (unknown JSON fields are ignored,
-//! missing optional fields default) and strictly where a mistake would block the wrong thing:
-//! an address that does not parse stops the run with its place named, instead of being skipped
-//! while the rest is blocked.
+//! Collector output is read with the collector's own types ([`Event`], [`Suspicious`]) and
+//! threat lists with the collector's own grammar ([`threat_lists::parse_list`]), so that the
+//! two sides cannot drift apart: a field renamed on one side is a compile error, not a reason
+//! silently lost. Reading is strict where a mistake would block the wrong thing: an event
+//! missing a field, a list line that does not load, or a document of a newer schema stops the
+//! run with its place named, instead of being skipped while the rest is blocked. Unknown JSON
+//! fields are still ignored, as the event schema's stability rules ask.
 
-use crate::net::parse_net;
+use crate::net::{normalise, parse_net};
+use crate::trace::events::{Event, EventKind, Field, Provenance, EVENT_SCHEMA_VERSION};
+use crate::trace::heavy_hitters::TopEntry;
+use crate::trace::threat_lists;
+use crate::trace::{Suspicious, SUSPICIOUS_SCHEMA_VERSION};
 use ipnet::IpNet;
 use jiff::Timestamp;
-use serde::Deserialize;
-
-/// How the address reached the collector, which decides where it can be enforced: Calico
-/// policy only ever sees the connection's source, never an address carried in HTTP headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SeenAs {
-    /// The TCP peer of the ingress connection: it came straight in.
-    ConnectionSource,
-    /// Known only from X-Forwarded-For / X-Real-IP: a proxy or load balancer stood between.
-    HeadersOnly,
-    /// An argument or a list entry: nothing says how it was seen.
-    Unknown,
-}
 
 /// One address or network to block, with what is known about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +23,9 @@ pub struct Candidate {
     /// Normalised: host bits cleared, IPv4-mapped IPv6 written as IPv4.
     pub net: IpNet,
     pub reason: Option<String>,
-    pub seen_as: SeenAs,
+    /// How far the collector could believe the address; `None` for arguments and list
+    /// entries, which the operator chose and vouches for.
+    pub provenance: Option<Provenance>,
     /// When the collector saw it; the block lasts from then, so re-reading the same events
     /// gives the same expiry instead of pushing it forward on every run.
     pub observed_at: Option<Timestamp>,
@@ -37,12 +33,39 @@ pub struct Candidate {
     pub origin: String,
 }
 
+impl Candidate {
+    /// Whether the address is only what a request's sender wrote in a header.
+    pub fn is_claimed(&self) -> bool {
+        self.provenance == Some(Provenance::Claimed)
+    }
+
+    /// Whether the collector knew the address only from forwarding headers: Calico policy
+    /// sees the connection's source, never such an address.
+    pub fn seen_only_in_headers(&self) -> bool {
+        matches!(
+            self.provenance,
+            Some(Provenance::Trusted | Provenance::Claimed)
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
     #[error("{origin}: {text:?} is not an IP address or CIDR")]
     BadAddress { origin: String, text: String },
-    #[error("{origin}: not valid JSON for a collector event or /suspicious summary: {message}")]
+    #[error("{origin}: {reason}")]
+    BadListLine { origin: String, reason: String },
+    #[error("{origin}: not a collector event or /suspicious summary: {message}")]
     BadJson { origin: String, message: String },
+    #[error("{origin}: time {text:?} is not an RFC 3339 timestamp")]
+    BadTime { origin: String, text: String },
+    #[error("{origin}: {what} schema_version {found}; this ingress-tap reads version {supported}")]
+    UnsupportedSchema {
+        origin: String,
+        what: &'static str,
+        found: u32,
+        supported: u32,
+    },
 }
 
 /// How to read a document; `Auto` looks at its first character (`{` means JSON).
@@ -56,6 +79,29 @@ pub enum InputFormat {
     Json,
 }
 
+/// How `--from` documents are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadOptions {
+    pub format: InputFormat,
+    /// How many addresses to take from each ranking of a `/suspicious` summary: rankings are
+    /// volumes, not verdicts, so none are taken unless asked for.
+    pub top: usize,
+    /// Whether `/suspicious`'s `claimed_events` and `top_claimed` are read at all. They are
+    /// kept apart by the collector because a sender can fill them with any address, a victim's
+    /// included.
+    pub trust_spoofable_headers: bool,
+}
+
+/// What one document holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Document {
+    pub candidates: Vec<Candidate>,
+    /// Entries of `claimed_events` and `top_claimed` left unread for want of
+    /// `--trust-spoofable-headers`; said once rather than refused one by one, since a flood of
+    /// them is exactly what an attacker would produce.
+    pub unread_claimed: usize,
+}
+
 /// One IP or CIDR from the command line; `reason` applies to every argument.
 pub fn parse_argument(text: &str, reason: Option<&str>) -> Result<Candidate, InputError> {
     let origin = "argument".to_owned();
@@ -66,107 +112,83 @@ pub fn parse_argument(text: &str, reason: Option<&str>) -> Result<Candidate, Inp
     Ok(Candidate {
         net,
         reason: reason.map(str::to_owned),
-        seen_as: SeenAs::Unknown,
+        provenance: None,
         observed_at: None,
         origin,
     })
 }
 
-/// Reads one document (a file or stdin) named `name` for messages. `top` takes that many
-/// addresses from each ranking of a `/suspicious` summary: rankings are volumes, not verdicts,
-/// so none are taken unless asked for.
+/// Reads one document (a file or stdin) named `name` for messages.
 pub fn parse_document(
     name: &str,
     text: &str,
-    format: InputFormat,
-    top: usize,
-) -> Result<Vec<Candidate>, InputError> {
-    let is_json = match format {
+    options: &ReadOptions,
+) -> Result<Document, InputError> {
+    let is_json = match options.format {
         InputFormat::Json => true,
         InputFormat::List => false,
         InputFormat::Auto => text.trim_start().starts_with('{'),
     };
     if is_json {
-        parse_json(name, text, top)
+        parse_json(name, text, options)
     } else {
-        parse_list(name, text)
+        Ok(Document {
+            candidates: parse_list(name, text)?,
+            unread_claimed: 0,
+        })
     }
 }
 
-/// Threat-list text: one IP/CIDR per line; lines starting with `#` or `;` are comments; the
-/// text after the first `;` or `#` on an entry's line is its note, kept as the reason.
+/// Threat-list text, in the grammar the collector loads lists with. A line the collector
+/// would skip stops the run here instead: a half-read list is worse than none. A CIDR with
+/// host bits set loads as its network, as in the collector.
 pub fn parse_list(name: &str, text: &str) -> Result<Vec<Candidate>, InputError> {
     let mut candidates = Vec::new();
-    for (index, raw_line) in text.lines().enumerate() {
-        let line = raw_line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        let (address, note) = match line.split_once([';', '#']) {
-            Some((address, note)) => (address, Some(note.trim())),
-            None => (line, None),
-        };
+    // Line by line, so that each entry keeps the line it came from for messages.
+    for (index, line) in text.lines().enumerate() {
         let origin = format!("{name}:{}", index + 1);
-        let net = parse_net(address.trim()).ok_or_else(|| InputError::BadAddress {
-            origin: origin.clone(),
-            text: address.trim().to_owned(),
-        })?;
-        candidates.push(Candidate {
-            net,
-            reason: note.filter(|note| !note.is_empty()).map(str::to_owned),
-            seen_as: SeenAs::Unknown,
-            observed_at: None,
-            origin,
-        });
+        let (list, issues) = threat_lists::parse_list(name, line);
+        if let Some(issue) = issues.into_iter().find(|issue| !issue.loaded) {
+            return Err(InputError::BadListLine {
+                origin,
+                reason: issue.reason,
+            });
+        }
+        for entry in list.entries() {
+            candidates.push(Candidate {
+                net: entry.network,
+                reason: entry.note.as_deref().map(str::to_owned),
+                provenance: None,
+                observed_at: None,
+                origin: origin.clone(),
+            });
+        }
     }
     Ok(candidates)
 }
 
-/// The fields of a collector event that blocking uses; every other field is ignored so that
-/// later schema versions keep working.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct EventRecord {
-    time: Option<String>,
-    kind: Option<String>,
-    rule: Option<String>,
-    list: Option<String>,
-    ip: Option<String>,
-    field: Option<String>,
-}
-
-/// One ranking row of `/suspicious`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RankedAddress {
-    ip: Option<String>,
-    requests: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct SuspiciousSummary {
-    top_original: Vec<RankedAddress>,
-    top_sources: Vec<RankedAddress>,
-    recent_events: Vec<EventRecord>,
-}
-
 /// Keys that only a `/suspicious` summary has; an event has none of them.
-const SUMMARY_KEYS: [&str; 3] = ["top_original", "top_sources", "recent_events"];
+const SUMMARY_KEYS: [&str; 5] = [
+    "top_original",
+    "top_sources",
+    "recent_events",
+    "top_claimed",
+    "claimed_events",
+];
 
-fn parse_json(name: &str, text: &str, top: usize) -> Result<Vec<Candidate>, InputError> {
+fn parse_json(name: &str, text: &str, options: &ReadOptions) -> Result<Document, InputError> {
     // A pretty-printed /suspicious document spans many lines; events are one per line.
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
         let is_summary = value
             .as_object()
             .is_some_and(|object| SUMMARY_KEYS.iter().any(|key| object.contains_key(*key)));
         if is_summary {
-            let summary: SuspiciousSummary =
+            let summary: Suspicious =
                 serde_json::from_value(value).map_err(|error| InputError::BadJson {
                     origin: name.to_owned(),
                     message: error.to_string(),
                 })?;
-            return summary_candidates(name, summary, top);
+            return summary_candidates(name, summary, options);
         }
     }
     let mut candidates = Vec::new();
@@ -175,87 +197,213 @@ fn parse_json(name: &str, text: &str, top: usize) -> Result<Vec<Candidate>, Inpu
             continue;
         }
         let origin = format!("{name}:{}", index + 1);
-        let event: EventRecord =
-            serde_json::from_str(line).map_err(|error| InputError::BadJson {
-                origin: origin.clone(),
-                message: error.to_string(),
-            })?;
-        candidates.extend(event_candidate(&origin, event)?);
+        let event: Event = serde_json::from_str(line).map_err(|error| InputError::BadJson {
+            origin: origin.clone(),
+            message: error.to_string(),
+        })?;
+        candidates.push(event_candidate(&origin, &event, event.provenance())?);
     }
-    Ok(candidates)
+    Ok(Document {
+        candidates,
+        unread_claimed: 0,
+    })
 }
 
 fn summary_candidates(
     name: &str,
-    summary: SuspiciousSummary,
-    top: usize,
-) -> Result<Vec<Candidate>, InputError> {
-    let mut candidates = Vec::new();
-    for (index, event) in summary.recent_events.into_iter().enumerate() {
-        let origin = format!("{name}: recent_events[{index}]");
-        candidates.extend(event_candidate(&origin, event)?);
+    summary: Suspicious,
+    options: &ReadOptions,
+) -> Result<Document, InputError> {
+    if summary.schema_version != SUSPICIOUS_SCHEMA_VERSION {
+        return Err(InputError::UnsupportedSchema {
+            origin: name.to_owned(),
+            what: "/suspicious",
+            found: summary.schema_version,
+            supported: SUSPICIOUS_SCHEMA_VERSION,
+        });
     }
-    let rankings = [
-        ("top_original", summary.top_original, SeenAs::HeadersOnly),
-        ("top_sources", summary.top_sources, SeenAs::ConnectionSource),
+    let mut document = Document::default();
+    for (index, event) in summary.recent_events.iter().enumerate() {
+        let origin = format!("{name}: recent_events[{index}]");
+        document
+            .candidates
+            .push(event_candidate(&origin, event, event.provenance())?);
+    }
+    let top = options.top;
+    let claimed_rows = summary.top_claimed.len().min(top);
+    if options.trust_spoofable_headers {
+        // Whatever an entry of these lists says about itself, the collector put it here
+        // because nothing vouched for it.
+        for (index, event) in summary.claimed_events.iter().enumerate() {
+            let origin = format!("{name}: claimed_events[{index}]");
+            document
+                .candidates
+                .push(event_candidate(&origin, event, Provenance::Claimed)?);
+        }
+    } else {
+        document.unread_claimed = summary.claimed_events.len() + claimed_rows;
+    }
+    // The field a ranking counts, for entries stating no provenance; `None` for the claimed
+    // ranking, whose entries are claimed whatever they say of themselves.
+    let mut rankings = vec![
+        ("top_original", summary.top_original, Some(Field::Original)),
+        ("top_sources", summary.top_sources, Some(Field::Source)),
     ];
-    for (ranking, rows, seen_as) in rankings {
+    if options.trust_spoofable_headers {
+        rankings.push(("top_claimed", summary.top_claimed, None));
+    }
+    for (ranking, rows, field) in rankings {
         for (index, row) in rows.into_iter().take(top).enumerate() {
-            let Some(ip) = row.ip else { continue };
-            let origin = format!("{name}: {ranking}[{index}]");
-            let net = parse_net(&ip).ok_or_else(|| InputError::BadAddress {
-                origin: origin.clone(),
-                text: ip.clone(),
-            })?;
-            let requests = row
-                .requests
-                .map(|count| format!(", {count} requests"))
-                .unwrap_or_default();
-            candidates.push(Candidate {
-                net,
-                reason: Some(format!("{ranking} #{}{requests}", index + 1)),
-                seen_as,
-                observed_at: None,
-                origin,
-            });
+            let provenance = match field {
+                Some(field) => row
+                    .provenance
+                    .unwrap_or_else(|| Provenance::assumed_for(field)),
+                None => Provenance::Claimed,
+            };
+            document
+                .candidates
+                .push(ranked_candidate(name, ranking, index, &row, provenance));
         }
     }
-    Ok(candidates)
+    Ok(document)
 }
 
-fn event_candidate(origin: &str, event: EventRecord) -> Result<Option<Candidate>, InputError> {
-    let Some(ip) = event.ip else {
-        return Ok(None);
-    };
-    let net = parse_net(&ip).ok_or_else(|| InputError::BadAddress {
+fn ranked_candidate(
+    name: &str,
+    ranking: &str,
+    index: usize,
+    row: &TopEntry,
+    provenance: Provenance,
+) -> Candidate {
+    Candidate {
+        net: normalise(IpNet::from(row.ip)),
+        reason: Some(format!(
+            "{ranking} #{}, {} requests",
+            index + 1,
+            row.requests
+        )),
+        provenance: Some(provenance),
+        observed_at: None,
+        origin: format!("{name}: {ranking}[{index}]"),
+    }
+}
+
+/// The event as a candidate, with `provenance` as the caller establishes it.
+fn event_candidate(
+    origin: &str,
+    event: &Event,
+    provenance: Provenance,
+) -> Result<Candidate, InputError> {
+    if event.schema_version != EVENT_SCHEMA_VERSION {
+        return Err(InputError::UnsupportedSchema {
+            origin: origin.to_owned(),
+            what: "event",
+            found: event.schema_version,
+            supported: EVENT_SCHEMA_VERSION,
+        });
+    }
+    let observed_at: Timestamp = event.time.parse().map_err(|_| InputError::BadTime {
         origin: origin.to_owned(),
-        text: ip.clone(),
+        text: event.time.clone(),
     })?;
-    let seen_as = match event.field.as_deref() {
-        Some("source") => SeenAs::ConnectionSource,
-        Some("original") => SeenAs::HeadersOnly,
-        _ => SeenAs::Unknown,
-    };
-    let kind = event.kind.unwrap_or_else(|| "event".to_owned());
-    let reason = match (event.rule, event.list) {
-        (Some(rule), _) => format!("{kind} (rule {rule})"),
-        (None, Some(list)) => format!("{kind} (list {list})"),
-        (None, None) => kind,
-    };
-    Ok(Some(Candidate {
-        net,
-        reason: Some(reason),
-        seen_as,
-        // An unreadable time falls back to "now": the event still counts, it just cannot
-        // anchor the expiry.
-        observed_at: event.time.and_then(|time| time.parse().ok()),
+    Ok(Candidate {
+        net: normalise(IpNet::from(event.ip)),
+        reason: Some(event_reason(event)),
+        provenance: Some(provenance),
+        observed_at: Some(observed_at),
         origin: origin.to_owned(),
-    }))
+    })
+}
+
+/// `volume_threshold (rule burst)`, `threat_list (list drop, entry 203.0.113.0/24: SBL1)`.
+fn event_reason(event: &Event) -> String {
+    let kind = event.kind.as_str();
+    let name = &event.name;
+    if event.kind != EventKind::ThreatList {
+        return format!("{kind} (rule {name})");
+    }
+    let mut reason = format!("{kind} (list {name}");
+    if let Some(cidr) = &event.details.cidr {
+        reason.push_str(&format!(", entry {cidr}"));
+    }
+    if let Some(note) = &event.details.note {
+        reason.push_str(&format!(": {note}"));
+    }
+    reason.push(')');
+    reason
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::events::{EventConnection, EventDetails};
+    use std::net::IpAddr;
+
+    fn read(text: &str, top: usize, trust_spoofable_headers: bool) -> Document {
+        let options = ReadOptions {
+            format: InputFormat::Auto,
+            top,
+            trust_spoofable_headers,
+        };
+        parse_document("s", text, &options).unwrap()
+    }
+
+    /// An event as the collector builds it.
+    fn event(kind: EventKind, name: &str, ip: &str, field: Field) -> Event {
+        Event {
+            schema_version: EVENT_SCHEMA_VERSION,
+            time: "2026-01-01T10:00:00.250Z".to_owned(),
+            kind,
+            name: name.to_owned(),
+            ip: ip.parse().unwrap(),
+            field,
+            provenance: None,
+            connection: EventConnection {
+                src_ip: IpAddr::from([192, 0, 2, 10]),
+                src_port: 40_000,
+                dst_ip: IpAddr::from([192, 0, 2, 20]),
+                dst_port: 443,
+                protocol: "tcp".to_owned(),
+            },
+            details: EventDetails::default(),
+        }
+    }
+
+    fn top_entry(ip: &str, requests: u64, provenance: Option<Provenance>) -> TopEntry {
+        TopEntry {
+            ip: ip.parse().unwrap(),
+            requests,
+            error: 0,
+            provenance,
+        }
+    }
+
+    fn suspicious() -> Suspicious {
+        Suspicious {
+            schema_version: SUSPICIOUS_SCHEMA_VERSION,
+            window_seconds: 60,
+            window_started: Some("2026-01-01T09:59:00.000Z".to_owned()),
+            top_original: vec![
+                top_entry("203.0.113.1", 900, Some(Provenance::Trusted)),
+                top_entry("203.0.113.2", 5, None),
+            ],
+            top_sources: vec![top_entry("198.51.100.1", 10, None)],
+            previous_window: None,
+            recent_events: vec![event(
+                EventKind::LeakyBucket,
+                "login",
+                "192.0.2.5",
+                Field::Source,
+            )],
+            top_claimed: vec![top_entry("198.51.100.66", 7000, Some(Provenance::Claimed))],
+            claimed_events: vec![event(
+                EventKind::VolumeThreshold,
+                "burst",
+                "198.51.100.77",
+                Field::Original,
+            )],
+        }
+    }
 
     #[test]
     fn list_reads_comments_notes_and_normalises() {
@@ -268,71 +416,184 @@ mod tests {
         );
         assert_eq!(candidates[0].reason.as_deref(), Some("scanner"));
         assert_eq!(candidates[0].origin, "threats.txt:4");
+        assert_eq!(candidates[1].origin, "threats.txt:5");
         assert_eq!(candidates[2].reason.as_deref(), Some("note"));
+        assert!(candidates.iter().all(|c| c.provenance.is_none()));
     }
 
     #[test]
     fn list_names_the_bad_line() {
         let error = parse_list("l", "203.0.113.1\nnot-an-ip ; x\n").unwrap_err();
-        assert_eq!(
-            error,
-            InputError::BadAddress {
-                origin: "l:2".into(),
-                text: "not-an-ip".into()
-            }
+        assert!(
+            matches!(&error, InputError::BadListLine { origin, reason }
+                if origin == "l:2" && reason.contains("not-an-ip")),
+            "{error:?}"
         );
     }
 
     #[test]
-    fn events_carry_origin_reason_and_time() {
-        let text = concat!(
-            r#"{"schema_version":1,"time":"2026-01-01T10:00:00Z","kind":"volume_threshold","rule":"burst","ip":"203.0.113.7","field":"original","connection":{"x":1},"future":true}"#,
-            "\n",
-            r#"{"kind":"threat_list","list":"feed","ip":"198.51.100.9","field":"source"}"#,
-            "\n"
+    fn a_line_the_collector_would_skip_stops_the_run() {
+        // The collector's grammar skips these lines; blocking the rest of the list would
+        // hide that the list is not what its author meant.
+        for (text, said) in [
+            ("203.0.113.1 203.0.113.2\n", "unexpected text"),
+            ("0.0.0.0/0\n", "every address"),
+            ("203.0.113.1-203.0.113.9\n", "range"),
+            ("; ok\n ; note only\n203.0.113.0/33\n", "not a valid CIDR"),
+        ] {
+            let error = parse_list("l", text).unwrap_err().to_string();
+            assert!(error.contains(said), "{text:?}: {error}");
+            assert!(error.starts_with("l:"), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn events_written_by_the_collector_keep_their_reason_and_provenance() {
+        let mut burst = event(
+            EventKind::VolumeThreshold,
+            "burst",
+            "203.0.113.7",
+            Field::Original,
         );
-        let candidates = parse_document("-", text, InputFormat::Auto, 0).unwrap();
-        assert_eq!(candidates.len(), 2);
-        assert_eq!(candidates[0].seen_as, SeenAs::HeadersOnly);
+        burst.provenance = Some(Provenance::Trusted);
+        let mut listed = event(EventKind::ThreatList, "drop", "198.51.100.9", Field::Source);
+        listed.provenance = Some(Provenance::Connection);
+        listed.details.cidr = Some("198.51.100.0/24".to_owned());
+        listed.details.note = Some("SBL123".to_owned());
+        // Written by a collector older than the provenance field.
+        let old = event(
+            EventKind::LeakyBucket,
+            "slow",
+            "::ffff:192.0.2.9",
+            Field::Original,
+        );
+        let text: String = [burst, listed, old]
+            .iter()
+            .map(|event| event.to_json_line().unwrap())
+            .collect();
+        let candidates = read(&text, 0, false).candidates;
+        let reasons: Vec<_> = candidates.iter().map(|c| c.reason.as_deref()).collect();
         assert_eq!(
-            candidates[0].reason.as_deref(),
-            Some("volume_threshold (rule burst)")
+            reasons,
+            [
+                Some("volume_threshold (rule burst)"),
+                Some("threat_list (list drop, entry 198.51.100.0/24: SBL123)"),
+                Some("leaky_bucket (rule slow)"),
+            ]
         );
+        let provenances: Vec<_> = candidates.iter().map(|c| c.provenance).collect();
+        assert_eq!(
+            provenances,
+            [
+                Some(Provenance::Trusted),
+                Some(Provenance::Connection),
+                Some(Provenance::Claimed),
+            ]
+        );
+        assert!(candidates[0].seen_only_in_headers());
+        assert!(!candidates[1].seen_only_in_headers());
+        assert_eq!(candidates[2].net.to_string(), "192.0.2.9/32");
+        assert_eq!(candidates[1].origin, "s:2");
         assert_eq!(
             candidates[0].observed_at,
-            Some("2026-01-01T10:00:00Z".parse().unwrap())
+            Some("2026-01-01T10:00:00.250Z".parse().unwrap())
         );
-        assert_eq!(candidates[1].seen_as, SeenAs::ConnectionSource);
-        assert_eq!(
-            candidates[1].reason.as_deref(),
-            Some("threat_list (list feed)")
+    }
+
+    #[test]
+    fn an_incomplete_or_newer_event_is_an_error_naming_its_line() {
+        let options = ReadOptions::default();
+        let complete = event(EventKind::LeakyBucket, "r", "192.0.2.1", Field::Source);
+        let line = complete.to_json_line().unwrap();
+        // The shape an older reader of this tool accepted: no name, no connection.
+        let partial = r#"{"schema_version":1,"time":"2026-01-01T10:00:00Z","kind":"leaky_bucket","rule":"r","ip":"192.0.2.1","field":"source"}"#;
+        let error = parse_document("e", &format!("{line}{partial}\n"), &options).unwrap_err();
+        assert!(
+            matches!(&error, InputError::BadJson { origin, .. } if origin == "e:2"),
+            "{error:?}"
         );
+        let error = parse_document("e", "{oops\n", &options).unwrap_err();
+        assert!(matches!(error, InputError::BadJson { ref origin, .. } if origin == "e:1"));
+
+        let mut newer = complete.clone();
+        newer.schema_version = EVENT_SCHEMA_VERSION + 1;
+        let error = parse_document("e", &newer.to_json_line().unwrap(), &options).unwrap_err();
+        assert!(
+            matches!(error, InputError::UnsupportedSchema { found, .. } if found == EVENT_SCHEMA_VERSION + 1)
+        );
+        let mut untimed = complete;
+        untimed.time = "yesterday".to_owned();
+        let error = parse_document("e", &untimed.to_json_line().unwrap(), &options).unwrap_err();
+        assert!(matches!(error, InputError::BadTime { .. }), "{error:?}");
     }
 
     #[test]
     fn summary_takes_events_and_only_asked_rankings() {
-        let text = r#"{
-          "window_seconds": 60,
-          "top_original": [{"ip":"203.0.113.1","requests":900,"error":3},{"ip":"203.0.113.2","requests":5}],
-          "top_sources": [{"ip":"198.51.100.1","requests":10}],
-          "recent_events": [{"kind":"leaky_bucket","rule":"r","ip":"192.0.2.5","field":"source"}]
-        }"#;
-        let none = parse_document("s", text, InputFormat::Auto, 0).unwrap();
-        assert_eq!(none.len(), 1);
-        assert_eq!(none[0].net.to_string(), "192.0.2.5/32");
-        let one = parse_document("s", text, InputFormat::Auto, 1).unwrap();
-        let nets: Vec<String> = one.iter().map(|c| c.net.to_string()).collect();
+        let text = serde_json::to_string_pretty(&suspicious()).unwrap();
+        let none = read(&text, 0, false);
+        let nets: Vec<String> = none.candidates.iter().map(|c| c.net.to_string()).collect();
+        assert_eq!(nets, ["192.0.2.5/32"]);
+        assert_eq!(
+            none.candidates[0].reason.as_deref(),
+            Some("leaky_bucket (rule login)")
+        );
+        assert_eq!(none.unread_claimed, 1, "claimed_events left unread");
+
+        let one = read(&text, 1, false);
+        let nets: Vec<String> = one.candidates.iter().map(|c| c.net.to_string()).collect();
         assert_eq!(nets, ["192.0.2.5/32", "203.0.113.1/32", "198.51.100.1/32"]);
         assert_eq!(
-            one[1].reason.as_deref(),
+            one.candidates[1].reason.as_deref(),
             Some("top_original #1, 900 requests")
+        );
+        assert_eq!(one.candidates[1].provenance, Some(Provenance::Trusted));
+        assert_eq!(one.candidates[2].provenance, Some(Provenance::Connection));
+        assert_eq!(one.unread_claimed, 2, "claimed_events and top_claimed[0]");
+
+        // Without a provenance, a top_original entry may have been claimed.
+        let two = read(&text, 2, false);
+        assert_eq!(two.candidates[2].net.to_string(), "203.0.113.2/32");
+        assert!(two.candidates[2].is_claimed());
+    }
+
+    #[test]
+    fn claimed_lists_are_read_only_when_trusted_and_always_as_claimed() {
+        let mut summary = suspicious();
+        // Whatever an entry of the claimed lists says of itself, the list is what counts.
+        summary.claimed_events[0].provenance = Some(Provenance::Connection);
+        summary.top_claimed[0].provenance = None;
+        let text = serde_json::to_string(&summary).unwrap();
+        let document = read(&text, 1, true);
+        assert_eq!(document.unread_claimed, 0);
+        let claimed: Vec<String> = document
+            .candidates
+            .iter()
+            .filter(|c| c.is_claimed())
+            .map(|c| format!("{} {}", c.net, c.origin))
+            .collect();
+        assert_eq!(
+            claimed,
+            [
+                "198.51.100.77/32 s: claimed_events[0]",
+                "198.51.100.66/32 s: top_claimed[0]"
+            ]
         );
     }
 
     #[test]
-    fn garbage_json_line_is_an_error() {
-        let error = parse_document("e", "{\"ip\":\"192.0.2.1\"}\n{oops\n", InputFormat::Auto, 0)
-            .unwrap_err();
-        assert!(matches!(error, InputError::BadJson { ref origin, .. } if origin == "e:2"));
+    fn a_summary_missing_a_field_or_of_a_newer_schema_is_an_error() {
+        let options = ReadOptions::default();
+        let partial =
+            r#"{"window_seconds":300,"top_original":[{"ip":"203.0.113.50","requests":5}]}"#;
+        let error = parse_document("s", partial, &options).unwrap_err();
+        assert!(matches!(error, InputError::BadJson { .. }), "{error:?}");
+        let mut newer = suspicious();
+        newer.schema_version += 1;
+        let text = serde_json::to_string(&newer).unwrap();
+        let error = parse_document("s", &text, &options).unwrap_err();
+        assert!(
+            error.to_string().contains("/suspicious schema_version"),
+            "{error}"
+        );
     }
 }

@@ -16,11 +16,14 @@ pub mod targets;
 
 pub use run::run;
 
-use input::{Candidate, InputFormat, SeenAs};
+use input::{Candidate, InputFormat};
 use ipnet::IpNet;
 use jiff::{SignedDuration, Timestamp};
 use merge::{expiry_after, Blocklist, Lifetime};
-use safety::{RefusalReason, SafetyRules, DEFAULT_MAX_ENTRIES};
+use safety::{
+    MinPrefix, RefusalReason, SafetyRules, DEFAULT_MAX_ADDRESSES, DEFAULT_MAX_ENTRIES,
+    DEFAULT_MIN_PREFIX_V4, DEFAULT_MIN_PREFIX_V6,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -45,6 +48,12 @@ pub struct BlockOptions {
     /// Also take this many addresses from each ranking of a /suspicious document.
     #[arg(long, default_value_t = 0)]
     pub top: usize,
+    /// Also block addresses the collector took from X-Forwarded-For / X-Real-IP with no
+    /// trusted proxy vouching for them (provenance `claimed`), and read the claimed lists of a
+    /// /suspicious document. Any client can write any address in those headers: this lets a
+    /// client get someone else blocked.
+    #[arg(long)]
+    pub trust_spoofable_headers: bool,
     /// Reason recorded for the addresses given as arguments.
     #[arg(long)]
     pub reason: Option<String>,
@@ -69,7 +78,20 @@ pub struct BlockOptions {
     /// Most entries one blocklist may hold without --force.
     #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES)]
     pub max_entries: usize,
-    /// Allow more than --max-entries entries.
+    /// Narrowest IPv4 prefix an entry may have without --force (16: nothing wider than a /16).
+    #[arg(long, default_value_t = DEFAULT_MIN_PREFIX_V4,
+          value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub min_prefix_v4: u8,
+    /// Narrowest IPv6 prefix an entry may have without --force.
+    #[arg(long, default_value_t = DEFAULT_MIN_PREFIX_V6,
+          value_parser = clap::value_parser!(u8).range(0..=128))]
+    pub min_prefix_v6: u8,
+    /// Most addresses one run may block without --force: IPv4 addresses plus IPv6 /48
+    /// networks (docs/block.md says why /48).
+    #[arg(long, default_value_t = DEFAULT_MAX_ADDRESSES)]
+    pub max_addresses: u64,
+    /// Allow more than --max-entries entries, entries wider than --min-prefix-v4/-v6, and more
+    /// than --max-addresses addresses. Never lifts the protected ranges or the claimed rule.
     #[arg(long)]
     pub force: bool,
     /// The previously generated output (YAML or nftables) to merge into, for GitOps.
@@ -216,7 +238,15 @@ pub struct PlanRequest {
     pub now: Timestamp,
     pub prune: bool,
     pub max_entries: usize,
+    pub min_prefix: MinPrefix,
+    /// In [`safety::address_units`].
+    pub max_addresses: u64,
+    /// Lifts the entry cap, the minimum prefix and the address limit.
     pub force: bool,
+    /// Block candidates whose provenance is `claimed`.
+    pub trust_spoofable_headers: bool,
+    /// Claimed entries the input held but that were not read, for the report.
+    pub unread_claimed: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -233,6 +263,8 @@ pub enum BlockError {
         entries: usize,
         cap: usize,
     },
+    #[error("refused: the input would block {units} addresses (IPv4 addresses plus IPv6 /48 networks), over the limit of {limit}; check the input, or raise --max-addresses or pass --force")]
+    TooManyAddresses { units: u64, limit: u64 },
 }
 
 /// A candidate the safety rules kept out.
@@ -263,6 +295,10 @@ pub struct ObjectReport {
 /// Every decision of a run, for the operator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
+    /// Candidates read from every input, duplicates included.
+    pub candidates: usize,
+    /// Entries of /suspicious's claimed lists left unread (no --trust-spoofable-headers).
+    pub unread_claimed: usize,
     pub refused: Vec<Refusal>,
     /// Candidates whose block would already have ended (old events).
     pub already_expired: Vec<(IpNet, String)>,
@@ -281,6 +317,15 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for warning in &self.warnings {
             writeln!(f, "warning: {warning}")?;
+        }
+        if self.unread_claimed > 0 {
+            writeln!(
+                f,
+                "warning: {} entries of claimed_events and top_claimed not read: the collector \
+                 took their addresses from headers no trusted proxy vouches for, where any \
+                 client can name anyone; pass --trust-spoofable-headers to read them",
+                self.unread_claimed
+            )?;
         }
         for refusal in &self.refused {
             writeln!(
@@ -334,7 +379,41 @@ impl fmt::Display for Report {
             };
             writeln!(f, "{name}: {} entries, {state}", object.entries)?;
         }
+        if self.candidates > 0 || self.unread_claimed > 0 {
+            writeln!(f, "{}", self.summary())?;
+        }
         Ok(())
+    }
+}
+
+impl Report {
+    /// One line counting what became of the input.
+    pub fn summary(&self) -> String {
+        let refused = self.refused.len();
+        let expired = self.already_expired.len();
+        let accepted = self.candidates.saturating_sub(refused + expired);
+        let mut categories: BTreeMap<&str, usize> = BTreeMap::new();
+        for refusal in &self.refused {
+            *categories.entry(refusal.reason.category()).or_default() += 1;
+        }
+        let by_category: Vec<String> = categories
+            .iter()
+            .map(|(category, count)| format!("{count} {category}"))
+            .collect();
+        let by_category = if by_category.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_category.join(", "))
+        };
+        let mut line = format!(
+            "summary: {} candidates: {accepted} accepted, {refused} refused{by_category}, \
+             {expired} already expired",
+            self.candidates
+        );
+        if self.unread_claimed > 0 {
+            line.push_str(&format!(", {} claimed not read", self.unread_claimed));
+        }
+        line
     }
 }
 
@@ -349,13 +428,17 @@ pub struct Plan {
 /// same plan.
 pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, BlockError> {
     let slots = targets::slots(&request.settings)?;
-    let mut report = Report::default();
+    let mut report = Report {
+        candidates: request.candidates.len(),
+        unread_claimed: request.unread_claimed,
+        ..Report::default()
+    };
 
     // Screen the candidates once; they go into every slot alike.
     let mut accepted: BTreeMap<IpNet, (Lifetime, Option<String>)> = BTreeMap::new();
     let mut headers_only = Vec::new();
     for candidate in &request.candidates {
-        if let Err(reason) = request.safety.check(&candidate.net) {
+        if let Err(reason) = screen(request, candidate) {
             report.refused.push(Refusal {
                 net: candidate.net,
                 reason,
@@ -371,7 +454,7 @@ pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, Blo
                 .push((candidate.net, candidate.origin.clone()));
             continue;
         }
-        if candidate.seen_as == SeenAs::HeadersOnly {
+        if candidate.seen_only_in_headers() {
             headers_only.push(candidate.net);
         }
         let lifetime = Lifetime::Until(expiry);
@@ -381,6 +464,13 @@ pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, Blo
             .or_insert((lifetime, candidate.reason.clone()));
     }
     report.warnings = target_warnings(&request.settings, &headers_only);
+    let units = safety::address_units(accepted.keys());
+    if units > request.max_addresses && !request.force {
+        return Err(BlockError::TooManyAddresses {
+            units,
+            limit: request.max_addresses,
+        });
+    }
 
     let mut lists = Vec::with_capacity(slots.len());
     for slot in slots {
@@ -439,6 +529,19 @@ pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, Blo
     }
     let rendered = targets::render(&request.settings, &lists, existing, request.now)?;
     Ok(Plan { rendered, report })
+}
+
+/// The rules a candidate must pass, the first it breaks named. Claimed comes first: it says
+/// the address may be anyone's, whatever range it falls in.
+fn screen(request: &PlanRequest, candidate: &Candidate) -> Result<(), RefusalReason> {
+    if candidate.is_claimed() && !request.trust_spoofable_headers {
+        return Err(RefusalReason::Claimed);
+    }
+    request.safety.check(&candidate.net)?;
+    if !request.force {
+        request.min_prefix.check(&candidate.net)?;
+    }
+    Ok(())
 }
 
 fn target_warnings(settings: &TargetSettings, headers_only: &[IpNet]) -> Vec<String> {

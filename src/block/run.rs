@@ -4,15 +4,22 @@
 //! a file or `kubectl apply`.
 
 use super::apply::{self, ApplySettings, Outcome};
-use super::input::{parse_argument, parse_document, Candidate};
-use super::safety::SafetyRules;
+use super::input::{parse_argument, parse_document, Candidate, ReadOptions};
+use super::safety::{MinPrefix, SafetyRules};
 use super::targets::{self, ExistingState, Rendered};
 use super::{plan, to_yaml, BlockOptions, DryRun, PlanRequest};
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
 
-fn read_candidates(options: &BlockOptions) -> anyhow::Result<Vec<Candidate>> {
+/// The candidates of every input, and how many claimed entries were left unread.
+fn read_candidates(options: &BlockOptions) -> anyhow::Result<(Vec<Candidate>, usize)> {
+    let read = ReadOptions {
+        format: options.format,
+        top: options.top,
+        trust_spoofable_headers: options.trust_spoofable_headers,
+    };
     let mut candidates = Vec::new();
+    let mut unread_claimed = 0;
     for address in &options.addresses {
         candidates.push(parse_argument(address, options.reason.as_deref())?);
     }
@@ -28,15 +35,17 @@ fn read_candidates(options: &BlockOptions) -> anyhow::Result<Vec<Candidate>> {
                 .with_context(|| format!("cannot read {}", path.display()))?;
             (path.display().to_string(), text)
         };
-        candidates.extend(parse_document(&name, &text, options.format, options.top)?);
+        let document = parse_document(&name, &text, &read)?;
+        candidates.extend(document.candidates);
+        unread_claimed += document.unread_claimed;
     }
-    Ok(candidates)
+    Ok((candidates, unread_claimed))
 }
 
 /// Runs `ingress-tap block`.
 pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
     let settings = options.target_settings();
-    let candidates = read_candidates(&options)?;
+    let (candidates, unread_claimed) = read_candidates(&options)?;
     let request = PlanRequest {
         candidates,
         removals: options.remove.clone(),
@@ -49,7 +58,14 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
         now: options.now.unwrap_or_else(jiff::Timestamp::now),
         prune: options.prune,
         max_entries: options.max_entries,
+        min_prefix: MinPrefix {
+            v4: options.min_prefix_v4,
+            v6: options.min_prefix_v6,
+        },
+        max_addresses: options.max_addresses,
         force: options.force,
+        trust_spoofable_headers: options.trust_spoofable_headers,
+        unread_claimed,
     };
     // Fails early, before any cluster access, for targets that render nothing.
     let to_read = targets::objects_to_read(&settings)?;
