@@ -90,6 +90,33 @@ fn ips(list: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Runs `ingress-tap block --target nftables` on `input` (a `/suspicious` document) with
+/// `extra` arguments; returns (exit success, stdout, stderr).
+fn block(input: &str, extra: &[&str]) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+        .args(["block", "--target", "nftables", "--from", "-", "--top", "5"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ingress-tap block");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 const FRAMING_CONFIG: &str = r#"window_seconds: 60
 top_n: 5
 cooldown_seconds: 3600
@@ -145,6 +172,14 @@ async fn framing_a_claimed_address_is_kept_apart_from_what_block_acts_on() {
             .all(|event| event["provenance"] == "claimed"),
         "{written:?}"
     );
+    // `block` fed this `/suspicious` writes no block for the victim, and says how to opt in.
+    let (ok, blocks, said) = block(&view.to_string(), &[]);
+    assert!(ok, "{said}");
+    assert!(!blocks.contains(VICTIM), "{blocks}");
+    assert!(said.contains("--trust-spoofable-headers"), "{said}");
+    // Only an operator who says they trust the headers gets the claimed address blocked.
+    let (ok, blocks, said) = block(&view.to_string(), &["--trust-spoofable-headers"]);
+    assert!(ok && blocks.contains(VICTIM), "{said}\n{blocks}");
     // The startup log named the mode and warned, once, that headers are believed from anyone.
     let output = collector.output();
     assert!(
@@ -183,6 +218,10 @@ async fn framing_behind_a_trusted_proxy_names_the_real_client_only() {
     assert_eq!(view["top_original"][0]["ip"], "203.0.113.50");
     assert_eq!(view["top_original"][0]["provenance"], "trusted");
     assert!(!view.to_string().contains(VICTIM), "{view}");
+    // `block` fed this `/suspicious` blocks the real client, verified by the proxy.
+    let (ok, blocks, said) = block(&view.to_string(), &[]);
+    assert!(ok && blocks.contains("203.0.113.50"), "{said}\n{blocks}");
+    assert!(!blocks.contains(VICTIM), "{blocks}");
     assert_eq!(
         collector.output().matches("believed from anyone").count(),
         0,
