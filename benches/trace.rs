@@ -40,13 +40,12 @@ impl Random {
     }
 }
 
-/// A list text of `CIDRS` random entries: IPv4 /16 to /32, and IPv6 /32 to /64 under 2000::/4.
-
 /// A verified original IP (walked past trusted proxies), as the detector takes it.
 fn trusted(ip: IpAddr) -> Option<Attributed> {
     Some(Attributed::new(ip, Provenance::Trusted))
 }
 
+/// A list text of `CIDRS` random entries: IPv4 /16 to /32, and IPv6 /32 to /64 under 2000::/4.
 fn list_text(random: &mut Random) -> String {
     let mut text = String::with_capacity(CIDRS * 20);
     text.push_str("# synthetic list\n");
