@@ -10,6 +10,11 @@
 //! `parse_only_off_template` is the same log with one space added before each closing brace,
 //! which the fast path notices only at its last step: the worst case of falling back to the
 //! general scanner.
+//!
+//! `hostile_*` are lines whose X-Forwarded-For is 8 KB of raw header, the most nginx accepts by
+//! default, made of a client address and padding: `"` bytes as nginx's default escaping writes
+//! them (`\x22`, 32 KB in the line), the same as `escape=json` writes them (`\"`, 16 KB), and a
+//! plain list of addresses. Per line they are held to within 3× of `parse_origin_aggregate`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -72,6 +77,31 @@ fn off_template(log: &[u8]) -> Vec<u8> {
     shifted
 }
 
+/// Lines per hostile log: enough for a stable figure, few enough to stay out of the cache.
+const HOSTILE_LINES: u64 = 2_000;
+/// nginx's default `large_client_header_buffers` size, the longest header it accepts.
+const HEADER_BYTES: usize = 8 * 1024;
+
+/// A log of lines whose X-Forwarded-For is `client, <padding>`: `padding(n)` is the log text of
+/// `n` raw header bytes, so the header is `HEADER_BYTES` as the client sent it.
+fn hostile_log(padding: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
+    let mut log = Vec::new();
+    for n in 0..HOSTILE_LINES {
+        let client = format!("203.0.{}.{}", n / 256 % 256, n % 256);
+        let raw_padding = HEADER_BYTES - client.len() - 2;
+        log.extend_from_slice(
+            format!(
+                r#"tigera_secure_ee_ingress: {{"source_port": {}, "destination_ip": "10.244.1.17", "destination_port": 443, "source_ip": "10.0.3.13", "x-forwarded-for": "{client}, "#,
+                40000 + n % 1000
+            )
+            .as_bytes(),
+        );
+        log.extend_from_slice(&padding(raw_padding));
+        log.extend_from_slice(b"\", \"x-real-ip\": \"-\"}\n");
+    }
+    log
+}
+
 fn count_lines(log: &[u8]) -> usize {
     memchr::memchr_iter(b'\n', log).count()
 }
@@ -118,6 +148,48 @@ fn pipeline(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    let hostile = [
+        ("hostile_quotes_nginx", hostile_log(|n| br"\x22".repeat(n))),
+        ("hostile_quotes_json", hostile_log(|n| br#"\""#.repeat(n))),
+        (
+            "hostile_padded_list",
+            hostile_log(|n| {
+                let mut list = "10.1.2.3, ".repeat(n / 10 + 1).into_bytes();
+                list.truncate(n);
+                list
+            }),
+        ),
+    ];
+    let mut group = c.benchmark_group("pipeline_hostile_lines");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(3));
+    // The same-run baseline, per line.
+    group.throughput(Throughput::Elements(LINES));
+    group.bench_function("parse_origin_aggregate", |b| {
+        b.iter(|| collect(black_box(&log), &mut aggregator))
+    });
+    group.throughput(Throughput::Elements(HOSTILE_LINES));
+    for (name, hostile_log) in &hostile {
+        // Every hostile line is a record, and its client is the one before the padding.
+        let report = collect(hostile_log, &mut aggregator);
+        assert_eq!(report.records, HOSTILE_LINES, "{name}");
+        let clients: u64 = report
+            .connections
+            .iter()
+            .map(|c| c.distinct_original_ips)
+            .sum();
+        assert_eq!(clients, HOSTILE_LINES, "{name}");
+        assert_eq!(parse_only(hostile_log) as u64, HOSTILE_LINES, "{name}");
+        group.bench_function(*name, |b| {
+            b.iter(|| collect(black_box(hostile_log), &mut aggregator))
+        });
+        group.bench_function(format!("{name}_newline_count"), |b| {
+            b.iter(|| count_lines(black_box(hostile_log)))
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, pipeline);

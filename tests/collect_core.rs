@@ -11,7 +11,7 @@ use ingress_tap::collect::origin::{
     original_ip, ClientIpPolicy, HttpEntry, Origin, TrustedProxies,
 };
 use ingress_tap::collect::parse::{
-    parse_line, Malformed, Protocol, Record, MARKER, MAX_HEADER_BYTES,
+    parse_line, HeaderValue, Malformed, Protocol, Record, MARKER, MAX_HEADER_BYTES,
 };
 use proptest::prelude::*;
 
@@ -37,6 +37,11 @@ fn parsed(line: &str) -> Record<'_> {
     parse_line(line.as_bytes())
         .expect("well-formed line")
         .expect("line with marker")
+}
+
+/// A header's text when it was kept whole.
+fn full<'a>(header: &'a Option<HeaderValue<'_>>) -> Option<&'a str> {
+    header.as_ref().and_then(HeaderValue::full)
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -325,8 +330,8 @@ fn marker_mid_line_with_syslog_prefix_and_trailing_text() {
     assert_eq!(record.destination_ip, ip("10.1.1.10"));
     assert_eq!(record.destination_port, 2);
     assert_eq!(record.protocol, Protocol::Tcp);
-    assert_eq!(record.x_forwarded_for.as_deref(), Some("1.1.1.1"));
-    assert_eq!(record.x_real_ip.as_deref(), Some("2.2.2.2"));
+    assert_eq!(full(&record.x_forwarded_for), Some("1.1.1.1"));
+    assert_eq!(full(&record.x_real_ip), Some("2.2.2.2"));
 }
 
 #[test]
@@ -335,7 +340,7 @@ fn braces_and_escaped_quotes_inside_strings() {
         r#"{MARKER}{{"note": "a }} b {{ c \" }}", "source_ip": "10.1.10.1", "source_port": 1, "destination_ip": "10.1.1.10", "destination_port": 2, "x-forwarded-for": "x}}\"y,1.1.1.1", "x-real-ip": "-"}} after"#
     );
     let record = parsed(&line);
-    assert_eq!(record.x_forwarded_for.as_deref(), Some("x}\"y,1.1.1.1"));
+    assert_eq!(full(&record.x_forwarded_for), Some("x}\"y,1.1.1.1"));
     assert_eq!(record.x_real_ip, None);
 }
 
@@ -344,17 +349,17 @@ fn nginx_hex_escapes_and_json_escapes() {
     // A header holding a quote, as nginx writes it: a\x22b.
     let line = main_connection_line(r"a\x22b, 1.1.1.1", r"c\x5Cd");
     let record = parsed(&line);
-    assert_eq!(record.x_forwarded_for.as_deref(), Some("a\"b, 1.1.1.1"));
-    assert_eq!(record.x_real_ip.as_deref(), Some("c\\d"));
+    assert_eq!(full(&record.x_forwarded_for), Some("a\"b, 1.1.1.1"));
+    assert_eq!(full(&record.x_real_ip), Some("c\\d"));
 
     let line = main_connection_line(r#"a\"b\\c\u0022\u00e9\/"#, r"\t");
     let record = parsed(&line);
-    assert_eq!(record.x_forwarded_for.as_deref(), Some("a\"b\\c\"é/"));
-    assert_eq!(record.x_real_ip.as_deref(), Some("\t"));
+    assert_eq!(full(&record.x_forwarded_for), Some("a\"b\\c\"é/"));
+    assert_eq!(full(&record.x_real_ip), Some("\t"));
 
     // UTF-8 written byte by byte by nginx.
     let line = main_connection_line(r"caf\xC3\xA9", "-");
-    assert_eq!(record_owned(&line).x_forwarded_for.as_deref(), Some("café"));
+    assert_eq!(full(&record_owned(&line).x_forwarded_for), Some("café"));
 }
 
 fn record_owned(line: &str) -> Record<'static> {
@@ -488,7 +493,7 @@ fn a_marker_inside_an_earlier_field_does_not_hide_the_real_template() {
         main_connection_line("5.5.5.5", "-")
     );
     let record = parsed(&line);
-    assert_eq!(record.x_forwarded_for.as_deref(), Some("5.5.5.5"));
+    assert_eq!(full(&record.x_forwarded_for), Some("5.5.5.5"));
     assert_eq!(record.source_ip, ip("10.1.10.1"));
 }
 
@@ -505,13 +510,13 @@ fn bytes_that_are_not_utf8_never_panic() {
     let at = bytes.iter().position(|&b| b == 1).unwrap();
     bytes[at] = 0xff;
     let record = parse_line(&bytes).unwrap().unwrap();
-    assert_eq!(record.x_forwarded_for.as_deref(), Some("1.1.1.1, \u{FFFD}"));
+    assert_eq!(full(&record.x_forwarded_for), Some("1.1.1.1, \u{FFFD}"));
     assert_eq!(original_ip(&record).unwrap().ip, ip("1.1.1.1"));
 
     // Escaped as \xHH and decoded to invalid UTF-8: also replaced.
     let line = main_connection_line(r"\xff\xfe", "2.2.2.2");
     let record = record_owned(&line);
-    assert_eq!(record.x_forwarded_for.as_deref(), Some("\u{FFFD}\u{FFFD}"));
+    assert_eq!(full(&record.x_forwarded_for), Some("\u{FFFD}\u{FFFD}"));
 
     // In an address: the field is invalid.
     let line = main_connection_line("1.1.1.1", "-").replace("10.1.10.1", r"10.1.10.\xff");
@@ -525,23 +530,26 @@ fn bytes_that_are_not_utf8_never_panic() {
 fn header_length_is_capped() {
     let at_cap = "a".repeat(MAX_HEADER_BYTES);
     let line = main_connection_line(&at_cap, "-");
-    assert_eq!(
-        parsed(&line).x_forwarded_for.as_deref(),
-        Some(at_cap.as_str())
-    );
+    assert_eq!(full(&parsed(&line).x_forwarded_for), Some(at_cap.as_str()));
 
+    // Over the cap the request stays, with the header's ends kept.
     let over_cap = "a".repeat(MAX_HEADER_BYTES + 1);
-    let line = main_connection_line("-", &over_cap);
+    let line = main_connection_line("1.1.1.1", &over_cap);
+    let record = parsed(&line);
+    assert!(record
+        .x_real_ip
+        .as_ref()
+        .is_some_and(HeaderValue::is_oversize));
     assert_eq!(
-        parse_line(line.as_bytes()),
-        Err(Malformed::FieldTooLong("x-real-ip"))
+        original_ip(&record).map(|origin| origin.ip),
+        Some(ip("1.1.1.1"))
     );
 
     // The cap applies to the decoded value: 1024 escaped bytes are 4096 raw ones.
     let escaped = r"\x41".repeat(MAX_HEADER_BYTES);
     let line = main_connection_line(&escaped, "-");
     assert_eq!(
-        record_owned(&line).x_forwarded_for.map(|v| v.len()),
+        full(&record_owned(&line).x_forwarded_for).map(str::len),
         Some(MAX_HEADER_BYTES)
     );
 }
@@ -550,7 +558,7 @@ fn header_length_is_capped() {
 fn huge_lines() {
     let prefix = "x".repeat(4 << 20);
     let line = format!("{prefix}{}", main_connection_line("1.1.1.1", "-"));
-    assert_eq!(parsed(&line).x_forwarded_for.as_deref(), Some("1.1.1.1"));
+    assert_eq!(full(&parsed(&line).x_forwarded_for), Some("1.1.1.1"));
 
     let unterminated = format!("{MARKER} {{\"x-forwarded-for\": \"{}", "y".repeat(4 << 20));
     assert_eq!(
@@ -571,14 +579,17 @@ fn huge_lines() {
 fn borrowed_values_are_not_copied() {
     let line = main_connection_line("1.1.1.1", "2.2.2.2");
     let record = parsed(&line);
-    assert!(matches!(record.x_forwarded_for, Some(Cow::Borrowed(_))));
+    assert!(matches!(
+        record.x_forwarded_for,
+        Some(HeaderValue::Full(Cow::Borrowed(_)))
+    ));
     let escaped = main_connection_line(r"1.1.1.1\x20", "-");
     assert!(matches!(
         parse_line(escaped.as_bytes())
             .unwrap()
             .unwrap()
             .x_forwarded_for,
-        Some(Cow::Owned(_))
+        Some(HeaderValue::Full(Cow::Owned(_)))
     ));
 }
 
@@ -587,8 +598,8 @@ fn borrowed_values_are_not_copied() {
 
 fn headers(xff: Option<&str>, xri: Option<&str>) -> Record<'static> {
     Record {
-        x_forwarded_for: xff.map(|v| Cow::Owned(v.to_owned())),
-        x_real_ip: xri.map(|v| Cow::Owned(v.to_owned())),
+        x_forwarded_for: xff.map(|v| HeaderValue::from(v.to_owned())),
+        x_real_ip: xri.map(|v| HeaderValue::from(v.to_owned())),
         ..bare_record(1)
     }
 }
@@ -928,10 +939,10 @@ proptest! {
         let line = main_connection_line(&nginx_escape(xff.as_bytes()), &nginx_escape(&xri));
         let record = parse_line(line.as_bytes()).unwrap().unwrap();
         let expected_xff = (!xff.is_empty() && xff != "-").then_some(xff.as_str());
-        prop_assert_eq!(record.x_forwarded_for.as_deref(), expected_xff);
+        prop_assert_eq!(full(&record.x_forwarded_for), expected_xff);
         let xri_text = String::from_utf8_lossy(&xri);
         let expected_xri = (!xri.is_empty() && xri != b"-").then_some(xri_text.as_ref());
-        prop_assert_eq!(record.x_real_ip.as_deref(), expected_xri);
+        prop_assert_eq!(full(&record.x_real_ip), expected_xri);
     }
 
     #[test]
@@ -943,8 +954,8 @@ proptest! {
         let line = main_connection_line(&quoted(&xff), &quoted(&xri));
         let record = parse_line(line.as_bytes()).unwrap().unwrap();
         let expect = |value: &str| (!value.is_empty() && value != "-").then(|| value.to_owned());
-        prop_assert_eq!(record.x_forwarded_for.map(Cow::into_owned), expect(&xff));
-        prop_assert_eq!(record.x_real_ip.map(Cow::into_owned), expect(&xri));
+        prop_assert_eq!(full(&record.x_forwarded_for).map(str::to_owned), expect(&xff));
+        prop_assert_eq!(full(&record.x_real_ip).map(str::to_owned), expect(&xri));
     }
 
     #[test]

@@ -1185,7 +1185,6 @@ fn malformed_reasons() -> Vec<&'static str> {
         Malformed::MissingField(""),
         Malformed::InvalidField(""),
         Malformed::DuplicateField(""),
-        Malformed::FieldTooLong(""),
     ];
     for reason in &all {
         match reason {
@@ -1194,8 +1193,7 @@ fn malformed_reasons() -> Vec<&'static str> {
             | Malformed::InvalidJson
             | Malformed::MissingField(_)
             | Malformed::InvalidField(_)
-            | Malformed::DuplicateField(_)
-            | Malformed::FieldTooLong(_) => {}
+            | Malformed::DuplicateField(_) => {}
         }
     }
     all.iter().map(Malformed::as_str).collect()
@@ -1212,6 +1210,7 @@ fn metric_names() -> BTreeSet<String> {
         family.get_or_create(&ReloadLabels { result: "ok" }).inc();
     }
     collector.malformed("invalid_json");
+    collector.oversized_header("x-forwarded-for");
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     let names: BTreeSet<String> = text

@@ -3,13 +3,12 @@
 //! entry rendered for Felix must make Felix read exactly that address.
 #![no_main]
 
-use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ingress_tap::collect::origin::{
     forwarded_entries, parse_client_address, ClientIpPolicy, Origin, TrustedProxies,
 };
-use ingress_tap::collect::parse::{parse_line, Protocol, Record};
+use ingress_tap::collect::parse::{parse_line, HeaderValue, Protocol, Record};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,8 +33,8 @@ fuzz_target!(|data: &[u8]| {
         destination_ip: IpAddr::from([10, 9, 8, 7]),
         destination_port: 443,
         protocol: Protocol::default(),
-        x_forwarded_for: (!xff.is_empty()).then_some(Cow::Borrowed(xff)),
-        x_real_ip: (!xri.is_empty()).then_some(Cow::Borrowed(xri)),
+        x_forwarded_for: (!xff.is_empty()).then(|| HeaderValue::from(xff)),
+        x_real_ip: (!xri.is_empty()).then(|| HeaderValue::from(xri)),
     };
     check_all_policies(&record);
 });
@@ -57,16 +56,24 @@ fn policies() -> [ClientIpPolicy; 5] {
 }
 
 fn check_all_policies(record: &Record<'_>) {
+    // The whole entries: of an oversize list, those at its start and at its end.
     let mut carried: Vec<IpAddr> = record
         .x_forwarded_for
-        .as_deref()
+        .as_ref()
         .map(|list| {
-            forwarded_entries(list)
+            forwarded_entries(list.leading())
+                .chain(forwarded_entries(list.trailing()))
                 .filter_map(parse_client_address)
                 .collect()
         })
         .unwrap_or_default();
-    carried.extend(record.x_real_ip.as_deref().and_then(parse_client_address));
+    carried.extend(
+        record
+            .x_real_ip
+            .as_ref()
+            .and_then(HeaderValue::full)
+            .and_then(parse_client_address),
+    );
     for policy in policies() {
         let Some(origin) = policy.original_ip(record) else {
             assert_eq!(
@@ -76,8 +83,10 @@ fn check_all_policies(record: &Record<'_>) {
             );
             continue;
         };
+        // The peer as one client is known everywhere: an IPv4-mapped peer is its IPv4 address.
+        let peer = ingress_tap::net::canonical_ip(record.source_ip);
         let from_request = carried.contains(&origin.ip)
-            || (policy != ClientIpPolicy::Reference && origin.ip == record.source_ip);
+            || (policy != ClientIpPolicy::Reference && origin.ip == peer);
         assert!(
             from_request,
             "{policy:?} invented {} for {record:?}",

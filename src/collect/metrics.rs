@@ -13,6 +13,12 @@ pub struct MalformedLabels {
     pub reason: &'static str,
 }
 
+/// Label of an over-long header: which header it was.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeaderLabels {
+    pub field: &'static str,
+}
+
 /// Every metric the collector exports.
 #[derive(Default)]
 pub struct CollectorMetrics {
@@ -28,6 +34,8 @@ pub struct CollectorMetrics {
     pub malformed: Family<MalformedLabels, Counter>,
     /// Lines longer than the cap, skipped unread.
     pub oversized_lines: Counter,
+    /// Header values over the header cap, read from their ends, by header.
+    pub oversized_headers: Family<HeaderLabels, Counter>,
     /// Rename rotations followed.
     pub rotations: Counter,
     /// Truncations (copytruncate) followed.
@@ -86,6 +94,11 @@ impl CollectorMetrics {
             metrics.oversized_lines.clone(),
         );
         r.register(
+            "oversized_headers",
+            "Header values over the header cap, read from their ends, by field",
+            metrics.oversized_headers.clone(),
+        );
+        r.register(
             "rotations",
             "Rename rotations followed",
             metrics.rotations.clone(),
@@ -138,6 +151,13 @@ impl CollectorMetrics {
     pub fn malformed(&self, reason: &'static str) {
         self.malformed
             .get_or_create(&MalformedLabels { reason })
+            .inc();
+    }
+
+    /// Counts a header value kept only by its ends.
+    pub fn oversized_header(&self, field: &'static str) {
+        self.oversized_headers
+            .get_or_create(&HeaderLabels { field })
             .inc();
     }
 }

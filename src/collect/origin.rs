@@ -14,13 +14,18 @@
 //!   nginx's `set_real_ip_from` with `real_ip_recursive on` reads them.
 //! - [`ClientIpPolicy::TrustedHops`] — a fixed number of proxies in front of the ingress, the
 //!   way Envoy's `xff_num_trusted_hops` reads them.
+//!
+//! A header over the parser's cap keeps only its ends ([`HeaderValue::Oversize`]), and each
+//! policy reads the end it needs: the reference rule the whole entries at the start, the walks
+//! the whole entries at the end. When that end does not hold the answer, the header counts as
+//! absent: padding a header can make it unreadable, never make it name someone else.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::parse::{parse_ipv4, Record};
+use super::parse::{parse_ipv4, HeaderValue, Record};
 use crate::net::canonical_ip;
 use crate::trace::events::Provenance;
 pub use crate::trace::Attributed;
@@ -189,9 +194,9 @@ impl Attribution {
 pub fn original_ip(record: &Record<'_>) -> Option<Origin> {
     let forwarded = record
         .x_forwarded_for
-        .as_deref()
-        .and_then(|list| forwarded_entries(list).find_map(parse_client_address));
-    let real_ip = record.x_real_ip.as_deref().and_then(parse_client_address);
+        .as_ref()
+        .and_then(|list| forwarded_entries(list.leading()).find_map(parse_client_address));
+    let real_ip = real_ip(record);
     match real_ip {
         Some(ip) => Some(Origin {
             ip,
@@ -210,25 +215,37 @@ fn trusted_proxies_client(
     if !trusted.contains(peer) {
         return Attributed::new(peer, Provenance::Connection);
     }
-    let list = record.x_forwarded_for.as_deref().unwrap_or_default();
+    let list = record.x_forwarded_for.as_ref();
     let mut reached = None;
-    for entry in forwarded_entries(list).rev() {
+    let mut stopped = false;
+    for entry in forwarded_entries(list.map_or("", HeaderValue::trailing)).rev() {
         let Some(ip) = parse_client_address(entry) else {
+            stopped = true;
             break;
         };
         reached = Some(ip);
         if !trusted.contains(ip) {
+            stopped = true;
             break;
         }
     }
-    match reached.or_else(|| record.x_real_ip.as_deref().and_then(parse_client_address)) {
+    // Every entry kept of an oversize list was trusted: the client is further left, in the
+    // part that was not read, and the leftmost kept entry is only another proxy.
+    if !stopped && list.is_some_and(HeaderValue::is_oversize) {
+        reached = None;
+    }
+    match reached.or_else(|| real_ip(record)) {
         Some(client) => Attributed::new(client, Provenance::Trusted),
         None => Attributed::new(peer, Provenance::Connection),
     }
 }
 
 fn trusted_hops_client(record: &Record<'_>, peer: IpAddr, hops: usize) -> Attributed {
-    let list = record.x_forwarded_for.as_deref().unwrap_or_default();
+    // An oversize list keeps fewer entries at its end than it had: too few is a short list.
+    let list = record
+        .x_forwarded_for
+        .as_ref()
+        .map_or("", HeaderValue::trailing);
     match forwarded_entries(list)
         .rev()
         .nth(hops)
@@ -237,6 +254,15 @@ fn trusted_hops_client(record: &Record<'_>, peer: IpAddr, hops: usize) -> Attrib
         Some(client) => Attributed::new(client, Provenance::Trusted),
         None => Attributed::new(peer, Provenance::Connection),
     }
+}
+
+/// X-Real-IP as one address. A value over the cap is longer than any address.
+fn real_ip(record: &Record<'_>) -> Option<IpAddr> {
+    record
+        .x_real_ip
+        .as_ref()
+        .and_then(HeaderValue::full)
+        .and_then(parse_client_address)
 }
 
 /// The entries of an X-Forwarded-For value, trimmed, without the empty ones a stray comma
@@ -363,6 +389,7 @@ fn ipv4_text(ip: Ipv4Addr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::parse::MAX_HEADER_BYTES;
 
     #[test]
     fn entries_split_like_str_split_from_both_ends() {
@@ -449,6 +476,138 @@ mod tests {
         }
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(ip_text(v6), "2001:db8::1");
+    }
+
+    /// A record as the parser reads it from the spec's template, with the headers as given
+    /// (already escaped as nginx writes them).
+    fn parsed(peer: &str, xff: &str, xri: &str) -> Record<'static> {
+        let line = format!(
+            r#"{} {{"source_port": 1, "destination_ip": "10.1.1.10", "destination_port": 2, "source_ip": "{peer}", "x-forwarded-for": "{xff}", "x-real-ip": "{xri}"}}"#,
+            crate::collect::parse::MARKER
+        );
+        crate::collect::parse::parse_line(line.as_bytes())
+            .unwrap()
+            .unwrap()
+            .into_owned()
+    }
+
+    fn padding() -> String {
+        "x".repeat(8192)
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn trusted() -> ClientIpPolicy {
+        ClientIpPolicy::TrustedProxies(TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]))
+    }
+
+    fn client(policy: &ClientIpPolicy, record: &Record<'_>) -> (IpAddr, Provenance) {
+        let client = policy.attribute(record).client;
+        (client.ip, client.provenance)
+    }
+
+    #[test]
+    fn the_reference_rule_reads_the_start_of_an_oversize_list() {
+        let record = parsed(
+            "10.1.10.1",
+            &format!("unknown, 203.0.113.7, {}", padding()),
+            "-",
+        );
+        assert!(record.x_forwarded_for.as_ref().unwrap().is_oversize());
+        assert_eq!(original_ip(&record).unwrap().ip, ip("203.0.113.7"));
+        // nginx-escaped padding, and an oversize X-Real-IP, which is no address.
+        let escaped = r"\x22".repeat(8192);
+        let record = parsed("10.1.10.1", &format!("203.0.113.7,{escaped}"), &escaped);
+        assert!(record.x_real_ip.as_ref().unwrap().is_oversize());
+        let origin = original_ip(&record).unwrap();
+        assert_eq!((origin.ip, origin.x_real_ip), (ip("203.0.113.7"), None));
+    }
+
+    #[test]
+    fn the_trusted_walks_read_the_end_of_an_oversize_list() {
+        let list = format!("{}, 198.51.100.9, 10.0.0.5, 10.0.0.6", padding());
+        let record = parsed("10.0.0.7", &list, "-");
+        assert_eq!(
+            client(&trusted(), &record),
+            (ip("198.51.100.9"), Provenance::Trusted)
+        );
+        assert_eq!(
+            client(&ClientIpPolicy::TrustedHops(2), &record),
+            (ip("198.51.100.9"), Provenance::Trusted)
+        );
+        // JSON-escaped padding, walked the same way.
+        let list = format!(r#"{}, 198.51.100.9, 10.0.0.5"#, r#"\"\\"#.repeat(4096));
+        let record = parsed("10.0.0.7", &list, "-");
+        assert_eq!(
+            client(&trusted(), &record),
+            (ip("198.51.100.9"), Provenance::Trusted)
+        );
+        // Felix is told the walked client too.
+        assert_eq!(
+            trusted().original_ip(&record).unwrap().ip,
+            ip("198.51.100.9")
+        );
+    }
+
+    #[test]
+    fn an_end_that_does_not_hold_the_answer_counts_as_absent() {
+        // The reference rule: no whole entry at the start is an address.
+        let record = parsed("10.1.10.1", &format!("{}, 203.0.113.7", padding()), "-");
+        assert_eq!(original_ip(&record), None);
+        let unknowns = "unknown, ".repeat(200);
+        let record = parsed("10.1.10.1", &format!("{unknowns}203.0.113.7"), "-");
+        assert_eq!(original_ip(&record), None);
+        // The trusted walk: every entry kept at the end is a trusted proxy, so the client is
+        // somewhere in the part not read. The peer, not the leftmost proxy kept.
+        let proxies = "10.0.0.5, ".repeat(MAX_HEADER_BYTES / 10 + 1);
+        let list = format!("198.51.100.9, {}, {proxies}10.0.0.6", padding());
+        let record = parsed("10.0.0.7", &list, "-");
+        assert_eq!(
+            client(&trusted(), &record),
+            (ip("10.0.0.7"), Provenance::Connection)
+        );
+        // As for a request without the list, a valid X-Real-IP from the trusted peer counts.
+        let record = parsed("10.0.0.7", &list, "192.0.2.1");
+        assert_eq!(
+            client(&trusted(), &record),
+            (ip("192.0.2.1"), Provenance::Trusted)
+        );
+        // Trusted hops past the end kept: the peer.
+        let record = parsed("10.0.0.7", &format!("{}, 198.51.100.9", padding()), "-");
+        assert_eq!(
+            client(&ClientIpPolicy::TrustedHops(1), &record),
+            (ip("10.0.0.7"), Provenance::Connection)
+        );
+    }
+
+    #[test]
+    fn entries_cut_by_the_cap_name_no_one() {
+        // `10.0.0.100` cut to `10.0.0.10` at the start; `110.0.0.1` cut to `10.0.0.1` at the
+        // end. Neither may be read.
+        let head = format!("{},10.0.0.100", "p".repeat(MAX_HEADER_BYTES - 10));
+        let tail = format!("110.0.0.1,{}", "q".repeat(MAX_HEADER_BYTES - 9));
+        let record = parsed("10.0.0.7", &format!("{head},{},{tail}", padding()), "-");
+        assert_eq!(original_ip(&record), None);
+        // At the end, `199.0.0.1` cut to `99.0.0.1`, an untrusted address that would end the
+        // walk; whole, the kept entries are all trusted.
+        let proxies = format!("{}10.0.0.3", "10.0.0.2,".repeat(110));
+        let spaces = " ".repeat(MAX_HEADER_BYTES - "99.0.0.1,".len() - proxies.len());
+        let list = format!("{},199.0.0.1,{spaces}{proxies}", padding());
+        let record = parsed("10.0.0.7", &list, "-");
+        let kept = record
+            .x_forwarded_for
+            .as_ref()
+            .unwrap()
+            .kept()
+            .last()
+            .unwrap();
+        assert!(kept.starts_with("99.0.0.1,"), "{kept}");
+        assert_eq!(
+            client(&trusted(), &record),
+            (ip("10.0.0.7"), Provenance::Connection)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::aggregate::{Aggregator, AggregatorLimits, IntervalReport};
 use super::detector_thread::{DetectorStopped, DetectorThread};
 use super::metrics::CollectorMetrics;
 use super::origin::ClientIpPolicy;
-use super::parse::parse_line;
+use super::parse::{parse_line, HeaderValue};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -87,6 +87,14 @@ impl Pipeline {
         match parse_line(line) {
             Ok(Some(record)) => {
                 self.metrics.records_parsed.inc();
+                for (field, value) in [
+                    ("x-forwarded-for", &record.x_forwarded_for),
+                    ("x-real-ip", &record.x_real_ip),
+                ] {
+                    if value.as_ref().is_some_and(HeaderValue::is_oversize) {
+                        self.metrics.oversized_header(field);
+                    }
+                }
                 let attribution = self.policy.attribute(&record);
                 self.aggregator
                     .observe(&record, attribution.origin.as_ref());

@@ -22,9 +22,15 @@ pub struct Nginx {
 
 impl Nginx {
     pub async fn start(dir: &Path, access_log: &Path) -> Nginx {
+        Nginx::start_with(dir, access_log, "").await
+    }
+
+    /// As [`Nginx::start`], with `extra` added to the `http` block.
+    pub async fn start_with(dir: &Path, access_log: &Path, extra: &str) -> Nginx {
         let port = free_port();
         let http_directives = format!(
-            r#"    log_format ingress '{INGRESS_TEMPLATE}';
+            r#"    {extra}
+    log_format ingress '{INGRESS_TEMPLATE}';
     access_log {log} ingress;
     keepalive_requests 1000;
     keepalive_timeout 60s;
