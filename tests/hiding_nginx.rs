@@ -7,12 +7,10 @@
 #[path = "collector_harness/mod.rs"]
 mod harness;
 
-use harness::nginx::{Client, Nginx};
-use harness::{felix_reads, http_get, Collector, CollectorSettings, FakeFelix, DEADLINE};
-use ingress_tap::collect::felix_recorder::Recorder;
-use serde_json::Value;
+use harness::nginx::Client;
+use harness::traced::{events, Traced, TracedStack};
+use harness::{felix_reads, http_get, DEADLINE};
 use std::net::IpAddr;
-use std::path::Path;
 
 /// nginx's default `large_client_header_buffers` size, the longest header line it accepts.
 const HEADER_BYTES: usize = 8 * 1024;
@@ -22,69 +20,21 @@ fn padding() -> String {
     "\"".repeat(HEADER_BYTES)
 }
 
-fn events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("every event line is JSON"))
-        .collect()
-}
-
-struct Stack {
-    nginx: Nginx,
-    felix: FakeFelix,
-    collector: Collector,
-    dir: tempfile::TempDir,
-}
-
-async fn start(extra_env: &[(&str, &str)]) -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("blocklist.txt");
-    std::fs::write(&list, "192.0.2.0/24 ; documentation range\n").unwrap();
-    let config = dir.path().join("trace.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "lists:\n  - name: test-blocklist\n    path: {}\n",
-            list.display()
-        ),
-    )
-    .unwrap();
-    let mut settings = CollectorSettings::in_dir(dir.path(), -1);
-    settings.extra_env = vec![
-        (
-            "INGRESS_TAP_TRACE_CONFIG".into(),
-            config.display().to_string(),
-        ),
-        (
-            "INGRESS_TAP_EVENTS_OUTPUT".into(),
-            dir.path().join("events.jsonl").display().to_string(),
-        ),
-    ];
-    for (name, value) in extra_env {
-        settings.extra_env.push(((*name).into(), (*value).into()));
+async fn start(env: &[(&str, &str)]) -> TracedStack {
+    Traced {
+        config: "lists:\n  - name: test-blocklist\n    path: LIST\n",
+        list: "192.0.2.0/24 ; documentation range\n",
+        env,
+        // The default 8k buffer holds an 8 KB value but not its header name as well.
+        nginx: "large_client_header_buffers 4 16k;",
     }
-    let felix =
-        FakeFelix::start(settings.felix_socket.as_ref().unwrap(), Recorder::default()).await;
-    // The default 8k buffer holds an 8 KB value but not its header name as well.
-    let nginx = Nginx::start_with(
-        dir.path(),
-        &settings.log_path,
-        "large_client_header_buffers 4 16k;",
-    )
-    .await;
-    let collector = Collector::start(&settings).await;
-    Stack {
-        nginx,
-        felix,
-        collector,
-        dir,
-    }
+    .start()
+    .await
 }
 
 /// Sends `x_forwarded_for` and checks that `client` comes out everywhere: Felix reads it, the
 /// threat list names it, the oversize header is counted and no line was dropped.
-async fn assert_padded_client_is_seen(stack: &Stack, x_forwarded_for: &str, client: &str) {
+async fn assert_padded_client_is_seen(stack: &TracedStack, x_forwarded_for: &str, client: &str) {
     let mut connection = Client::connect(stack.nginx.addr()).await;
     connection
         .get(&[("X-Forwarded-For", x_forwarded_for)])

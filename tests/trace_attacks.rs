@@ -6,9 +6,9 @@
 #[path = "collector_harness/mod.rs"]
 mod harness;
 
-use harness::nginx::{Client, Nginx};
-use harness::{http_get, Collector, CollectorSettings, FakeFelix, DEADLINE};
-use ingress_tap::collect::felix_recorder::Recorder;
+use harness::nginx::Client;
+use harness::traced::{self, suspicious, Traced, TracedStack};
+use harness::DEADLINE;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -16,67 +16,21 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-struct Stack {
-    nginx: Nginx,
-    collector: Collector,
-    dir: tempfile::TempDir,
-    _felix: FakeFelix,
-}
-
-/// nginx, a recording Felix and the collector with `trace_yaml` (`LIST` in it is replaced by
-/// the path of a threat list holding `list`).
-async fn start(trace_yaml: &str, list: &str, extra_env: &[(&str, &str)]) -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let list_path = dir.path().join("list.txt");
-    std::fs::write(&list_path, list).unwrap();
-    let config = dir.path().join("trace.yaml");
-    std::fs::write(
-        &config,
-        trace_yaml.replace("LIST", &list_path.display().to_string()),
-    )
-    .unwrap();
-    let mut settings = CollectorSettings::in_dir(dir.path(), -1);
-    settings.extra_env = vec![
-        (
-            "INGRESS_TAP_TRACE_CONFIG".into(),
-            config.display().to_string(),
-        ),
-        (
-            "INGRESS_TAP_EVENTS_OUTPUT".into(),
-            dir.path().join("events.jsonl").display().to_string(),
-        ),
-    ];
-    for (name, value) in extra_env {
-        settings
-            .extra_env
-            .push(((*name).to_owned(), (*value).to_owned()));
+/// nginx, a recording Felix and the collector with `config` (`LIST` in it is the path of a
+/// threat list holding `list`).
+async fn start(config: &str, list: &str, env: &[(&str, &str)]) -> TracedStack {
+    Traced {
+        config,
+        list,
+        env,
+        ..Traced::default()
     }
-    let felix =
-        FakeFelix::start(settings.felix_socket.as_ref().unwrap(), Recorder::default()).await;
-    let nginx = Nginx::start(dir.path(), &settings.log_path).await;
-    let collector = Collector::start(&settings).await;
-    Stack {
-        nginx,
-        collector,
-        dir,
-        _felix: felix,
-    }
+    .start()
+    .await
 }
 
 fn events(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("every event line is JSON"))
-        .collect()
-}
-
-async fn suspicious(collector: &Collector) -> Value {
-    let (status, body) = http_get(collector.metrics_addr, "/suspicious")
-        .await
-        .expect("/suspicious answers");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    traced::events(&dir.join("events.jsonl"))
 }
 
 fn ips(list: &Value) -> Vec<String> {

@@ -5,17 +5,14 @@
 #[path = "collector_harness/mod.rs"]
 mod harness;
 
-use harness::nginx::{Client, Nginx};
-use harness::{felix_reads, http_get, Collector, CollectorSettings, FakeFelix, DEADLINE};
-use ingress_tap::collect::felix_recorder::Recorder;
+use harness::nginx::Client;
+use harness::traced::{events, suspicious, Traced, TracedStack};
+use harness::{felix_reads, DEADLINE};
 use serde_json::Value;
 use std::net::IpAddr;
-use std::path::Path;
 
 /// A trace config with a burst rule small enough to trip in a test and a long cool-down.
-fn trace_config(list: &Path) -> String {
-    format!(
-        r#"window_seconds: 60
+const TRACE_CONFIG: &str = r#"window_seconds: 60
 top_n: 5
 cooldown_seconds: 3600
 rules:
@@ -25,75 +22,24 @@ rules:
     window_seconds: 60
 lists:
   - name: test-blocklist
-    path: {}
-"#,
-        list.display()
-    )
-}
+    path: LIST
+"#;
 
-fn events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("every event line is JSON"))
-        .collect()
-}
-
-struct Stack {
-    nginx: Nginx,
-    felix: FakeFelix,
-    collector: Collector,
-    dir: tempfile::TempDir,
-}
-
-async fn start(extra_env: &[(&str, String)]) -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("blocklist.txt");
-    std::fs::write(
-        &list,
-        "# test list\n192.0.2.0/24 ; documentation range\nnot-an-ip\n",
-    )
-    .unwrap();
-    let config = dir.path().join("trace.yaml");
-    std::fs::write(&config, trace_config(&list)).unwrap();
-    let mut settings = CollectorSettings::in_dir(dir.path(), -1);
-    settings.extra_env = vec![
-        (
-            "INGRESS_TAP_TRACE_CONFIG".into(),
-            config.display().to_string(),
-        ),
-        (
-            "INGRESS_TAP_EVENTS_OUTPUT".into(),
-            dir.path().join("events.jsonl").display().to_string(),
-        ),
-    ];
-    for (name, value) in extra_env {
-        settings.extra_env.push(((*name).into(), value.clone()));
+async fn start(env: &[(&str, &str)]) -> TracedStack {
+    Traced {
+        config: TRACE_CONFIG,
+        list: "# test list\n192.0.2.0/24 ; documentation range\nnot-an-ip\n",
+        env,
+        ..Traced::default()
     }
-    let felix =
-        FakeFelix::start(settings.felix_socket.as_ref().unwrap(), Recorder::default()).await;
-    let nginx = Nginx::start(dir.path(), &settings.log_path).await;
-    let collector = Collector::start(&settings).await;
-    Stack {
-        nginx,
-        felix,
-        collector,
-        dir,
-    }
-}
-
-async fn suspicious(collector: &Collector) -> Value {
-    let (status, body) = http_get(collector.metrics_addr, "/suspicious")
-        .await
-        .expect("/suspicious answers");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    .start()
+    .await
 }
 
 #[tokio::test]
 async fn a_spoofed_header_behind_a_trusted_proxy_is_attributed_to_the_real_client() {
     // nginx sees every connection from 127.0.0.1: that is the trusted proxy (a load balancer).
-    let stack = start(&[("INGRESS_TAP_TRUSTED_PROXIES", "127.0.0.1/32".into())]).await;
+    let stack = start(&[("INGRESS_TAP_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
     let mut client = Client::connect(stack.nginx.addr()).await;
     // The client wrote "6.6.6.6" itself; the proxy appended the address it saw, 203.0.113.9.
     client
@@ -143,7 +89,7 @@ async fn a_spoofed_header_behind_a_trusted_proxy_is_attributed_to_the_real_clien
 async fn a_burst_raises_one_event_per_cooldown_and_a_listed_ip_shows_everywhere() {
     // Through a trusted proxy, so that the clients are verified and reach the lists that
     // `block` acts on (claimed ones are kept apart: tests/trace_attacks.rs).
-    let stack = start(&[("INGRESS_TAP_TRUSTED_PROXIES", "127.0.0.1/32".into())]).await;
+    let stack = start(&[("INGRESS_TAP_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
     let events_path = stack.dir.path().join("events.jsonl");
 
     // 60 requests from one client: the threshold (20 in a minute) is crossed once, and the

@@ -8,6 +8,7 @@
 pub mod nginx;
 #[path = "../nginx_process/mod.rs"]
 pub mod nginx_process;
+pub mod traced;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
