@@ -9,7 +9,7 @@ mod harness;
 
 use harness::nginx::Client;
 use harness::traced::{events, Traced, TracedStack};
-use harness::{felix_reads, http_get, DEADLINE};
+use harness::{http_get, DEADLINE};
 use std::net::IpAddr;
 
 /// nginx's default `large_client_header_buffers` size, the longest header line it accepts.
@@ -53,16 +53,7 @@ async fn assert_padded_client_is_seen(stack: &TracedStack, x_forwarded_for: &str
     assert!(logged, "{}", stack.nginx.diagnostics());
 
     let wanted: IpAddr = client.parse().unwrap();
-    let reported = stack
-        .felix
-        .recorder
-        .wait_until(DEADLINE, |reports| {
-            reports
-                .iter()
-                .flat_map(|r| r.http_data.iter())
-                .any(|entry| felix_reads(entry) == Some(wanted))
-        })
-        .await;
+    let reported = harness::felix_heard(&stack.felix.recorder, wanted).await;
     assert!(
         reported,
         "Felix never read {client}: {:?}\n{}",

@@ -49,16 +49,7 @@ async fn a_spoofed_header_behind_a_trusted_proxy_is_attributed_to_the_real_clien
         ])
         .await;
     let wanted: IpAddr = "203.0.113.9".parse().unwrap();
-    let arrived = stack
-        .felix
-        .recorder
-        .wait_until(DEADLINE, |reports| {
-            reports
-                .iter()
-                .flat_map(|r| r.http_data.iter())
-                .any(|entry| felix_reads(entry) == Some(wanted))
-        })
-        .await;
+    let arrived = harness::felix_heard(&stack.felix.recorder, wanted).await;
     let reports = stack.felix.recorder.reports();
     assert!(arrived, "Felix never read 203.0.113.9: {reports:?}");
     let spoofed: IpAddr = "6.6.6.6".parse().unwrap();

@@ -233,6 +233,18 @@ pub fn felix_reads(entry: &HttpData) -> Option<IpAddr> {
     chosen.parse().ok()
 }
 
+/// Waits until Felix has read `wanted` in some report; whether it did.
+pub async fn felix_heard(recorder: &Recorder, wanted: IpAddr) -> bool {
+    recorder
+        .wait_until(DEADLINE, |reports| {
+            reports
+                .iter()
+                .flat_map(|r| r.http_data.iter())
+                .any(|entry| felix_reads(entry) == Some(wanted))
+        })
+        .await
+}
+
 /// (source port, IP Felix reads) for every http_data entry of `reports`, in arrival order:
 /// "presence at Felix" of numbered records.
 pub fn delivered_pairs(reports: &[DataplaneStats]) -> Vec<(i32, String)> {
