@@ -10,6 +10,8 @@ use ipnet::{IpNet, Ipv4Net};
 use std::net::IpAddr;
 
 /// The address as one client is known everywhere: IPv4-mapped IPv6 addresses become IPv4.
+/// On every request's path and every list lookup, hence inlined into callers elsewhere.
+#[inline]
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
