@@ -245,6 +245,7 @@ fn serve_echo(args: &[String]) -> anyhow::Result<()> {
     let files = CertFiles {
         cert: PathBuf::from(cert),
         key: PathBuf::from(key),
+        ca: None,
     };
     let tls_config = Arc::new(tls::server_config(CertStore::new(files.load()?))?);
 

@@ -599,6 +599,8 @@ fn the_webhook_deployment_is_highly_available_and_wired_to_its_files() {
                 "/etc/ingress-tap/tls/tls.crt",
                 "--tls-key",
                 "/etc/ingress-tap/tls/tls.key",
+                "--tls-ca",
+                "/etc/ingress-tap/tls/ca.crt",
                 "--config",
                 "/etc/ingress-tap/config/config.yaml"
             ])

@@ -128,6 +128,7 @@ async fn serve(
         max_body_bytes: 3 * 1024 * 1024,
         max_connections,
         client_timeout_seconds,
+        ..WebhookOptions::default()
     })
     .await
     .unwrap();
@@ -243,6 +244,7 @@ async fn an_invalid_config_file_stops_startup_with_its_reason() {
         max_body_bytes: 1024,
         max_connections: 4,
         client_timeout_seconds: 10,
+        ..WebhookOptions::default()
     })
     .await
     .err()

@@ -34,6 +34,8 @@ pub struct WebhookMetrics {
     pub config_valid: Gauge,
     /// Connections open on the admission port.
     pub open_connections: Gauge,
+    /// notAfter of the serving certificate in use, in seconds since the Unix epoch.
+    pub certificate_expiry: Gauge,
 }
 
 impl WebhookMetrics {
@@ -50,6 +52,7 @@ impl WebhookMetrics {
             certificate_reloads: Family::default(),
             config_valid: Gauge::default(),
             open_connections: Gauge::default(),
+            certificate_expiry: Gauge::default(),
         };
         let registry = registry.sub_registry_with_prefix("ingress_tap_webhook");
         registry.register(
@@ -81,6 +84,11 @@ impl WebhookMetrics {
             "open_connections",
             "Connections open on the admission port",
             metrics.open_connections.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use, in seconds since the Unix epoch",
+            metrics.certificate_expiry.clone(),
         );
         metrics
     }

@@ -44,6 +44,11 @@ pub struct WebhookOptions {
     /// PEM private key (tls.key of a Secret). Reloaded when it changes.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle (ca.crt of a Secret): a certificate is taken, at start and on reload,
+    /// only if it chains to one of these. Without it the chain is not checked; validity dates
+    /// and the key always are.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
     /// Injection config file (YAML). Reloaded when it changes; built-in defaults without it.
     #[arg(long, env = "INGRESS_TAP_CONFIG")]
     pub config: Option<PathBuf>,
@@ -61,6 +66,25 @@ pub struct WebhookOptions {
     /// request body (each): a slow client is disconnected after this.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub client_timeout_seconds: u64,
+}
+
+impl Default for WebhookOptions {
+    /// The options of `ingress-tap webhook` given no flags (local mode); a test holds them
+    /// equal to the command line's defaults.
+    fn default() -> Self {
+        Self {
+            listen: None,
+            health_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            config: None,
+            dev_dir: None,
+            max_body_bytes: 3 * 1024 * 1024,
+            max_connections: 4096,
+            client_timeout_seconds: 10,
+        }
+    }
 }
 
 /// A webhook that is serving: its bound addresses and a way to stop it.
@@ -127,6 +151,7 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
             let files = CertFiles {
                 cert: cert.clone(),
                 key: key.clone(),
+                ca: options.tls_ca.clone(),
             };
             let store = CertStore::new(
                 files
@@ -140,14 +165,20 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
                 &["localhost".into(), "127.0.0.1".into(), "::1".into()],
                 "ingress-tap local CA",
             )?;
-            let key = tls::certified_key_from_pem(
+            let pair = tls::check_pair(
                 generated.cert_pem.as_bytes(),
                 generated.key_pem.as_bytes(),
-                "generated",
+                Some((
+                    generated.ca_pem.as_bytes(),
+                    std::path::Path::new("generated CA"),
+                )),
+                std::path::Path::new("generated"),
+                rustls_pki_types::UnixTime::now(),
             )?;
-            (CertStore::new(key), None, Some(generated.ca_pem))
+            (CertStore::new(pair), None, Some(generated.ca_pem))
         }
     };
+    metrics.certificate_expiry.set(store.not_after());
     let tls_config = Arc::new(tls::server_config(store.clone())?);
 
     let listener = TcpListener::bind(listen)
@@ -161,6 +192,10 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
 
     let (stop, stopped) = watch::channel(false);
     let readiness = Readiness::default();
+    {
+        let store = store.clone();
+        readiness.add_check(move || store.readiness_problem(jiff::Timestamp::now().as_second()));
+    }
     let client_timeout = std::time::Duration::from_secs(options.client_timeout_seconds);
     let limits = server::Limits {
         body_limit: options.max_body_bytes,
@@ -271,15 +306,16 @@ async fn reload_certificate(
     metrics: Arc<WebhookMetrics>,
     stopped: watch::Receiver<bool>,
 ) {
-    let mut changes = FileChanges::new(&[files.cert.clone(), files.key.clone()]);
+    let mut changes = FileChanges::new(&files.watched());
     loop {
         tokio::select! {
             () = changes.changed() => {}
             () = stopped_future(stopped.clone()) => return,
         }
         match files.load() {
-            Ok(key) => {
-                store.replace(key);
+            Ok(pair) => {
+                metrics.certificate_expiry.set(pair.not_after);
+                store.replace(pair);
                 metrics
                     .certificate_reloads
                     .get_or_create(&metrics::ReloadLabels { result: "ok" })
@@ -292,6 +328,7 @@ async fn reload_certificate(
                     .get_or_create(&metrics::ReloadLabels { result: "error" })
                     .inc();
                 tracing::warn!(%err, "serving certificate not reloaded; keeping the previous one");
+                store.refuse(err.to_string());
             }
         }
     }
@@ -325,4 +362,24 @@ pub async fn run(options: WebhookOptions) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
     running.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_options_are_the_command_line_defaults() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            options: WebhookOptions,
+        }
+        let parsed = Command::try_parse_from(["webhook"]).unwrap().options;
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", WebhookOptions::default())
+        );
+    }
 }
