@@ -131,15 +131,34 @@ async fn metrics(State(state): State<HealthState>) -> Response {
     }
 }
 
-/// Serves `router` on a plain-HTTP listener until `shutdown` resolves.
+/// Registers the health port's connection metrics (`ingress_tap_health_…`) in `registry`.
+pub fn register_health_metrics(registry: &mut Registry) -> crate::serve::ConnMetrics {
+    crate::serve::ConnMetrics::register(
+        registry.sub_registry_with_prefix("ingress_tap_health"),
+        "health",
+    )
+}
+
+/// Serves `router` on a plain-HTTP listener under `limits` until `shutdown` resolves. The
+/// port answers probes and scrapes, so it has the same kinds of limits as a data port: a
+/// client that opens many connections or sends half a request is cut off, never the kubelet.
 pub async fn serve_plain(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: crate::serve::ConnLimits,
+    metrics: crate::serve::ConnMetrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::serve::serve(
+        listener,
+        crate::serve::Handshake::Plain,
+        router,
+        limits,
+        metrics,
+        "health",
+        shutdown,
+    )
+    .await
 }
 
 /// Resolves on SIGTERM or SIGINT: the signals Kubernetes and a terminal send to stop.

@@ -1214,6 +1214,20 @@ fn metric_names() -> BTreeSet<String> {
         family.get_or_create(&ReloadLabels { result: "ok" }).inc();
     }
     collector.malformed("invalid_json");
+    webhook
+        .requests_refused
+        .get_or_create(&ingress_tap::admission::metrics::ReasonLabels { reason: "busy" })
+        .inc();
+    let admission = ingress_tap::serve::ConnMetrics::register(
+        registry.sub_registry_with_prefix("ingress_tap_webhook"),
+        "admission",
+    );
+    let health = ingress_tap::telemetry::register_health_metrics(&mut registry);
+    for connections in [&admission, &health] {
+        let reason = ingress_tap::serve::ReasonLabels { reason: "limit" };
+        connections.refused.get_or_create(&reason).inc();
+        connections.closed.get_or_create(&reason).inc();
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     let names: BTreeSet<String> = text
