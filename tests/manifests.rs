@@ -602,9 +602,22 @@ fn the_webhook_deployment_is_highly_available_and_wired_to_its_files() {
                 "--tls-ca",
                 "/etc/ingress-tap/tls/ca.crt",
                 "--config",
-                "/etc/ingress-tap/config/config.yaml"
+                "/etc/ingress-tap/config/config.yaml",
+                "--health-listen",
+                "$(POD_IP):8080"
             ])
         );
+        // The health port binds the pod's address, which the kubelet's probes use.
+        let pod_ip = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "POD_IP")
+            .expect("POD_IP in the environment");
+        assert_eq!(pod_ip["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert!(container[probe]["httpGet"]["host"].is_null(), "{probe}");
+        }
         let health_port = container["ports"]
             .as_array()
             .unwrap()
