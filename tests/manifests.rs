@@ -1290,3 +1290,61 @@ fn troubleshooting_explains_every_reason_code_and_metric() {
         "docs/troubleshooting.md does not mention: {missing:?}"
     );
 }
+
+#[test]
+fn a_network_policy_admits_no_pod_to_the_webhook() {
+    for rendering in both_installs() {
+        let policy = rendering.get("NetworkPolicy", "ingress-tap-webhook");
+        assert_eq!(policy["metadata"]["namespace"], WEBHOOK_NAMESPACE);
+        let spec = &policy["spec"];
+        let pod_labels = labels_of(&webhook_deployment(rendering)["spec"]["template"]);
+        assert!(selector_matches(&spec["podSelector"], &pod_labels));
+        assert_eq!(spec["policyTypes"], json!(["Ingress"]));
+
+        let container = webhook_container(rendering);
+        let port_names: BTreeSet<&str> = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let rules = spec["ingress"].as_array().unwrap();
+        assert!(!rules.is_empty());
+        let mut admitted = BTreeSet::new();
+        for rule in rules {
+            // Every rule names its ports (no rule opens every port), and they are the pod's.
+            let ports = rule["ports"].as_array().expect("a rule without ports");
+            for port in ports {
+                let name = port["port"].as_str().expect("ports by name");
+                assert!(port_names.contains(name), "{name}");
+                admitted.insert(name);
+            }
+            // Peers are addresses only: a pod or namespace selector would admit pods.
+            let peers = rule["from"].as_array().expect("a rule from anyone");
+            for peer in peers {
+                assert!(peer["podSelector"].is_null(), "{peer}");
+                assert!(peer["namespaceSelector"].is_null(), "{peer}");
+                let block = &peer["ipBlock"];
+                assert!(block["cidr"].is_string(), "{peer}");
+                // The default pod network is excluded wherever everything else is admitted.
+                if block["cidr"] == "0.0.0.0/0" {
+                    assert!(
+                        block["except"]
+                            .as_array()
+                            .is_some_and(|e| e.contains(&json!("192.168.0.0/16"))),
+                        "{peer}"
+                    );
+                }
+            }
+        }
+        assert!(admitted.contains("https"));
+    }
+    // Each platform's peers are documented.
+    let install = read("docs/install.md");
+    for platform in ["kubeadm", "GKE", "EKS", "AKS", "OpenShift"] {
+        assert!(
+            install.contains(&format!("| {platform}")),
+            "docs/install.md has no network policy row for {platform}"
+        );
+    }
+}
