@@ -1348,3 +1348,53 @@ fn a_network_policy_admits_no_pod_to_the_webhook() {
         );
     }
 }
+
+/// Every source file under `dir`, recursively.
+fn rust_sources(dir: &Path, into: &mut String) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_sources(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+#[test]
+fn the_security_review_names_tests_that_exist() {
+    let doc = read("docs/security.md");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = String::new();
+    rust_sources(&root.join("src"), &mut sources);
+    rust_sources(&root.join("tests"), &mut sources);
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for (i, code) in doc.split('`').enumerate() {
+        // Odd pieces are inside backticks. A test is named as `file::test` or by a name of
+        // five words or more.
+        if i % 2 == 0
+            || !code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b':')
+        {
+            continue;
+        }
+        let name = code.rsplit("::").next().unwrap();
+        // Metric names are not tests.
+        if code.starts_with("ingress_tap_")
+            || (!code.contains("::") && name.matches('_').count() < 4)
+        {
+            continue;
+        }
+        named += 1;
+        if !sources.contains(&format!("fn {name}(")) {
+            missing.push(code.to_owned());
+        }
+    }
+    assert!(named >= 10, "{named}");
+    assert!(
+        missing.is_empty(),
+        "docs/security.md names tests that do not exist: {missing:?}"
+    );
+}
