@@ -697,3 +697,79 @@ async fn the_health_port_bounds_connections_and_half_sent_requests() {
     assert!(refused.unwrap_or(0.0) >= 150.0, "{metrics}");
     served.webhook.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn partial_bodies_on_one_http2_connection_are_bounded_by_the_byte_budget() {
+    let _turn = ONE_ATTACK_AT_A_TIME.lock().await;
+    const BODY: usize = 3 * 1024 * 1024;
+    const BUDGET: usize = 16 * 1024 * 1024;
+    let served = serve_with(None, |options| {
+        options.max_inflight_body_bytes = Some(BUDGET);
+    })
+    .await;
+    let tls = tls_connect_from(ATTACKER, served.webhook.addr, &served.ca_pem, &[b"h2"])
+        .await
+        .unwrap();
+    let (h2, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+
+    // As many streams as the server allows at once, each declaring 3 MiB and sending what its
+    // flow-control window lets through, never the rest.
+    let mut senders = Vec::new();
+    let mut responses = Vec::new();
+    for _ in 0..32 {
+        let (frames, body) = tokio::sync::mpsc::channel::<
+            Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+        >(64);
+        let request = hyper::Request::post("https://localhost/mutate")
+            .header("content-type", "application/json")
+            .header("content-length", BODY)
+            .body(http_body_util::StreamBody::new(
+                tokio_stream::wrappers::ReceiverStream::new(body),
+            ))
+            .unwrap();
+        senders.push(tokio::spawn(async move {
+            let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+            for _ in 0..(BODY / chunk.len() - 1) {
+                if frames
+                    .send(Ok(hyper::body::Frame::data(chunk.clone())))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        }));
+        let mut h2 = h2.clone();
+        responses.push(tokio::spawn(async move { h2.send_request(request).await }));
+    }
+    let settled = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut refused = 0;
+    for response in responses {
+        if let Ok(response) = tokio::time::timeout_at(settled, response).await {
+            let Ok(response) = response.unwrap() else {
+                continue;
+            };
+            if response.status() == 503 {
+                assert_eq!(response.headers()["retry-after"], "1");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 28, "only {refused} of 32 streams refused");
+    let latency = real_review_answered(&served).await;
+    eprintln!("real review during the HTTP/2 partial-body attack: {latency:?}");
+    let metrics = metrics_of(&served).await;
+    let inflight = metric(&metrics, "ingress_tap_webhook_inflight_body_bytes").unwrap();
+    assert!(inflight <= BUDGET as f64, "{inflight}");
+    for sender in senders {
+        sender.abort();
+    }
+    served.webhook.shutdown().await.unwrap();
+}
