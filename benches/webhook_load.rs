@@ -9,8 +9,9 @@
 //!   line per review is at `Debug`).
 //! - The echo server is this executable run again with `--serve-echo`: the same accept loop,
 //!   limits, TLS configuration and HTTP stack (`admission::server::serve_tls`, axum on
-//!   tokio-rustls via hyper-util), with a handler that reads the body and returns a fixed body
-//!   of exactly the size of the webhook's answer. What separates the two is the review itself.
+//!   tokio-rustls via hyper-util), with a handler that reads the body as the webhook does
+//!   (`admission::body::read`: deadline and byte budget) and returns a fixed body of exactly
+//!   the size of the webhook's answer. What separates the two is the review itself.
 //! - Both servers run on the same runtime, built by `admission::server::serving_runtime` with
 //!   the same number of threads (the webhook's default, 1, unless
 //!   `WEBHOOK_LOAD_SERVER_THREADS` says otherwise), under the same conditions; the client runs
@@ -45,8 +46,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use axum::extract::DefaultBodyLimit;
 use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
@@ -54,17 +55,18 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use ingress_tap::admission::body::{self, BodyBudget};
 use ingress_tap::admission::handler::{self, Outcome};
 use ingress_tap::admission::metrics::WebhookMetrics;
-use ingress_tap::admission::server::{serve_tls, serving_runtime, Limits};
+use ingress_tap::admission::server::{refuse_body, serve_tls, serving_runtime, Limits};
 use ingress_tap::admission::tls::{self, CertFiles, CertStore};
 use ingress_tap::inject::InjectConfig;
+use ingress_tap::serve::ConnMetrics;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 #[allow(dead_code)]
 #[path = "support/admission_review.rs"]
@@ -245,6 +247,7 @@ fn serve_echo(args: &[String]) -> anyhow::Result<()> {
     let files = CertFiles {
         cert: PathBuf::from(cert),
         key: PathBuf::from(key),
+        ca: None,
     };
     let tls_config = Arc::new(tls::server_config(CertStore::new(files.load()?))?);
 
@@ -261,25 +264,40 @@ fn serve_echo(args: &[String]) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let limits = Limits::default();
-        let answer = Bytes::from(echo_body(body_bytes));
-        let app = Router::new()
-            .route(
-                "/mutate",
-                post(move |request: Bytes| {
-                    let answer = answer.clone();
-                    async move {
-                        busy_wait(work);
-                        drop(request);
-                        ([(CONTENT_TYPE, "application/json")], answer)
-                    }
-                }),
-            )
-            .layer(DefaultBodyLimit::max(limits.body_limit))
-            .layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
         let metrics = Arc::new(WebhookMetrics::register(&mut Registry::default()));
-        serve_tls(listener, tls_config, app, limits, metrics, async move {
-            let _ = parent_gone_rx.await;
-        })
+        let budget = BodyBudget::new(limits.body_budget, limits.body_limit, metrics.clone());
+        let answer = Bytes::from(echo_body(body_bytes));
+        let (body_limit, timeout) = (limits.body_limit, limits.connections.request_timeout);
+        let app = Router::new().route(
+            "/mutate",
+            post(move |request: axum::extract::Request| {
+                let answer = answer.clone();
+                let budget = budget.clone();
+                let metrics = metrics.clone();
+                async move {
+                    let version = request.version();
+                    match body::read(request, body_limit, &budget, timeout).await {
+                        Ok(read) => {
+                            busy_wait(work);
+                            drop(read);
+                            ([(CONTENT_TYPE, "application/json")], answer).into_response()
+                        }
+                        Err(error) => refuse_body(&metrics, error, version),
+                    }
+                }
+            }),
+        );
+        let connection_metrics = ConnMetrics::register(&mut Registry::default(), "admission");
+        serve_tls(
+            listener,
+            tls_config,
+            app,
+            limits.connections,
+            connection_metrics,
+            async move {
+                let _ = parent_gone_rx.await;
+            },
+        )
         .await
         .context("echo server failed")
     })

@@ -56,12 +56,29 @@ pub enum CertError {
 
 /// Generates a fresh CA and a serving certificate for `names` (DNS names or IP literals).
 pub fn generate(names: &[String], ca_common_name: &str) -> Result<GeneratedCerts, CertError> {
+    let now = OffsetDateTime::now_utc();
+    // Backdate a little so that a peer whose clock lags slightly still accepts the chain.
+    generate_with_validity(
+        names,
+        ca_common_name,
+        now - Duration::minutes(5),
+        now + SERVING_LIFETIME,
+    )
+}
+
+/// [`generate`] with the serving certificate valid from `not_before` to `not_after` (the CA
+/// covers both and lives [`CA_LIFETIME`] from now): short-lived and expired certificates for
+/// checks of expiry handling.
+pub fn generate_with_validity(
+    names: &[String],
+    ca_common_name: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<GeneratedCerts, CertError> {
     if names.is_empty() {
         return Err(CertError::NoNames);
     }
     let now = OffsetDateTime::now_utc();
-    // Backdate a little so that a peer whose clock lags slightly still accepts the chain.
-    let not_before = now - Duration::minutes(5);
 
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = distinguished_name(ca_common_name);
@@ -71,8 +88,8 @@ pub fn generate(names: &[String], ca_common_name: &str) -> Result<GeneratedCerts
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    ca_params.not_before = not_before;
-    ca_params.not_after = now + CA_LIFETIME;
+    ca_params.not_before = not_before.min(now - Duration::minutes(5));
+    ca_params.not_after = (now + CA_LIFETIME).max(not_after);
     let ca_key = KeyPair::generate()?;
     let ca_key_pem = ca_key.serialize_pem();
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
@@ -93,7 +110,6 @@ pub fn generate(names: &[String], ca_common_name: &str) -> Result<GeneratedCerts
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = not_before;
-    let not_after = now + SERVING_LIFETIME;
     params.not_after = not_after;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca)?;

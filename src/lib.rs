@@ -5,6 +5,7 @@
 //! - [`admission`]: the HTTPS admission webhook serving that engine;
 //! - [`collect`]: tail the ingress log, parse, aggregate, report to Felix;
 //! - [`net`]: the one reader and normaliser of IP addresses and networks;
+//! - [`serve`]: HTTP connections under limits, for every port the roles serve;
 //! - [`telemetry`]: logging, metrics and health endpoints shared by the roles;
 //! - [`watch`]: file-change notification shared by every hot-reloaded file.
 
@@ -19,6 +20,7 @@ pub mod inject;
 mod json_scan;
 pub mod log_level;
 pub mod net;
+pub mod serve;
 pub mod telemetry;
 pub mod trace;
 pub mod watch;

@@ -49,18 +49,40 @@ pub fn init_logging(level: LogLevel, json: bool) {
     };
 }
 
-/// Readiness as a cheap shared flag: set once everything the role needs is loaded.
+/// A condition that makes a ready role unready: `Some(reason)` while it holds.
+pub type ReadinessCheck = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Readiness as a cheap shared flag, set once everything the role needs is loaded, and checks
+/// that can take it back while they report a problem (said on `/readyz`).
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    checks: Arc<std::sync::RwLock<Vec<ReadinessCheck>>>,
+}
 
 impl Readiness {
     /// Marks the role ready (or not).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        self.ready.store(ready, Ordering::Release);
     }
     /// Whether the role is ready.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.problem().is_none()
+    }
+    /// Adds a check consulted on every readiness probe.
+    pub fn add_check(&self, check: impl Fn() -> Option<String> + Send + Sync + 'static) {
+        self.checks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(check));
+    }
+    /// Why the role is not ready, or `None` when it is.
+    pub fn problem(&self) -> Option<String> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Some("starting".to_owned());
+        }
+        let checks = self.checks.read().unwrap_or_else(|e| e.into_inner());
+        checks.iter().find_map(|check| check())
     }
 }
 
@@ -84,10 +106,13 @@ pub fn health_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
 }
 
 async fn readyz(State(state): State<HealthState>) -> Response {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    match state.readiness.problem() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -106,15 +131,34 @@ async fn metrics(State(state): State<HealthState>) -> Response {
     }
 }
 
-/// Serves `router` on a plain-HTTP listener until `shutdown` resolves.
+/// Registers the health port's connection metrics (`ingress_tap_health_…`) in `registry`.
+pub fn register_health_metrics(registry: &mut Registry) -> crate::serve::ConnMetrics {
+    crate::serve::ConnMetrics::register(
+        registry.sub_registry_with_prefix("ingress_tap_health"),
+        "health",
+    )
+}
+
+/// Serves `router` on a plain-HTTP listener under `limits` until `shutdown` resolves. The
+/// port answers probes and scrapes, so it has the same kinds of limits as a data port: a
+/// client that opens many connections or sends half a request is cut off, never the kubelet.
 pub async fn serve_plain(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: crate::serve::ConnLimits,
+    metrics: crate::serve::ConnMetrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::serve::serve(
+        listener,
+        crate::serve::Handshake::Plain,
+        router,
+        limits,
+        metrics,
+        "health",
+        shutdown,
+    )
+    .await
 }
 
 /// Resolves on SIGTERM or SIGINT: the signals Kubernetes and a terminal send to stop.

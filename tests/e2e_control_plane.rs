@@ -764,6 +764,7 @@ impl ServedWebhook {
             max_body_bytes: 3 * 1024 * 1024,
             max_connections: 64,
             client_timeout_seconds: 10,
+            ..WebhookOptions::default()
         })
         .await
         .expect("start the webhook");

@@ -599,10 +599,25 @@ fn the_webhook_deployment_is_highly_available_and_wired_to_its_files() {
                 "/etc/ingress-tap/tls/tls.crt",
                 "--tls-key",
                 "/etc/ingress-tap/tls/tls.key",
+                "--tls-ca",
+                "/etc/ingress-tap/tls/ca.crt",
                 "--config",
-                "/etc/ingress-tap/config/config.yaml"
+                "/etc/ingress-tap/config/config.yaml",
+                "--health-listen",
+                "$(POD_IP):8080"
             ])
         );
+        // The health port binds the pod's address, which the kubelet's probes use.
+        let pod_ip = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "POD_IP")
+            .expect("POD_IP in the environment");
+        assert_eq!(pod_ip["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert!(container[probe]["httpGet"]["host"].is_null(), "{probe}");
+        }
         let health_port = container["ports"]
             .as_array()
             .unwrap()
@@ -1211,6 +1226,20 @@ fn metric_names() -> BTreeSet<String> {
     }
     collector.malformed("invalid_json");
     collector.oversized_header("x-forwarded-for");
+    webhook
+        .requests_refused
+        .get_or_create(&ingress_tap::admission::metrics::ReasonLabels { reason: "busy" })
+        .inc();
+    let admission = ingress_tap::serve::ConnMetrics::register(
+        registry.sub_registry_with_prefix("ingress_tap_webhook"),
+        "admission",
+    );
+    let health = ingress_tap::telemetry::register_health_metrics(&mut registry);
+    for connections in [&admission, &health] {
+        let reason = ingress_tap::serve::ReasonLabels { reason: "limit" };
+        connections.refused.get_or_create(&reason).inc();
+        connections.closed.get_or_create(&reason).inc();
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     let names: BTreeSet<String> = text
@@ -1258,5 +1287,113 @@ fn troubleshooting_explains_every_reason_code_and_metric() {
     assert!(
         missing.is_empty(),
         "docs/troubleshooting.md does not mention: {missing:?}"
+    );
+}
+
+#[test]
+fn a_network_policy_admits_no_pod_to_the_webhook() {
+    for rendering in both_installs() {
+        let policy = rendering.get("NetworkPolicy", "ingress-tap-webhook");
+        assert_eq!(policy["metadata"]["namespace"], WEBHOOK_NAMESPACE);
+        let spec = &policy["spec"];
+        let pod_labels = labels_of(&webhook_deployment(rendering)["spec"]["template"]);
+        assert!(selector_matches(&spec["podSelector"], &pod_labels));
+        assert_eq!(spec["policyTypes"], json!(["Ingress"]));
+
+        let container = webhook_container(rendering);
+        let port_names: BTreeSet<&str> = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let rules = spec["ingress"].as_array().unwrap();
+        assert!(!rules.is_empty());
+        let mut admitted = BTreeSet::new();
+        for rule in rules {
+            // Every rule names its ports (no rule opens every port), and they are the pod's.
+            let ports = rule["ports"].as_array().expect("a rule without ports");
+            for port in ports {
+                let name = port["port"].as_str().expect("ports by name");
+                assert!(port_names.contains(name), "{name}");
+                admitted.insert(name);
+            }
+            // Peers are addresses only: a pod or namespace selector would admit pods.
+            let peers = rule["from"].as_array().expect("a rule from anyone");
+            for peer in peers {
+                assert!(peer["podSelector"].is_null(), "{peer}");
+                assert!(peer["namespaceSelector"].is_null(), "{peer}");
+                let block = &peer["ipBlock"];
+                assert!(block["cidr"].is_string(), "{peer}");
+                // The default pod network is excluded wherever everything else is admitted.
+                if block["cidr"] == "0.0.0.0/0" {
+                    assert!(
+                        block["except"]
+                            .as_array()
+                            .is_some_and(|e| e.contains(&json!("192.168.0.0/16"))),
+                        "{peer}"
+                    );
+                }
+            }
+        }
+        assert!(admitted.contains("https"));
+    }
+    // Each platform's peers are documented.
+    let install = read("docs/install.md");
+    for platform in ["kubeadm", "GKE", "EKS", "AKS", "OpenShift"] {
+        assert!(
+            install.contains(&format!("| {platform}")),
+            "docs/install.md has no network policy row for {platform}"
+        );
+    }
+}
+
+/// Every source file under `dir`, recursively.
+fn rust_sources(dir: &Path, into: &mut String) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_sources(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+#[test]
+fn the_security_review_names_tests_that_exist() {
+    let doc = read("docs/security.md");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = String::new();
+    rust_sources(&root.join("src"), &mut sources);
+    rust_sources(&root.join("tests"), &mut sources);
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for (i, code) in doc.split('`').enumerate() {
+        // Odd pieces are inside backticks. A test is named as `file::test` or by a name of
+        // five words or more.
+        if i % 2 == 0
+            || !code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b':')
+        {
+            continue;
+        }
+        let name = code.rsplit("::").next().unwrap();
+        // Metric names are not tests.
+        if code.starts_with("ingress_tap_")
+            || (!code.contains("::") && name.matches('_').count() < 4)
+        {
+            continue;
+        }
+        named += 1;
+        if !sources.contains(&format!("fn {name}(")) {
+            missing.push(code.to_owned());
+        }
+    }
+    assert!(named >= 10, "{named}");
+    assert!(
+        missing.is_empty(),
+        "docs/security.md names tests that do not exist: {missing:?}"
     );
 }

@@ -169,8 +169,15 @@ async fn a_burst_raises_one_event_per_cooldown_and_a_listed_ip_shows_everywhere(
         "{metrics}"
     );
     assert!(
-        metrics
-            .contains(r#"ingress_tap_trace_top_original_requests{rank="1",ip="198.51.100.77",provenance="trusted"} 70"#),
+        metrics.contains(
+            r#"ingress_tap_trace_top_original_requests{rank="1",provenance="trusted"} 70"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"ingress_tap_trace_top_address_info{list="original",rank="1",ip="198.51.100.77",provenance="trusted"} 1"#
+        ),
         "{metrics}"
     );
     assert!(

@@ -50,6 +50,7 @@ async fn serve_with_files(max_body_bytes: usize) -> Served {
         max_body_bytes,
         max_connections: 64,
         client_timeout_seconds: 10,
+        ..WebhookOptions::default()
     })
     .await
     .unwrap();
@@ -304,4 +305,110 @@ async fn shutdown_finishes_in_flight_reviews() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// A review over a fresh connection, answered within `within`: the webhook still admits.
+async fn answered_within(addr: std::net::SocketAddr, ca_pem: &str, within: Duration) -> u16 {
+    let review = serde_json::to_vec(&sample_review()).unwrap();
+    tokio::time::timeout(within, async {
+        let mut sender = http1_client(addr, ca_pem).await.unwrap();
+        call(&mut sender, review).await.0
+    })
+    .await
+    .expect("a review was not answered in time")
+}
+
+#[tokio::test]
+async fn an_expired_or_foreign_certificate_is_refused_on_reload() {
+    use time::{Duration as Span, OffsetDateTime};
+    let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let now = OffsetDateTime::now_utc();
+    // The pair in use expires in 30 minutes: inside the margin in which /readyz says why.
+    let current =
+        ingress_tap::certs::generate_with_validity(&names, "test CA", now, now + Span::minutes(30))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("ca.crt"),
+    );
+    write_atomically(&cert, &current.cert_pem);
+    write_atomically(&key, &current.key_pem);
+    write_atomically(&ca, &current.ca_pem);
+    let webhook = admission::start(WebhookOptions {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        health_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key.clone()),
+        tls_ca: Some(ca),
+        ..WebhookOptions::default()
+    })
+    .await
+    .unwrap();
+    let (addr, health) = (webhook.addr, webhook.health_addr);
+    assert_eq!(http_get(health, "/readyz").await.0, 200);
+    let metrics = http_get(health, "/metrics").await.1;
+    let expiry = format!(
+        "ingress_tap_webhook_certificate_expiry_timestamp_seconds {}",
+        current.not_after.unix_timestamp()
+    );
+    assert!(metrics.contains(&expiry), "{metrics}");
+
+    // A pair that expired in 2020 (its own CA, but expiry is checked first).
+    let expired = ingress_tap::certs::generate_with_validity(
+        &names,
+        "expired CA",
+        OffsetDateTime::from_unix_timestamp(1_546_300_800).unwrap(),
+        OffsetDateTime::from_unix_timestamp(1_577_836_800).unwrap(),
+    )
+    .unwrap();
+    write_atomically(&key, &expired.key_pem);
+    write_atomically(&cert, &expired.cert_pem);
+    assert!(
+        eventually(DEADLINE, || async move {
+            let (status, text) = http_get(health, "/readyz").await;
+            status == 503 && text.contains("refused") && text.contains("expired at 2020")
+        })
+        .await,
+        "/readyz did not say why: {:?}",
+        http_get(health, "/readyz").await
+    );
+    // The old pair is still served, and reviews are answered.
+    tls_connect(addr, &current.ca_pem, "localhost", &[])
+        .await
+        .expect("the refused pair replaced the one in use");
+    assert_eq!(
+        answered_within(addr, &current.ca_pem, Duration::from_secs(1)).await,
+        200
+    );
+
+    // A valid pair from a CA other than ca.crt.
+    let foreign = ingress_tap::certs::generate(&names, "foreign CA").unwrap();
+    write_atomically(&key, &foreign.key_pem);
+    write_atomically(&cert, &foreign.cert_pem);
+    assert!(
+        eventually(DEADLINE, || async move {
+            http_get(health, "/readyz")
+                .await
+                .1
+                .contains("does not chain to the CA")
+        })
+        .await,
+        "the foreign pair was not refused for its chain"
+    );
+    assert!(tls_connect(addr, &foreign.ca_pem, "localhost", &[])
+        .await
+        .is_err());
+    assert_eq!(
+        answered_within(addr, &current.ca_pem, Duration::from_secs(1)).await,
+        200
+    );
+    let metrics = http_get(health, "/metrics").await.1;
+    assert!(metrics.contains(&expiry), "{metrics}");
+    assert!(
+        metrics.contains(r#"ingress_tap_webhook_certificate_reloads_total{result="error"}"#),
+        "{metrics}"
+    );
+    webhook.shutdown().await.unwrap();
 }

@@ -32,8 +32,20 @@ pub struct WebhookMetrics {
     pub certificate_reloads: Family<ReloadLabels, Counter>,
     /// 1 while the loaded config is the file's latest content, 0 while a bad file is ignored.
     pub config_valid: Gauge,
-    /// Connections open on the admission port.
-    pub open_connections: Gauge,
+    /// notAfter of the serving certificate in use, in seconds since the Unix epoch.
+    pub certificate_expiry: Gauge,
+    /// Bytes of request bodies that may be held at once.
+    pub body_budget_bytes: Gauge,
+    /// Bytes of request bodies held now.
+    pub inflight_body_bytes: Gauge,
+    /// Requests answered without a review, by reason (too_large, busy, timeout, broken).
+    pub requests_refused: Family<ReasonLabels, Counter>,
+}
+
+/// Labels of a refused request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 impl WebhookMetrics {
@@ -49,7 +61,10 @@ impl WebhookMetrics {
             config_reloads: Family::default(),
             certificate_reloads: Family::default(),
             config_valid: Gauge::default(),
-            open_connections: Gauge::default(),
+            certificate_expiry: Gauge::default(),
+            body_budget_bytes: Gauge::default(),
+            inflight_body_bytes: Gauge::default(),
+            requests_refused: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("ingress_tap_webhook");
         registry.register(
@@ -78,9 +93,24 @@ impl WebhookMetrics {
             metrics.config_valid.clone(),
         );
         registry.register(
-            "open_connections",
-            "Connections open on the admission port",
-            metrics.open_connections.clone(),
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use, in seconds since the Unix epoch",
+            metrics.certificate_expiry.clone(),
+        );
+        registry.register(
+            "body_budget_bytes",
+            "Bytes of request bodies that may be held at once",
+            metrics.body_budget_bytes.clone(),
+        );
+        registry.register(
+            "inflight_body_bytes",
+            "Bytes of request bodies held now",
+            metrics.inflight_body_bytes.clone(),
+        );
+        registry.register(
+            "requests_refused",
+            "Requests answered without a review, by reason (too_large, busy, timeout, broken)",
+            metrics.requests_refused.clone(),
         );
         metrics
     }

@@ -2,10 +2,12 @@
 //!
 //! - [`handler`]: one review body in, one response body out (no sockets);
 //! - [`server`]: the HTTPS listener with its limits and graceful stop;
+//! - [`body`]: request bodies under a deadline and a shared byte budget;
 //! - [`tls`]: the serving certificate, hot-swapped on file change;
 //! - [`metrics`]: the webhook's metric families;
 //! - [`dev`]: the self-contained local mode (a generated CA, a sample review to post).
 
+pub mod body;
 pub mod dev;
 pub mod handler;
 pub mod metrics;
@@ -13,15 +15,18 @@ pub mod server;
 pub mod tls;
 
 use crate::inject::InjectConfig;
+use crate::serve::{ConnLimits, ConnMetrics};
 use crate::telemetry::{self, Readiness};
 use crate::watch::FileChanges;
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use body::BodyBudget;
 use metrics::WebhookMetrics;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tls::{CertFiles, CertStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -32,11 +37,12 @@ use tokio::task::JoinHandle;
 pub struct WebhookOptions {
     /// Address of the HTTPS admission port. Default: 0.0.0.0:8443 with --tls-cert, else
     /// 127.0.0.1:8443 (the generated certificate is for localhost only).
-    #[arg(long, env = "INGRESS_TAP_LISTEN")]
+    #[arg(long, env = "INGRESS_TAP_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
     /// Address of the plain-HTTP health and metrics port (/healthz, /readyz, /metrics).
-    /// Default: 0.0.0.0:8080 with --tls-cert, else 127.0.0.1:8080.
-    #[arg(long, env = "INGRESS_TAP_HEALTH_LISTEN")]
+    /// Default: 0.0.0.0:8080 with --tls-cert, else 127.0.0.1:8080. An IPv6 address may be
+    /// written without brackets (`fd00::1:8080`), as `$(POD_IP):8080` expands to.
+    #[arg(long, env = "INGRESS_TAP_HEALTH_LISTEN", value_parser = parse_listen)]
     pub health_listen: Option<SocketAddr>,
     /// PEM certificate chain to serve (tls.crt of a Secret). Reloaded when it changes.
     #[arg(long, requires = "tls_key")]
@@ -44,6 +50,11 @@ pub struct WebhookOptions {
     /// PEM private key (tls.key of a Secret). Reloaded when it changes.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle (ca.crt of a Secret): a certificate is taken, at start and on reload,
+    /// only if it chains to one of these. Without it the chain is not checked; validity dates
+    /// and the key always are.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
     /// Injection config file (YAML). Reloaded when it changes; built-in defaults without it.
     #[arg(long, env = "INGRESS_TAP_CONFIG")]
     pub config: Option<PathBuf>,
@@ -54,13 +65,68 @@ pub struct WebhookOptions {
     /// Largest accepted AdmissionReview body, in bytes (413 above).
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Connections open at once on the admission port.
-    #[arg(long, default_value_t = 4096)]
+    /// Connections open at once on the admission port; more are closed at accept.
+    #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
-    /// Seconds a client has for its TLS handshake, for its request headers, and for its
-    /// request body (each): a slow client is disconnected after this.
+    /// Connections open at once from one address on the admission port (never more than half
+    /// of --max-connections).
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_peer: usize,
+    /// Seconds a client has for its TLS handshake, and for a whole request (head and body
+    /// together): a slow client is answered 408 or disconnected after this.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub client_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request in flight.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_seconds: u64,
+    /// Seconds after which a connection is closed (gracefully), however busy.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub max_connection_age_seconds: u64,
+    /// Bytes of request bodies held at once, by all requests together; bodies past it get 503
+    /// with Retry-After. Default: a quarter of the container's memory limit (cgroup), or
+    /// 32 MiB without one; never less than --max-body-bytes.
+    #[arg(long)]
+    pub max_inflight_body_bytes: Option<usize>,
+}
+
+/// Parses a listen address: `IP:port`, `[IPv6]:port`, or a bare IPv6 address and port.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (ip, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} is not an address and port"))?;
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{text:?} is not an address and port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{text:?}: {port:?} is not a port"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+impl Default for WebhookOptions {
+    /// The options of `ingress-tap webhook` given no flags (local mode); a test holds them
+    /// equal to the command line's defaults.
+    fn default() -> Self {
+        Self {
+            listen: None,
+            health_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            config: None,
+            dev_dir: None,
+            max_body_bytes: 3 * 1024 * 1024,
+            max_connections: 1024,
+            max_connections_per_peer: 64,
+            client_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connection_age_seconds: 300,
+            max_inflight_body_bytes: None,
+        }
+    }
 }
 
 /// A webhook that is serving: its bound addresses and a way to stop it.
@@ -117,16 +183,34 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
         .health_listen
         .unwrap_or(SocketAddr::from((default_ip, 8080)));
 
+    anyhow::ensure!(
+        options.max_body_bytes > 0,
+        "--max-body-bytes must be at least 1"
+    );
+    anyhow::ensure!(
+        options.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
+    anyhow::ensure!(
+        options.max_connections_per_peer > 0,
+        "--max-connections-per-peer must be at least 1"
+    );
     let config = Arc::new(ArcSwap::from_pointee(load_config(options.config.as_ref())?));
     let mut registry = Registry::default();
     let metrics = Arc::new(WebhookMetrics::register(&mut registry));
     metrics.config_valid.set(1);
+    let connection_metrics = ConnMetrics::register(
+        registry.sub_registry_with_prefix("ingress_tap_webhook"),
+        "admission",
+    );
+    let health_metrics = telemetry::register_health_metrics(&mut registry);
 
     let (store, cert_files, generated_ca_pem) = match (&options.tls_cert, &options.tls_key) {
         (Some(cert), Some(key)) => {
             let files = CertFiles {
                 cert: cert.clone(),
                 key: key.clone(),
+                ca: options.tls_ca.clone(),
             };
             let store = CertStore::new(
                 files
@@ -140,14 +224,20 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
                 &["localhost".into(), "127.0.0.1".into(), "::1".into()],
                 "ingress-tap local CA",
             )?;
-            let key = tls::certified_key_from_pem(
+            let pair = tls::check_pair(
                 generated.cert_pem.as_bytes(),
                 generated.key_pem.as_bytes(),
-                "generated",
+                Some((
+                    generated.ca_pem.as_bytes(),
+                    std::path::Path::new("generated CA"),
+                )),
+                std::path::Path::new("generated"),
+                rustls_pki_types::UnixTime::now(),
             )?;
-            (CertStore::new(key), None, Some(generated.ca_pem))
+            (CertStore::new(pair), None, Some(generated.ca_pem))
         }
     };
+    metrics.certificate_expiry.set(store.not_after());
     let tls_config = Arc::new(tls::server_config(store.clone())?);
 
     let listener = TcpListener::bind(listen)
@@ -161,22 +251,49 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
 
     let (stop, stopped) = watch::channel(false);
     let readiness = Readiness::default();
-    let client_timeout = std::time::Duration::from_secs(options.client_timeout_seconds);
-    let limits = server::Limits {
-        body_limit: options.max_body_bytes,
-        max_connections: options.max_connections,
+    {
+        let store = store.clone();
+        readiness.add_check(move || store.readiness_problem(jiff::Timestamp::now().as_second()));
+    }
+    let client_timeout = Duration::from_secs(options.client_timeout_seconds);
+    let timeouts = ConnLimits {
         handshake_timeout: client_timeout,
-        header_read_timeout: client_timeout,
-        body_timeout: client_timeout,
-        ..server::Limits::default()
+        request_timeout: client_timeout,
+        idle_timeout: Duration::from_secs(options.idle_timeout_seconds),
+        max_age: Duration::from_secs(options.max_connection_age_seconds),
+        ..ConnLimits::default()
     };
-    let app = server::router(
-        server::AppState {
-            config: config.clone(),
-            metrics: metrics.clone(),
-        },
-        &limits,
+    let connection_limits = ConnLimits {
+        max_connections: options.max_connections,
+        max_connections_per_peer: options.max_connections_per_peer,
+        ..timeouts.clone()
+    };
+    let health_limits = ConnLimits {
+        handshake_timeout: timeouts.handshake_timeout,
+        request_timeout: timeouts.request_timeout,
+        idle_timeout: timeouts.idle_timeout,
+        max_age: timeouts.max_age,
+        ..ConnLimits::health()
+    };
+    let memory_limit = body::container_memory_limit();
+    let budget_bytes = body::budget_size(
+        options.max_inflight_body_bytes,
+        memory_limit,
+        options.max_body_bytes,
     );
+    let budget = BodyBudget::new(budget_bytes, options.max_body_bytes, metrics.clone());
+    tracing::info!(
+        body_budget_bytes = budget.total(),
+        memory_limit_bytes = memory_limit,
+        "request body budget"
+    );
+    let app = server::router(server::AppState {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        budget,
+        body_limit: options.max_body_bytes,
+        request_timeout: client_timeout,
+    });
 
     if let Some(path) = options.config.clone() {
         tokio::spawn(reload_config(
@@ -199,6 +316,8 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
     let health_task = tokio::spawn(telemetry::serve_plain(
         health_listener,
         health,
+        health_limits,
+        health_metrics,
         stopped_future(stopped.clone()),
     ));
     readiness.set(true);
@@ -209,8 +328,8 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
             listener,
             tls_config,
             app,
-            limits,
-            metrics,
+            connection_limits,
+            connection_metrics,
             stopped_future(stopped),
         )
         .await?;
@@ -271,15 +390,16 @@ async fn reload_certificate(
     metrics: Arc<WebhookMetrics>,
     stopped: watch::Receiver<bool>,
 ) {
-    let mut changes = FileChanges::new(&[files.cert.clone(), files.key.clone()]);
+    let mut changes = FileChanges::new(&files.watched());
     loop {
         tokio::select! {
             () = changes.changed() => {}
             () = stopped_future(stopped.clone()) => return,
         }
         match files.load() {
-            Ok(key) => {
-                store.replace(key);
+            Ok(pair) => {
+                metrics.certificate_expiry.set(pair.not_after);
+                store.replace(pair);
                 metrics
                     .certificate_reloads
                     .get_or_create(&metrics::ReloadLabels { result: "ok" })
@@ -292,6 +412,7 @@ async fn reload_certificate(
                     .get_or_create(&metrics::ReloadLabels { result: "error" })
                     .inc();
                 tracing::warn!(%err, "serving certificate not reloaded; keeping the previous one");
+                store.refuse(err.to_string());
             }
         }
     }
@@ -325,4 +446,43 @@ pub async fn run(options: WebhookOptions) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
     running.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_may_be_bare_ipv6() {
+        assert_eq!(
+            parse_listen("10.1.2.3:8080").unwrap(),
+            "10.1.2.3:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("fd00::1:8080").unwrap(),
+            "[fd00::1]:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[fd00::1]:8080").unwrap(),
+            "[fd00::1]:8080".parse().unwrap()
+        );
+        assert!(parse_listen("localhost:8080").is_err());
+        assert!(parse_listen("10.1.2.3").is_err());
+        assert!(parse_listen("10.1.2.3:99999").is_err());
+    }
+
+    #[test]
+    fn default_options_are_the_command_line_defaults() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            options: WebhookOptions,
+        }
+        let parsed = Command::try_parse_from(["webhook"]).unwrap().options;
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", WebhookOptions::default())
+        );
+    }
 }

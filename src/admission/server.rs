@@ -1,62 +1,45 @@
 //! The admission endpoint: axum on tokio-rustls, with the limits a webhook in the pod
 //! creation path needs.
 //!
-//! Limits, all in [`Limits`]: a TLS handshake must finish in `handshake_timeout`; HTTP/1
-//! request headers must arrive within `header_read_timeout`; a body must arrive within
-//! `body_timeout` and be at most `body_limit` bytes (413 above); at most `max_connections`
-//! connections are open at once (further ones are closed at accept), so neither slow nor idle
-//! clients can starve the API server's own connections for long. On shutdown the listener
-//! closes first, in-flight reviews finish, then connections close (bounded by
-//! `shutdown_grace`).
+//! Connections are served by [`crate::serve`] (connection slots per port and per address,
+//! handshake, request, idle and age limits, HTTP/2 limits, graceful stop); request bodies are
+//! read by [`super::body`] (size limit, the request deadline, the shared byte budget). All
+//! limits are in [`Limits`].
 
+use super::body::{self, BodyBudget, BodyError};
 use super::handler::{self, Outcome, ReviewError};
-use super::metrics::WebhookMetrics;
+use super::metrics::{ReasonLabels, WebhookMetrics};
 use crate::inject::InjectConfig;
+use crate::serve::{self, ConnLimits, ConnMetrics, Handshake};
 use arc_swap::ArcSwap;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// Resource limits of the admission port.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Connection limits (slots, timeouts, HTTP/2).
+    pub connections: ConnLimits,
     /// Largest accepted request body. The API server's own limit for an object is 3 MiB.
     pub body_limit: usize,
-    /// Time allowed for a TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Time allowed for HTTP/1 request headers to arrive.
-    pub header_read_timeout: Duration,
-    /// Time allowed for a request body to arrive.
-    pub body_timeout: Duration,
-    /// Connections open at once; more are closed at accept.
-    pub max_connections: usize,
-    /// How long shutdown waits for open connections to finish.
-    pub shutdown_grace: Duration,
+    /// Bytes of request bodies held at once, by all requests together.
+    pub body_budget: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            connections: ConnLimits::default(),
             body_limit: 3 * 1024 * 1024,
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-            shutdown_grace: Duration::from_secs(25),
+            body_budget: body::DEFAULT_BUDGET,
         }
     }
 }
@@ -68,18 +51,69 @@ pub struct AppState {
     pub config: Arc<ArcSwap<InjectConfig>>,
     /// Where reviews are counted.
     pub metrics: Arc<WebhookMetrics>,
+    /// The byte budget request bodies are read under.
+    pub budget: Arc<BodyBudget>,
+    /// Largest accepted request body.
+    pub body_limit: usize,
+    /// Time for a request without a deadline from the connection layer.
+    pub request_timeout: Duration,
 }
 
 /// The admission router: `POST /mutate`.
-pub fn router(state: AppState, limits: &Limits) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
-        .layer(DefaultBodyLimit::max(limits.body_limit))
-        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .with_state(state)
 }
 
-async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
+/// The answer to a request whose body was not read, counted by reason. A body left unread
+/// on an HTTP/1.1 connection leaves it unusable, so that connection is closed.
+pub fn refuse_body(metrics: &WebhookMetrics, error: BodyError, version: Version) -> Response {
+    metrics
+        .requests_refused
+        .get_or_create(&ReasonLabels {
+            reason: error.label(),
+        })
+        .inc();
+    let (status, text) = match error {
+        BodyError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+        BodyError::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many request bodies in flight; retry shortly\n",
+        ),
+        BodyError::Timeout => (
+            StatusCode::REQUEST_TIMEOUT,
+            "request not complete within the deadline\n",
+        ),
+        BodyError::Broken => (StatusCode::BAD_REQUEST, "request body broken off\n"),
+    };
+    let mut response = (status, text).into_response();
+    if error == BodyError::Busy {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if version != Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+    let version = request.version();
+    let (body, _reservation) = match body::read(
+        request,
+        state.body_limit,
+        &state.budget,
+        state.request_timeout,
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(error) => return refuse_body(&state.metrics, error, version),
+    };
     let started = Instant::now();
     let config = state.config.load();
     let result = handler::review(&body, &config);
@@ -158,77 +192,18 @@ pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
-    limits: Limits,
-    metrics: Arc<WebhookMetrics>,
+    limits: ConnLimits,
+    metrics: ConnMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
-    tokio::pin!(shutdown);
-
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached; closing");
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
-        let metrics = metrics.clone();
-        let handshake_timeout = limits.handshake_timeout;
-        tokio::spawn(async move {
-            let _slot = slot;
-            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            metrics.open_connections.inc();
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(connection).await {
-                tracing::debug!(%peer, %err, "connection ended with an error");
-            }
-            metrics.open_connections.dec();
-        });
-    }
-
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(limits.shutdown_grace) => {
-            tracing::warn!("shutdown grace period over; closing remaining connections");
-        }
-    }
-    Ok(())
+    serve::serve(
+        listener,
+        Handshake::Tls(TlsAcceptor::from(tls)),
+        app,
+        limits,
+        metrics,
+        "admission",
+        shutdown,
+    )
+    .await
 }

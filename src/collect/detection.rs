@@ -334,8 +334,14 @@ async fn suspicious(State(published): State<Option<Arc<Published>>>) -> Response
     }
 }
 
-/// Trace metrics, encoded at scrape time from the published copy. The top lists become at
-/// most `top_n` series each (labelled by rank), never one series per attacker-chosen address.
+/// Trace metrics, encoded at scrape time from the published copy.
+///
+/// The top lists hold attacker-chosen addresses, which change as fast as a sender rotates
+/// them. Their request gauges are labelled by `rank` and `provenance` only, a fixed set of at
+/// most `top_n` × 3 series per list, so a gauge's history is continuous however the addresses
+/// turn over. The address at each rank is in `ingress_tap_trace_top_address_info` (value 1),
+/// which is the one family whose series follow the addresses: at most `top_n` per list at any
+/// scrape, joined to the gauges on `rank`.
 #[derive(Debug, Default)]
 pub struct TraceMetrics {
     published: std::sync::OnceLock<Arc<Published>>,
@@ -373,6 +379,13 @@ struct BudgetLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct RankLabels {
+    rank: String,
+    provenance: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct AddressLabels {
+    list: &'static str,
     rank: String,
     ip: String,
     provenance: &'static str,
@@ -467,24 +480,28 @@ impl Collector for TraceCollector {
         }
         let suspicious = published.suspicious.load_full();
         if let Some(suspicious) = suspicious.as_ref() {
-            for (name, help, entries) in [
+            let lists = [
                 (
+                    "original",
                     "ingress_tap_trace_top_original_requests",
                     "Requests of the busiest verified original IPs in the current window, by rank",
                     &suspicious.top_original,
                 ),
                 (
+                    "source",
                     "ingress_tap_trace_top_source_requests",
                     "Requests of the busiest connection sources in the current window, by rank",
                     &suspicious.top_sources,
                 ),
                 (
+                    "claimed",
                     "ingress_tap_trace_top_claimed_requests",
                     "Requests of the busiest claimed original IPs (believed from headers \
                      nothing vouches for) in the current window, by rank",
                     &suspicious.top_claimed,
                 ),
-            ] {
+            ];
+            for (_, name, help, entries) in lists {
                 let mut family = encoder.encode_descriptor(
                     name,
                     help,
@@ -494,14 +511,107 @@ impl Collector for TraceCollector {
                 for (rank, entry) in entries.iter().enumerate() {
                     let labels = RankLabels {
                         rank: (rank + 1).to_string(),
-                        ip: entry.ip.to_string(),
                         provenance: entry.provenance.map_or("unknown", Provenance::as_str),
                     };
                     ConstGauge::new(i64::try_from(entry.requests).unwrap_or(i64::MAX))
                         .encode(family.encode_family(&labels)?)?;
                 }
             }
+            let mut family = encoder.encode_descriptor(
+                "ingress_tap_trace_top_address_info",
+                "The address at each rank of the top lists (list: original, source, claimed)",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (list, _, _, entries) in lists {
+                for (rank, entry) in entries.iter().enumerate() {
+                    let labels = AddressLabels {
+                        list,
+                        rank: (rank + 1).to_string(),
+                        ip: entry.ip.to_string(),
+                        provenance: entry.provenance.map_or("unknown", Provenance::as_str),
+                    };
+                    ConstGauge::new(1).encode(family.encode_family(&labels)?)?;
+                }
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::heavy_hitters::TopEntry;
+    use std::collections::BTreeSet;
+    use std::net::IpAddr;
+
+    fn scrape(metrics: &Arc<TraceMetrics>) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(TraceCollector(metrics.clone())));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    fn suspicious(first_address: u32, top_n: u32) -> Suspicious {
+        let entries = |provenance| {
+            (0..top_n)
+                .map(|i| TopEntry {
+                    ip: IpAddr::from(std::net::Ipv4Addr::from(first_address + i)),
+                    requests: u64::from(top_n - i) * 10,
+                    error: 0,
+                    provenance: Some(provenance),
+                })
+                .collect::<Vec<_>>()
+        };
+        Suspicious {
+            schema_version: 1,
+            window_seconds: 60,
+            window_started: None,
+            top_original: entries(Provenance::Trusted),
+            top_sources: entries(Provenance::Connection),
+            previous_window: None,
+            recent_events: Vec::new(),
+            top_claimed: entries(Provenance::Claimed),
+            claimed_events: Vec::new(),
+        }
+    }
+
+    fn series(text: &str, family: &str) -> BTreeSet<String> {
+        text.lines()
+            .filter(|line| line.starts_with(family))
+            .map(|line| line.rsplit_once(' ').unwrap().0.to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn top_list_gauges_keep_their_series_while_addresses_rotate() {
+        let metrics = Arc::new(TraceMetrics::default());
+        let published = Arc::new(Published::default());
+        metrics.attach(published.clone());
+        let mut gauges = BTreeSet::new();
+        let mut addresses = 0;
+        // Ten scrapes, each seeing ten entirely new addresses per list.
+        for scrape_number in 0..10 {
+            published.suspicious.store(Arc::new(Some(suspicious(
+                0x0a00_0000 + scrape_number * 100,
+                10,
+            ))));
+            let text = scrape(&metrics);
+            for list in ["original", "source", "claimed"] {
+                gauges.extend(series(
+                    &text,
+                    &format!("ingress_tap_trace_top_{list}_requests{{"),
+                ));
+            }
+            let info = series(&text, "ingress_tap_trace_top_address_info{");
+            assert_eq!(info.len(), 30, "{text}");
+            addresses += info.len();
+            assert!(gauges.iter().all(|s| !s.contains("ip=")), "{gauges:?}");
+        }
+        // 3 lists × 10 ranks, whatever the addresses; only the info family follows them.
+        assert_eq!(gauges.len(), 30, "{gauges:?}");
+        assert_eq!(addresses, 300);
     }
 }

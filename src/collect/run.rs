@@ -147,12 +147,19 @@ pub async fn start(
         None => (None, tokio::sync::mpsc::channel(1).1),
     };
     let tracing_on = published.is_some();
+    let health_metrics = telemetry::register_health_metrics(&mut registry);
     let health = telemetry::health_router(Arc::new(registry), readiness.clone())
         .merge(detection::suspicious_router(published));
     let mut health_stopped = stopped.clone();
-    let health_task = tokio::spawn(telemetry::serve_plain(listener, health, async move {
-        let _ = health_stopped.wait_for(|s| *s).await;
-    }));
+    let health_task = tokio::spawn(telemetry::serve_plain(
+        listener,
+        health,
+        crate::serve::ConnLimits::health(),
+        health_metrics,
+        async move {
+            let _ = health_stopped.wait_for(|s| *s).await;
+        },
+    ));
     readiness.set(true);
     tracing::info!(
         log = %options.log_path.display(),

@@ -115,3 +115,59 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let (status, body) = body_of(sender.send_request(request).await.unwrap()).await;
     (status, String::from_utf8(body).unwrap())
 }
+
+/// A TCP connection to `addr` from the loopback address `source` (any of 127.0.0.0/8): to the
+/// server, a client other than 127.0.0.1.
+pub async fn tcp_from(source: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(addr).await
+}
+
+/// [`tls_connect`] from the loopback address `source`.
+pub async fn tls_connect_from(
+    source: [u8; 4],
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = tcp_from(source, addr).await?;
+    let name = ServerName::try_from("localhost".to_owned()).unwrap();
+    connector(ca_pem, alpn).connect(name, tcp).await
+}
+
+/// An HTTP/2 connection from `source`, and the task driving it: it ends when the connection
+/// does.
+pub async fn http2_client_from(
+    source: [u8; 4],
+    addr: SocketAddr,
+    ca_pem: &str,
+) -> std::io::Result<(http2::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>)> {
+    let tls = tls_connect_from(source, addr, ca_pem, &[b"h2"]).await?;
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .map_err(std::io::Error::other)?;
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((sender, task))
+}
+
+/// The value of the series `series` (name and labels as exposed) in a metrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split(' ').next()?.parse().ok()
+    })
+}
+
+/// This process's resident memory, in bytes.
+pub fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}

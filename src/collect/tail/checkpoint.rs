@@ -244,8 +244,9 @@ pub fn load(path: &Path) -> LoadedCheckpoint {
     }
 }
 
-/// The temporary file a save writes before renaming it over the checkpoint. Same directory, so
-/// the rename is atomic; a fixed name, so a crash mid-save leaves one stale file at most.
+/// The temporary file a save writes before renaming it over the checkpoint: the checkpoint's
+/// name with `.tmp` appended. Same directory, so the rename is atomic; a fixed name, so a crash
+/// mid-save leaves one stale file at most.
 pub fn temporary_path(checkpoint_path: &Path) -> PathBuf {
     let mut name = checkpoint_path.as_os_str().to_owned();
     name.push(".tmp");
@@ -253,12 +254,25 @@ pub fn temporary_path(checkpoint_path: &Path) -> PathBuf {
 }
 
 /// Replaces the checkpoint at `path` atomically and durably.
+///
+/// The log directory is shared with the ingress controller, so whatever sits at the temporary
+/// name may have been planted there: a symlink would make a plain create-and-truncate write
+/// through it into another file. The stale entry is removed (unlinking a symlink, never its
+/// target) and the temporary file created with `O_EXCL | O_NOFOLLOW`, so a name that is
+/// replanted in between fails the save (retried at the next one) instead of being followed.
 pub fn save(path: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let temporary = temporary_path(path);
+    match fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
         .open(&temporary)?;
     file.write_all(checkpoint.to_json().as_bytes())?;
     file.write_all(b"\n")?;
@@ -377,5 +391,29 @@ mod tests {
             load(&dir.path().join("absent")),
             LoadedCheckpoint::Missing
         ));
+    }
+
+    #[test]
+    fn a_planted_temporary_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, temporary_path(&path)).unwrap();
+        save(&path, &sample()).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
+        assert!(matches!(load(&path), LoadedCheckpoint::Valid(_)));
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+
+        // A dangling symlink and a stale regular file are replaced the same way.
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), temporary_path(&path)).unwrap();
+        save(&path, &sample()).unwrap();
+        assert!(!dir.path().join("nowhere").exists());
+        fs::write(temporary_path(&path), b"stale").unwrap();
+        save(&path, &sample()).unwrap();
+        assert!(matches!(load(&path), LoadedCheckpoint::Valid(_)));
     }
 }
