@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Provides kube-apiserver and kube-controller-manager binaries for the loopback control plane.
+# Provides the Kubernetes binaries for the loopback control plane and its node: kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubelet and kubectl, plus the pause program of the
+# same tree (the sandbox image's only binary).
 #
 # No cluster is reachable from the machines this project is developed and tested on, but
 # Debian's archive carries the Kubernetes source (source package `kubernetes`, 1.20.x, with
-# every Go dependency vendored). This script builds the two server binaries from that source
+# every Go dependency vendored). This script builds the binaries from that source
 # exactly once per source version and caches them, so that later runs only pay for a lookup.
 #
 # Usage: build.sh
@@ -23,11 +25,13 @@ set -euo pipefail
 
 readonly CACHE_ROOT="${INGRESS_TAP_CACHE:-/var/cache/ingress-tap}"
 readonly SOURCE_PACKAGE=kubernetes
-readonly BINARIES=(kube-apiserver kube-controller-manager)
+readonly BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+# Built with gcc from build/pause, statically, so the pause image needs no libraries.
+readonly PAUSE=pause
 # Needed at run time by up.sh, so they are ensured even when the binaries are cached.
 readonly RUNTIME_PACKAGES=(etcd-server openssl curl)
 # Needed only to fetch and compile the source.
-readonly BUILD_PACKAGES=(golang-go rsync make dpkg-dev golang-github-modern-go-reflect2-dev)
+readonly BUILD_PACKAGES=(golang-go rsync make dpkg-dev golang-github-modern-go-reflect2-dev gcc libc6-dev)
 # Debian's reflect2 1.0.2 replaces the vendored 1.0.1, whose map iteration relies on runtime
 # internals that changed in Go 1.18 and crashes kube-apiserver with SIGSEGV.
 readonly REFLECT2_SOURCE=/usr/share/gocode/src/github.com/modern-go/reflect2
@@ -94,6 +98,7 @@ cache_entry_complete() {
     for binary in "${BINARIES[@]}"; do
         [[ -x "$dir/$binary" ]] || return 1
     done
+    [[ -x "$dir/$PAUSE" ]]
 }
 
 newest_cached_version() {
@@ -241,6 +246,8 @@ build_into() {
         cp "$tree/_output/bin/$binary" "$partial/"
         "$partial/$binary" --version >/dev/null 2>&1 || die "built $binary does not run"
     done
+    gcc -Os -static -Wall -DVERSION="$version" -o "$partial/$PAUSE" "$tree/build/pause/linux/pause.c" ||
+        die "compiling build/pause/linux/pause.c failed"
     printf 'source package %s %s, built with %s\n' "$SOURCE_PACKAGE" "$version" "$(go version)" \
         >"$partial/BUILD-INFO"
     rm -rf "$entry"
