@@ -192,10 +192,7 @@ impl Attribution {
 /// Felix reads `2.2.2.2`. A non-address X-Real-IP such as `unknown` is left out of the entry
 /// entirely so it cannot hide a good X-Forwarded-For.
 pub fn original_ip(record: &Record<'_>) -> Option<Origin> {
-    let forwarded = record
-        .x_forwarded_for
-        .as_ref()
-        .and_then(|list| forwarded_entries(list.leading()).find_map(parse_client_address));
+    let forwarded = record.x_forwarded_for.as_ref().and_then(first_forwarded);
     let real_ip = real_ip(record);
     match real_ip {
         Some(ip) => Some(Origin {
@@ -207,6 +204,18 @@ pub fn original_ip(record: &Record<'_>) -> Option<Origin> {
     }
 }
 
+/// The leftmost X-Forwarded-For entry that is an address.
+fn first_forwarded(list: &HeaderValue<'_>) -> Option<IpAddr> {
+    let first_of_oversize = list
+        .leading_within(FIRST_ENTRIES_BYTES)
+        .and_then(|entries| forwarded_entries(&entries).find_map(parse_client_address));
+    first_of_oversize.or_else(|| forwarded_entries(list.leading()).find_map(parse_client_address))
+}
+
+/// How much of an oversize header's end is decoded first: an entry or two, which is all the
+/// policies read of a padded header; the whole end is decoded only when they read further.
+const FIRST_ENTRIES_BYTES: usize = 64;
+
 fn trusted_proxies_client(
     record: &Record<'_>,
     peer: IpAddr,
@@ -216,19 +225,12 @@ fn trusted_proxies_client(
         return Attributed::new(peer, Provenance::Connection);
     }
     let list = record.x_forwarded_for.as_ref();
-    let mut reached = None;
-    let mut stopped = false;
-    for entry in forwarded_entries(list.map_or("", HeaderValue::trailing)).rev() {
-        let Some(ip) = parse_client_address(entry) else {
-            stopped = true;
-            break;
-        };
-        reached = Some(ip);
-        if !trusted.contains(ip) {
-            stopped = true;
-            break;
-        }
-    }
+    let last_of_oversize = list
+        .and_then(|list| list.trailing_within(FIRST_ENTRIES_BYTES))
+        .map(|entries| walk_trusted(&entries, trusted))
+        .filter(|&(_, stopped)| stopped);
+    let (mut reached, stopped) = last_of_oversize
+        .unwrap_or_else(|| walk_trusted(list.map_or("", HeaderValue::trailing), trusted));
     // Every entry kept of an oversize list was trusted: the client is further left, in the
     // part that was not read, and the leftmost kept entry is only another proxy.
     if !stopped && list.is_some_and(HeaderValue::is_oversize) {
@@ -240,17 +242,38 @@ fn trusted_proxies_client(
     }
 }
 
+/// Walks `entries` from the right past trusted proxies: the last address reached, and whether
+/// the walk stopped (at an untrusted address or a non-address) rather than ran out of entries.
+fn walk_trusted(entries: &str, trusted: &TrustedProxies) -> (Option<IpAddr>, bool) {
+    let mut reached = None;
+    for entry in forwarded_entries(entries).rev() {
+        let Some(ip) = parse_client_address(entry) else {
+            return (reached, true);
+        };
+        reached = Some(ip);
+        if !trusted.contains(ip) {
+            return (reached, true);
+        }
+    }
+    (reached, false)
+}
+
 fn trusted_hops_client(record: &Record<'_>, peer: IpAddr, hops: usize) -> Attributed {
+    let list = record.x_forwarded_for.as_ref();
+    // `Some(None)`: the entry is there but is not an address.
+    let nth_from_right = |entries: &str| {
+        forwarded_entries(entries)
+            .rev()
+            .nth(hops)
+            .map(parse_client_address)
+    };
     // An oversize list keeps fewer entries at its end than it had: too few is a short list.
-    let list = record
-        .x_forwarded_for
-        .as_ref()
-        .map_or("", HeaderValue::trailing);
-    match forwarded_entries(list)
-        .rev()
-        .nth(hops)
-        .and_then(parse_client_address)
-    {
+    let client = list
+        .and_then(|list| list.trailing_within(FIRST_ENTRIES_BYTES))
+        .and_then(|entries| nth_from_right(&entries))
+        .or_else(|| nth_from_right(list.map_or("", HeaderValue::trailing)))
+        .flatten();
+    match client {
         Some(client) => Attributed::new(client, Provenance::Trusted),
         None => Attributed::new(peer, Provenance::Connection),
     }
@@ -608,6 +631,50 @@ mod tests {
             client(&trusted(), &record),
             (ip("10.0.0.7"), Provenance::Connection)
         );
+    }
+
+    /// An entry of a generated X-Forwarded-For list: addresses trusted and not, non-addresses,
+    /// empty entries, and padding in the three spellings a hostile header takes in the log.
+    fn hostile_entry() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..4).prop_map(|n| format!("10.0.0.{n}")),
+            (0u8..4).prop_map(|n| format!("203.0.113.{n}")),
+            Just("unknown".to_owned()),
+            Just(String::new()),
+            Just("[2001:db8::1]:80".to_owned()),
+            (1usize..3000).prop_map(|n| "x".repeat(n)),
+            (1usize..3000).prop_map(|n| r"\x22".repeat(n)),
+            (1usize..3000).prop_map(|n| r#"\"\\"#.repeat(n)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Reading only the first or last entries of an oversize header gives what reading
+        /// the whole decoded end gives, for every policy. A parsed record decodes the ends it
+        /// is asked for; a detached one has both decoded in full.
+        #[test]
+        fn reading_a_few_entries_agrees_with_reading_the_whole_end(
+            entries in proptest::collection::vec(hostile_entry(), 1..12),
+            hops in 0usize..4,
+        ) {
+            let line = format!(
+                r#"{} {{"source_port": 1, "destination_ip": "10.1.1.10", "destination_port": 2, "source_ip": "10.0.0.7", "x-forwarded-for": "{}", "x-real-ip": "-"}}"#,
+                crate::collect::parse::MARKER,
+                entries.join(", ")
+            );
+            let policies = [
+                ClientIpPolicy::Reference,
+                trusted(),
+                ClientIpPolicy::TrustedHops(hops),
+            ];
+            for policy in &policies {
+                let record = crate::collect::parse::parse_line(line.as_bytes()).unwrap().unwrap();
+                let lazily = policy.attribute(&record);
+                let detached = record.clone().into_owned();
+                proptest::prop_assert_eq!(lazily, policy.attribute(&detached));
+            }
+        }
     }
 
     #[test]
