@@ -33,7 +33,9 @@ use ingress_tap::admission::{self, RunningWebhook, WebhookOptions};
 use ingress_tap::certs::{self, CERT_FILE, KEY_FILE};
 use ingress_tap::collect::felix_recorder::Recorder;
 use ingress_tap::felix_proto::DataplaneStats;
-use ingress_tap::inject::{InjectConfig, INJECT_ENABLED, INJECT_LABEL, INTERVAL_ANNOTATION};
+use ingress_tap::inject::{
+    InjectConfig, INJECT_ENABLED, INJECT_LABEL, INTERVAL_ANNOTATION, REQUESTS_ANNOTATION,
+};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
@@ -514,7 +516,11 @@ impl IngressController {
                 "template": {
                     "metadata": {
                         "labels": labels,
-                        "annotations": {INTERVAL_ANNOTATION: INTERVAL_SECONDS.to_string()}
+                        // No cap on the addresses per interval: every record must arrive.
+                        "annotations": {
+                            INTERVAL_ANNOTATION: INTERVAL_SECONDS.to_string(),
+                            REQUESTS_ANNOTATION: "-1"
+                        }
                     },
                     "spec": {
                         "containers": [{
@@ -952,11 +958,14 @@ fn kubectl_ok(control_plane: &ControlPlane, args: &[&str], what: &str) -> String
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The shipped base as this 1.20 server takes it: the PodDisruptionBudget under
-/// policy/v1beta1 (policy/v1 is served from 1.21, same schema), and the Felix volume of the
-/// injection config a hostPath (no CSI driver here). Everything else as rendered.
+/// The default installation (manifests/, which tags the image) as this 1.20 server takes it:
+/// the PodDisruptionBudget under policy/v1beta1 (policy/v1 is served from 1.21, same schema),
+/// the Felix volume of the injection config a hostPath (no CSI driver here), and without the
+/// certs Job and CronJob, whose `certs install` the test runs from the machine (pods cannot
+/// reach the API server on 127.0.0.1). Everything else as rendered.
 fn base_for_this_node(config_yaml: &str) -> Vec<Value> {
-    let mut objects = render("manifests/base");
+    let mut objects = render("manifests");
+    objects.retain(|object| object["kind"] != "Job" && object["kind"] != "CronJob");
     for object in &mut objects {
         if object["kind"] == "PodDisruptionBudget" {
             object["apiVersion"] = json!("policy/v1beta1");
