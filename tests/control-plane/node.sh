@@ -7,6 +7,7 @@
 #   node.sh down DIR            stop it and remove every trace (down.sh calls this)
 #   node.sh import DIR ARCHIVE  import an OCI image archive into the node's containerd
 #   node.sh ctr DIR ARGS...     run ctr (namespace k8s.io) against the node's containerd
+#   node.sh hold DIR            (internal) the namespace holder that `up` starts
 #
 # Isolation. containerd and the kubelet run in a private mount namespace held by one
 # `sleep` process (the holder). In it, the paths they hard-code are bind mounts of
