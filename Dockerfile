@@ -21,6 +21,22 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked \
     && install -D -m 0755 target/release/ingress-tap /out/ingress-tap
 
+# The same binary laid out as the image below, from a binary built on the host, for builds
+# where the base images cannot be pulled (and for the node tests, tests/control-plane/images.sh,
+# which write this layout straight into an OCI archive): the binary, exactly the libraries it
+# links against, /etc/passwd with user 65532, /tmp. The published image is the default
+# (last) stage; this one is built only when asked for by name:
+#
+#   cargo build --release --locked
+#   tests/control-plane/rootfs.sh target/image-root \
+#       --binary target/release/ingress-tap=/ingress-tap --dir /tmp=1777 --passwd nonroot:65532:65532
+#   docker build --target host-binary --build-context host-root=target/image-root \
+#       -t ghcr.io/ingress-tap/ingress-tap:0.1.0-host .
+FROM scratch AS host-binary
+COPY --from=host-root / /
+USER 65532:65532
+ENTRYPOINT ["/ingress-tap"]
+
 FROM gcr.io/distroless/cc-debian12:nonroot
 LABEL org.opencontainers.image.title="ingress-tap" \
       org.opencontainers.image.description="Injects and runs the Calico ingress log collector" \

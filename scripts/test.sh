@@ -47,8 +47,33 @@ ensure_nft() {
   fi
 }
 
+# tests/e2e_node.rs runs pods on a real node: containerd with runc, and the CNI plugins
+# (bridge, host-local, loopback). The kubelet itself is built by tests/control-plane/build.sh.
+ensure_node_runtime() {
+  local missing=() package
+  for package in containerd runc containernetworking-plugins; do
+    [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" = "install ok installed" ] || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  say "installing Debian's ${missing[*]} (the end-to-end node)"
+  need_root_for_install "${missing[*]}"
+  # The package would start the machine's own containerd; the tests run a private one.
+  local policy=/usr/sbin/policy-rc.d created_policy=""
+  if [ ! -e "$policy" ] && [ "$(id -u)" = 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created_policy=1
+  fi
+  local status=0
+  apt_install "${missing[@]}" || status=$?
+  [ -n "$created_policy" ] && rm -f "$policy"
+  if [ "$status" != 0 ] || ! [ -x /usr/bin/containerd ] || ! [ -x /usr/sbin/runc ] || ! [ -x /usr/lib/cni/bridge ]; then
+    echo "error: containerd, runc and containernetworking-plugins could not be installed; tests/e2e_node.rs needs them" >&2
+    exit 1
+  fi
+}
+
 ensure_nginx
 ensure_nft
+ensure_node_runtime
 export PATH="$PATH:/usr/sbin"
 
 # ---- deployment (manifests/, Dockerfile): begin ---------------------------------------------

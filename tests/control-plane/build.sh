@@ -244,7 +244,12 @@ build_into() {
     for binary in "${BINARIES[@]}"; do
         [[ -x $tree/_output/bin/$binary ]] || die "make did not produce _output/bin/$binary"
         cp "$tree/_output/bin/$binary" "$partial/"
-        "$partial/$binary" --version >/dev/null 2>&1 || die "built $binary does not run"
+        # kubectl has no --version flag; the servers and the kubelet have no version command.
+        if [[ $binary == kubectl ]]; then
+            "$partial/$binary" version --client >/dev/null 2>&1 || die "built $binary does not run"
+        else
+            "$partial/$binary" --version >/dev/null 2>&1 || die "built $binary does not run"
+        fi
     done
     gcc -Os -static -Wall -DVERSION="$version" -o "$partial/$PAUSE" "$tree/build/pause/linux/pause.c" ||
         die "compiling build/pause/linux/pause.c failed"

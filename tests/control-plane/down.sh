@@ -17,7 +17,7 @@ log() { printf 'down.sh: %s\n' "$*" >&2; }
     exit 2
 }
 readonly PIDS_FILE="$1/pids"
-[[ -f $PIDS_FILE ]] || exit 0
+[[ -f $PIDS_FILE || -f $1/node/pids ]] || exit 0
 
 # True while PID runs and still is the recorded process. A zombie counts as gone: it has
 # released its ports and files and only waits for a parent that may never reap it.
@@ -53,11 +53,17 @@ stop() {
 }
 
 status=0
+# The node first (kubelet, pods, containerd, its namespace, bridge, sysctls, cgroups): it
+# undoes more than stopping processes, and its kubelet would only complain about a vanished
+# API server.
+if [[ -f $1/node/pids ]]; then
+    "$(dirname "${BASH_SOURCE[0]}")/node.sh" down "$1" || status=1
+fi
 # Newest first: the watchdog, then the controller-manager, the API server, and etcd last.
 while read -r name pid; do
     [[ -n ${name:-} && ${pid:-} =~ ^[0-9]+$ ]] || continue
     stop "$name" "$pid" || status=1
-done < <(tac "$PIDS_FILE")
+done < <(tac "$PIDS_FILE" 2>/dev/null)
 
 [[ $status -eq 0 ]] && rm -f "$PIDS_FILE"
 exit "$status"

@@ -13,11 +13,15 @@
 # service account of namespace default has its token (so pods are admitted), and the
 # namespaces that exist have the kubernetes.io/metadata.name label newer API servers set.
 #
-# There is no scheduler and no kubelet: pods are admitted and stored but never run.
+# Without a node there is no scheduler and no kubelet: pods are admitted and stored but never
+# run. With INGRESS_TAP_CP_NODE=1, kube-scheduler and a node (node.sh: containerd, runc and a
+# kubelet named localhost) start as well, and pods run; DIR/env then also holds NODE_NAME,
+# KUBELET_PORT, NODE_DIR and FELIX_HOST_DIR.
 #
 # Environment:
 #   INGRESS_TAP_CP_OWNER_PID   when set, a watchdog stops the control plane as soon as that
 #                              process is gone, so a killed test run leaves nothing behind
+#   INGRESS_TAP_CP_NODE        1: also start kube-scheduler and the node (node.sh)
 #   INGRESS_TAP_CP_TIMEOUT     seconds allowed for each readiness wait (default 120)
 #   INGRESS_TAP_CACHE          passed on to build.sh
 #
@@ -27,6 +31,7 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly SCRIPT_DIR
 readonly TIMEOUT="${INGRESS_TAP_CP_TIMEOUT:-120}"
+readonly WITH_NODE="${INGRESS_TAP_CP_NODE:-0}"
 
 log() { printf 'up.sh: %s\n' "$*" >&2; }
 die() {
@@ -35,6 +40,7 @@ die() {
 }
 
 [[ $# -eq 1 ]] || die "usage: up.sh DIR"
+[[ $WITH_NODE == 0 || $WITH_NODE == 1 ]] || die "INGRESS_TAP_CP_NODE must be 0 or 1"
 mkdir -p "$1"
 DIR="$(cd "$1" && pwd)"
 readonly DIR
@@ -119,15 +125,39 @@ subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.def
 EOF
 openssl_quiet x509 -req -days 30 -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
     -CAcreateserial -extfile "$PKI/apiserver.ext" -out "$PKI/apiserver.crt"
+# Client certificate the API server presents to the kubelet (logs, exec), and the kubelet's
+# serving certificate, which the API server verifies for the node's address, localhost.
+issue() {
+    local name=$1 subject=$2 extensions=$3
+    openssl_quiet req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "$subject" -keyout "$PKI/$name.key" -out "$PKI/$name.csr"
+    printf '%s\n' "$extensions" >"$PKI/$name.ext"
+    openssl_quiet x509 -req -days 30 -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+        -CAcreateserial -extfile "$PKI/$name.ext" -out "$PKI/$name.crt"
+}
+issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+    "basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth"
+issue kubelet "/CN=localhost" \
+    "basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost"
 openssl_quiet genrsa -out "$PKI/sa.key" 2048
 openssl_quiet rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
 
 ADMIN_TOKEN="$(openssl rand -hex 24)"
 CONTROLLER_MANAGER_TOKEN="$(openssl rand -hex 24)"
-# token,user,uid,"groups" — the controller-manager user is the one RBAC's bootstrap policy binds.
+SCHEDULER_TOKEN="$(openssl rand -hex 24)"
+NODE_TOKEN="$(openssl rand -hex 24)"
+# token,user,uid,"groups" — the controller-manager and scheduler users are the ones RBAC's
+# bootstrap policy binds; the node's user is what the Node authorizer expects of node localhost.
 cat >"$PKI/tokens.csv" <<EOF
 $ADMIN_TOKEN,admin,admin,"system:masters"
 $CONTROLLER_MANAGER_TOKEN,system:kube-controller-manager,system:kube-controller-manager
+$SCHEDULER_TOKEN,system:kube-scheduler,system:kube-scheduler
+$NODE_TOKEN,system:node:localhost,system:node:localhost,"system:nodes"
 EOF
 chmod 600 "$PKI"/*.key "$PKI/tokens.csv"
 
@@ -135,6 +165,7 @@ ETCD_CLIENT_PORT="$(free_port)"
 ETCD_PEER_PORT="$(free_port)"
 APISERVER_PORT="$(free_port)"
 CONTROLLER_MANAGER_PORT="$(free_port)"
+SCHEDULER_PORT="$(free_port)"
 readonly ETCD_URL="http://127.0.0.1:$ETCD_CLIENT_PORT"
 readonly APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
 
@@ -163,6 +194,8 @@ EOF
 }
 write_kubeconfig "$DIR/kubeconfig" admin "$ADMIN_TOKEN"
 write_kubeconfig "$DIR/controller-manager.kubeconfig" system:kube-controller-manager "$CONTROLLER_MANAGER_TOKEN"
+write_kubeconfig "$DIR/scheduler.kubeconfig" system:kube-scheduler "$SCHEDULER_TOKEN"
+write_kubeconfig "$DIR/node.kubeconfig" system:node:localhost "$NODE_TOKEN"
 
 # --- etcd ---------------------------------------------------------------------------------
 log "starting etcd on 127.0.0.1:$ETCD_CLIENT_PORT"
@@ -190,7 +223,12 @@ APISERVER_PID="$(start kube-apiserver "$BIN_DIR/kube-apiserver" \
     --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
     --token-auth-file="$PKI/tokens.csv" \
-    --authorization-mode=RBAC \
+    --authorization-mode=Node,RBAC \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-preferred-address-types=Hostname \
+    --enable-aggregator-routing=true \
     --enable-admission-plugins=NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
@@ -207,6 +245,11 @@ wait_until "kube-apiserver /readyz" kube-apiserver "$APISERVER_PID" \
     "api '$APISERVER_URL/readyz' | grep -qx ok"
 
 # --- kube-controller-manager --------------------------------------------------------------
+CONTROLLERS=deployment,replicaset,daemonset,job,serviceaccount,serviceaccount-token,namespace
+# With a node: its lifecycle (the not-ready taint the kubelet registers with is lifted once
+# the node is Ready), Endpoints for Services (the API server reaches a webhook Service through
+# them), garbage collection of what a deleted Deployment owned, and pod GC.
+[[ $WITH_NODE == 0 ]] || CONTROLLERS+=,nodelifecycle,endpoint,garbagecollector,podgc
 log "starting kube-controller-manager (secure port 127.0.0.1:$CONTROLLER_MANAGER_PORT)"
 CONTROLLER_MANAGER_PID="$(start kube-controller-manager "$BIN_DIR/kube-controller-manager" \
     --kubeconfig="$DIR/controller-manager.kubeconfig" \
@@ -214,7 +257,7 @@ CONTROLLER_MANAGER_PID="$(start kube-controller-manager "$BIN_DIR/kube-controlle
     --secure-port="$CONTROLLER_MANAGER_PORT" \
     --port=0 \
     --cert-dir="$DIR/controller-manager-certs" \
-    --controllers=deployment,replicaset,daemonset,job,serviceaccount,serviceaccount-token,namespace \
+    --controllers="$CONTROLLERS" \
     --use-service-account-credentials=true \
     --service-account-private-key-file="$PKI/sa.key" \
     --root-ca-file="$PKI/ca.crt" \
@@ -226,6 +269,32 @@ wait_until "kube-controller-manager /healthz" kube-controller-manager "$CONTROLL
 # account has a token; waiting here spares every caller that race.
 wait_until "a token for serviceaccount default/default" kube-controller-manager "$CONTROLLER_MANAGER_PID" \
     "api '$APISERVER_URL/api/v1/namespaces/default/serviceaccounts/default' | grep -q '\"secrets\"'"
+
+# --- kube-scheduler and the node ----------------------------------------------------------
+node_ready() {
+    api "$APISERVER_URL/api/v1/nodes/localhost" | python3 -c '
+import json, sys
+node = json.load(sys.stdin)
+ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+tainted = any(t["effect"] in ("NoSchedule", "NoExecute") for t in node["spec"].get("taints", []))
+sys.exit(0 if ready and not tainted else 1)'
+}
+if [[ $WITH_NODE == 1 ]]; then
+    log "starting kube-scheduler (secure port 127.0.0.1:$SCHEDULER_PORT)"
+    SCHEDULER_PID="$(start kube-scheduler "$BIN_DIR/kube-scheduler" \
+        --kubeconfig="$DIR/scheduler.kubeconfig" \
+        --bind-address=127.0.0.1 \
+        --secure-port="$SCHEDULER_PORT" \
+        --port=0 \
+        --cert-dir="$DIR/scheduler-certs" \
+        --leader-elect=false)"
+    wait_until "kube-scheduler /healthz" kube-scheduler "$SCHEDULER_PID" \
+        "curl -skf --max-time 2 'https://127.0.0.1:$SCHEDULER_PORT/healthz' | grep -qx ok"
+    # node.sh records its processes in DIR/node/pids; down.sh stops them before the rest.
+    printf 'KUBE_BIN_DIR=%s\n' "$BIN_DIR" >"$DIR/env"
+    "$SCRIPT_DIR/node.sh" up "$DIR" || die "the node did not start (see node.sh output above)"
+    wait_until "node localhost Ready and without taints" kube-apiserver "$APISERVER_PID" node_ready
+fi
 
 # --- namespace labels ---------------------------------------------------------------------
 # Kubernetes 1.21+ labels every namespace with kubernetes.io/metadata.name; webhook
@@ -245,6 +314,7 @@ CA_FILE=$PKI/ca.crt
 ETCD_URL=$ETCD_URL
 KUBE_BIN_DIR=$BIN_DIR
 EOF
+[[ $WITH_NODE == 0 ]] || cat "$DIR/node/env" >>"$DIR/env"
 
 if [[ -n ${INGRESS_TAP_CP_OWNER_PID:-} ]]; then
     owner=$INGRESS_TAP_CP_OWNER_PID

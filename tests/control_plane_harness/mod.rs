@@ -43,8 +43,13 @@ pub fn tail(bytes: &[u8], lines: usize) -> String {
 }
 
 fn run_script(name: &str, args: &[&Path]) -> Output {
+    run_script_with(name, args, &[])
+}
+
+fn run_script_with(name: &str, args: &[&Path], env: &[(&str, &str)]) -> Output {
     Command::new(scripts_dir().join(name))
         .args(args)
+        .envs(env.iter().copied())
         // The watchdog stops the control plane if this test process is killed outright, when
         // no Drop runs.
         .env("INGRESS_TAP_CP_OWNER_PID", std::process::id().to_string())
@@ -61,6 +66,16 @@ impl ControlPlane {
     /// Builds (or finds cached) and starts the control plane; fails the test with the
     /// scripts' own explanation when that is impossible, never skips.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`ControlPlane::start`], plus kube-scheduler and a node (containerd, runc and a
+    /// kubelet named `localhost`) on which pods run; see tests/control-plane/node.sh.
+    pub fn start_with_node() -> Self {
+        Self::start_with(&[("INGRESS_TAP_CP_NODE", "1")])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let build = run_script("build.sh", &[]);
         assert!(
             build.status.success(),
@@ -74,7 +89,7 @@ impl ControlPlane {
             .expect("temp dir for the control plane");
         // The guard exists before up.sh runs, so a partial start is stopped as well.
         let control_plane = ControlPlane { dir };
-        let up = run_script("up.sh", &[control_plane.dir.path()]);
+        let up = run_script_with("up.sh", &[control_plane.dir.path()], env);
         assert!(
             up.status.success(),
             "up.sh failed ({}):\n{}",
@@ -87,6 +102,58 @@ impl ControlPlane {
     /// The admin kubeconfig written by up.sh.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig")
+    }
+
+    /// A value of the `env` file up.sh wrote (`KEY=value` lines).
+    pub fn env(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("env")).ok()?;
+        text.lines()
+            .rev()
+            .filter_map(|line| line.split_once('='))
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value.to_owned())
+    }
+
+    /// The control plane's directory (logs, credentials, the node's state).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Builds an image with tests/control-plane/images.sh (`pause`, `nginx` or
+    /// `ingress-tap`, the latter from `binary`) and imports it into the node's containerd;
+    /// returns its reference.
+    pub fn import_image(&self, kind: &str, binary: Option<&Path>) -> String {
+        let out = self.dir.path().join("images");
+        let mut command = Command::new(scripts_dir().join("images.sh"));
+        command.arg(kind).arg(&out);
+        if let Some(binary) = binary {
+            command.env("INGRESS_TAP_BINARY", binary);
+        }
+        if let Some(bin_dir) = self.env("KUBE_BIN_DIR") {
+            command.env("KUBE_BIN_DIR", bin_dir);
+        }
+        let built = command.output().expect("run images.sh");
+        assert!(
+            built.status.success(),
+            "images.sh {kind} failed: {}",
+            tail(&built.stderr, 30)
+        );
+        let line = String::from_utf8_lossy(&built.stdout).trim().to_owned();
+        let (reference, archive) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("images.sh {kind} printed {line:?}"));
+        let imported = Command::new(scripts_dir().join("node.sh"))
+            .arg("import")
+            .arg(self.dir.path())
+            .arg(archive)
+            .output()
+            .expect("run node.sh import");
+        assert!(
+            imported.status.success(),
+            "node.sh import {archive} failed: {}",
+            tail(&imported.stderr, 30)
+        );
+        reference.to_owned()
     }
 
     /// A scratch file path inside the control plane's directory.
