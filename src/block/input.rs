@@ -9,6 +9,7 @@
 //! run with its place named, instead of being skipped while the rest is blocked. Unknown JSON
 //! fields are still ignored, as the event schema's stability rules ask.
 
+use super::escape;
 use crate::net::{normalise, parse_net};
 use crate::trace::events::{Event, EventKind, Field, Provenance, EVENT_SCHEMA_VERSION};
 use crate::trace::heavy_hitters::TopEntry;
@@ -49,17 +50,32 @@ impl Candidate {
     }
 }
 
+// Every text here may come from the input (file names, lines, serde's messages quoting a
+// value), so it is written escaped: a newline in it must not forge a line of the report.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
-    #[error("{origin}: {text:?} is not an IP address or CIDR")]
+    #[error("{}: {:?} is not an IP address or CIDR", escape(origin), escape(text))]
     BadAddress { origin: String, text: String },
-    #[error("{origin}: {reason}")]
+    #[error("{}: {}", escape(origin), escape(reason))]
     BadListLine { origin: String, reason: String },
-    #[error("{origin}: not a collector event or /suspicious summary: {message}")]
+    #[error(
+        "{}: not a collector event or /suspicious summary: {}",
+        escape(origin),
+        escape(message)
+    )]
     BadJson { origin: String, message: String },
-    #[error("{origin}: time {text:?} is not an RFC 3339 timestamp")]
+    #[error(
+        "{}: time {:?} is not an RFC 3339 timestamp",
+        escape(origin),
+        escape(text)
+    )]
     BadTime { origin: String, text: String },
-    #[error("{origin}: {what} schema_version {found}; this ingress-tap reads version {supported}")]
+    #[error("{}: {what}; nothing to block in a feed is taken as a broken feed: pass --allow-empty when an empty one is expected", escape(origin))]
+    Empty { origin: String, what: &'static str },
+    #[error(
+        "{}: {what} schema_version {found}; this ingress-tap reads version {supported}",
+        escape(origin)
+    )]
     UnsupportedSchema {
         origin: String,
         what: &'static str,
@@ -115,6 +131,29 @@ pub fn parse_argument(text: &str, reason: Option<&str>) -> Result<Candidate, Inp
         provenance: None,
         observed_at: None,
         origin,
+    })
+}
+
+/// `Err` naming what is wrong when `text`, read as `document`, names nothing to block: in a
+/// pipeline an empty document is a feed that broke, not a day without attacks.
+pub fn require_entries(name: &str, text: &str, document: &Document) -> Result<(), InputError> {
+    if !document.candidates.is_empty() {
+        return Ok(());
+    }
+    let what = if text.is_empty() {
+        "empty"
+    } else if text.trim().is_empty() {
+        "only whitespace"
+    } else if document.unread_claimed > 0 {
+        "nothing to block but claimed entries, which are not read without --trust-spoofable-headers"
+    } else if text.trim_start().starts_with('{') {
+        "a /suspicious document with nothing to block (no recent_events, and --top 0 takes nothing from the rankings)"
+    } else {
+        "no entries, only comments"
+    };
+    Err(InputError::Empty {
+        origin: name.to_owned(),
+        what,
     })
 }
 

@@ -4,10 +4,10 @@
 //! a file or `kubectl apply`.
 
 use super::apply::{self, ApplySettings, Outcome};
-use super::input::{parse_argument, parse_document, Candidate, ReadOptions};
+use super::input::{parse_argument, parse_document, require_entries, Candidate, ReadOptions};
 use super::safety::{MinPrefix, SafetyRules};
 use super::targets::{self, ExistingState, Rendered};
-use super::{plan, to_yaml, BlockOptions, DryRun, PlanRequest};
+use super::{escape, plan, to_yaml, BlockOptions, DryRun, PlanRequest};
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
 
@@ -32,10 +32,13 @@ fn read_candidates(options: &BlockOptions) -> anyhow::Result<(Vec<Candidate>, us
             ("stdin".to_owned(), text)
         } else {
             let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+                .with_context(|| format!("cannot read {}", escape(&path.display().to_string())))?;
             (path.display().to_string(), text)
         };
         let document = parse_document(&name, &text, &read)?;
+        if !options.allow_empty {
+            require_entries(&name, &text, &document)?;
+        }
         candidates.extend(document.candidates);
         unread_claimed += document.unread_claimed;
     }
@@ -49,6 +52,7 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
     let request = PlanRequest {
         candidates,
         removals: options.remove.clone(),
+        split: options.split,
         settings: settings.clone(),
         safety: SafetyRules {
             trusted_proxies: options.trusted_proxies.clone(),
@@ -86,7 +90,7 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
         (Some(client), _) => apply::read_existing(client, &to_read).await?,
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+                .with_context(|| format!("cannot read {}", escape(&path.display().to_string())))?;
             ExistingState::parse(&text)?
         }
         (None, None) => ExistingState::default(),
@@ -95,8 +99,13 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
     let plan = plan(&request, &existing)?;
     eprint!("{}", plan.report);
 
+    let printed = plan.complete;
     match (client, plan.rendered) {
-        (None, Rendered::Objects(objects)) => {
+        (None, Rendered::Objects(_)) => {
+            // Printed whole: labels and annotations others put on the objects stay.
+            let Rendered::Objects(objects) = printed else {
+                bail!("the completed objects are not Kubernetes objects");
+            };
             let yaml = to_yaml(&objects).context("cannot write the objects as YAML")?;
             std::io::stdout()
                 .write_all(yaml.as_bytes())
@@ -112,8 +121,9 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
                 dry_run: options.dry_run == DryRun::Server,
                 force_conflicts: options.force_conflicts,
             };
+            let owned = targets::owned_optional_fields(&request.settings)?;
             for (object, outcome) in
-                apply::apply_objects(&client, &objects, &existing, settings).await?
+                apply::apply_objects(&client, &objects, &existing, &owned, settings).await?
             {
                 let said = match outcome {
                     Outcome::Unchanged => "unchanged",
