@@ -38,12 +38,10 @@ fn block(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ingress-tap");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // The binary may stop reading early (a refusal while reading): a closed pipe is fine.
+    if let Err(error) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+    }
     child.wait_with_output().unwrap()
 }
 
@@ -1941,4 +1939,79 @@ fn objects_over_the_api_servers_limits_are_refused_counting_every_copy() {
     );
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("would not fit"));
+}
+
+#[test]
+fn the_cap_is_checked_while_reading_and_refusals_are_counted_past_a_thousand() {
+    let list: String = (0..200_000u32)
+        .map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0b00_0000 + i)))
+        .collect();
+    let output = block(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--from",
+            "-",
+            "--max-entries",
+            "1000",
+        ],
+        &list,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line: u32 = stderr
+        .split("the input read up to stdin:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line < 200_000,
+        "the cap was checked only at the end: {stderr}"
+    );
+    assert!(stderr.contains("over the cap of 1000"), "{stderr}");
+
+    // 5,000 refused lines: 1,000 listed, the rest counted, the summary exact.
+    let refused: String = (0..5_000u32)
+        .map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0a00_0000 + i)))
+        .collect();
+    let output = block(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--from",
+            "-",
+            "203.0.113.7",
+        ],
+        &refused,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("refused: "))
+            .count(),
+        1_000
+    );
+    assert!(
+        stderr.contains("... and 4000 more refused (not listed)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("summary: 5001 candidates: 1 accepted, 5000 refused (5000 protected)"),
+        "{stderr}"
+    );
+
+    // A line without end is an error, not a growing buffer.
+    let output = block(
+        &["--target", "nftables", "--from", "-"],
+        &"2".repeat(2 << 20),
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a line longer than"));
 }

@@ -415,6 +415,12 @@ pub struct Report {
     pub refused: Vec<Refusal>,
     /// Candidates whose block would already have ended (old events).
     pub already_expired: Vec<(IpNet, String)>,
+    /// All refused, skipped as expired, and clamped candidates; the lists above hold the
+    /// first [`LISTED`] of each.
+    pub refused_total: usize,
+    pub refused_by_category: BTreeMap<&'static str, usize>,
+    pub expired_total: usize,
+    pub clamped_total: usize,
     /// Candidates whose event time lay beyond [`MAX_CLOCK_SKEW`] ahead of the clock: their
     /// blocks count from now instead. `(net, origin, event time)`.
     pub clamped: Vec<(IpNet, String, Timestamp)>,
@@ -458,6 +464,19 @@ impl fmt::Display for Report {
                 "skipped: {net} ({}): its block would already have expired",
                 escape(origin)
             )?;
+        }
+        for (listed, total, what) in [
+            (self.refused.len(), self.refused_total, "refused"),
+            (
+                self.already_expired.len(),
+                self.expired_total,
+                "skipped as expired",
+            ),
+            (self.clamped.len(), self.clamped_total, "clamped"),
+        ] {
+            if total > listed {
+                writeln!(f, "... and {} more {what} (not listed)", total - listed)?;
+            }
         }
         for (net, origin, time) in &self.clamped {
             writeln!(
@@ -523,14 +542,11 @@ impl fmt::Display for Report {
 impl Report {
     /// One line counting what became of the input.
     pub fn summary(&self) -> String {
-        let refused = self.refused.len();
-        let expired = self.already_expired.len();
+        let refused = self.refused_total;
+        let expired = self.expired_total;
         let accepted = self.candidates.saturating_sub(refused + expired);
-        let mut categories: BTreeMap<&str, usize> = BTreeMap::new();
-        for refusal in &self.refused {
-            *categories.entry(refusal.reason.category()).or_default() += 1;
-        }
-        let by_category: Vec<String> = categories
+        let by_category: Vec<String> = self
+            .refused_by_category
             .iter()
             .map(|(category, count)| format!("{count} {category}"))
             .collect();
@@ -544,8 +560,8 @@ impl Report {
              {expired} already expired",
             self.candidates
         );
-        if !self.clamped.is_empty() {
-            line.push_str(&format!(", {} clamped to now", self.clamped.len()));
+        if self.clamped_total > 0 {
+            line.push_str(&format!(", {} clamped to now", self.clamped_total));
         }
         if self.unread_claimed > 0 {
             line.push_str(&format!(", {} claimed not read", self.unread_claimed));
@@ -574,48 +590,162 @@ const MAX_CLOCK_SKEW_TEXT: &str = "5m";
 /// Screens, merges and renders. Pure: the same request over the same state always gives the
 /// same plan.
 pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, BlockError> {
-    let slots = targets::slots(&request.settings)?;
-    let mut report = Report {
-        candidates: request.candidates.len(),
-        unread_claimed: request.unread_claimed,
-        ..Report::default()
-    };
-
-    // Screen the candidates once; they go into every slot alike.
-    let mut accepted: BTreeMap<IpNet, (Lifetime, Option<String>)> = BTreeMap::new();
-    let mut headers_only = Vec::new();
+    let mut intake = Intake::default();
     for candidate in &request.candidates {
+        intake.take(request, candidate)?;
+    }
+    plan_taken(request, intake, existing)
+}
+
+/// How many refusals, skips and clamps the report lists one by one; the rest are counted. A
+/// hostile feed of a million refused lines must not become a million lines kept in memory.
+pub const LISTED: usize = 1_000;
+
+/// Candidates screened as they are read: what is kept grows with the distinct entries
+/// accepted, not with the lines read, and the entry cap is checked on the way.
+#[derive(Debug, Default)]
+pub struct Intake {
+    report: Report,
+    /// Accepted entries, with an index into `reasons`; sorted and deduplicated from time to
+    /// time, keeping the longest lifetime and the first reason of each network.
+    pending: Vec<(IpNet, Lifetime, u32)>,
+    compacted: usize,
+    reasons: Vec<String>,
+    reason_ids: std::collections::HashMap<String, u32>,
+    headers_only: std::collections::BTreeSet<IpNet>,
+}
+
+const NO_REASON: u32 = u32::MAX;
+
+impl Intake {
+    /// Screens one candidate.
+    pub fn take(&mut self, request: &PlanRequest, candidate: &Candidate) -> Result<(), BlockError> {
+        let report = &mut self.report;
+        report.candidates += 1;
         if let Err(reason) = screen(request, candidate) {
-            report.refused.push(Refusal {
-                net: candidate.net,
-                reason,
-                origin: candidate.origin.clone(),
-            });
-            continue;
+            *report
+                .refused_by_category
+                .entry(reason.category())
+                .or_default() += 1;
+            report.refused_total += 1;
+            if report.refused.len() < LISTED {
+                report.refused.push(Refusal {
+                    net: candidate.net,
+                    reason,
+                    origin: candidate.origin.clone(),
+                });
+            }
+            return Ok(());
         }
         let mut start = candidate.observed_at.unwrap_or(request.now);
         if start.duration_since(request.now) > MAX_CLOCK_SKEW {
-            report
-                .clamped
-                .push((candidate.net, candidate.origin.clone(), start));
+            report.clamped_total += 1;
+            if report.clamped.len() < LISTED {
+                report
+                    .clamped
+                    .push((candidate.net, candidate.origin.clone(), start));
+            }
             start = request.now;
         }
         let expiry = expiry_after(start, request.ttl);
         if expiry <= request.now {
-            report
-                .already_expired
-                .push((candidate.net, candidate.origin.clone()));
-            continue;
+            report.expired_total += 1;
+            if report.already_expired.len() < LISTED {
+                report
+                    .already_expired
+                    .push((candidate.net, candidate.origin.clone()));
+            }
+            return Ok(());
         }
         if candidate.seen_only_in_headers() {
-            headers_only.push(candidate.net);
+            self.headers_only.insert(candidate.net);
         }
-        let lifetime = Lifetime::Until(expiry);
-        accepted
-            .entry(candidate.net)
-            .and_modify(|(kept, _)| *kept = (*kept).max(lifetime))
-            .or_insert((lifetime, candidate.reason.clone()));
+        let reason = match &candidate.reason {
+            None => NO_REASON,
+            Some(reason) => match self.reason_ids.get(reason) {
+                Some(id) => *id,
+                None => {
+                    let id = u32::try_from(self.reasons.len()).unwrap_or(NO_REASON);
+                    self.reasons.push(reason.clone());
+                    self.reason_ids.insert(reason.clone(), id);
+                    id
+                }
+            },
+        };
+        self.pending
+            .push((candidate.net, Lifetime::Until(expiry), reason));
+        if self.pending.len() >= (2 * self.compacted).max(1 << 16) {
+            self.compact();
+            self.check_cap(request, &candidate.origin)?;
+        }
+        Ok(())
     }
+
+    fn compact(&mut self) {
+        // Longest lifetime first within a network; the earliest reason read wins ties.
+        self.pending
+            .sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut kept: Vec<(IpNet, Lifetime, u32)> = Vec::with_capacity(self.pending.len());
+        for (net, lifetime, reason) in self.pending.drain(..) {
+            match kept.last_mut() {
+                Some(last) if last.0 == net => {
+                    if last.2 == NO_REASON || (reason != NO_REASON && reason < last.2) {
+                        last.2 = reason;
+                    }
+                }
+                _ => kept.push((net, lifetime, reason)),
+            }
+        }
+        self.compacted = kept.len();
+        self.pending = kept;
+    }
+
+    /// The cap on what has been read so far, covered entries folded as the merge will fold
+    /// them: a feed far over the cap stops while it is being read.
+    fn check_cap(&self, request: &PlanRequest, origin: &str) -> Result<(), BlockError> {
+        if request.force {
+            return Ok(());
+        }
+        let mut entries = 0usize;
+        let mut cover: Option<IpNet> = None;
+        for (net, _, _) in &self.pending {
+            if cover.is_some_and(|cover| cover.contains(net)) {
+                continue;
+            }
+            cover = Some(*net);
+            entries += 1;
+        }
+        if entries > request.max_entries {
+            return Err(BlockError::OverCap {
+                object: format!("the input read up to {}", escape(origin)),
+                entries,
+                cap: request.max_entries,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// [`plan`] for candidates already screened by an [`Intake`].
+pub fn plan_taken(
+    request: &PlanRequest,
+    mut intake: Intake,
+    existing: &ExistingState,
+) -> Result<Plan, BlockError> {
+    let slots = targets::slots(&request.settings)?;
+    intake.compact();
+    let mut report = intake.report;
+    report.unread_claimed = request.unread_claimed;
+    let reasons = intake.reasons;
+    let accepted: BTreeMap<IpNet, (Lifetime, Option<String>)> = intake
+        .pending
+        .into_iter()
+        .map(|(net, lifetime, reason)| {
+            let reason = reasons.get(reason as usize).cloned();
+            (net, (lifetime, reason))
+        })
+        .collect();
+    let headers_only: Vec<IpNet> = intake.headers_only.into_iter().collect();
     report.warnings = target_warnings(&request.settings, &headers_only);
     let units = safety::address_units(accepted.keys());
     if units > request.max_addresses && !request.force {
