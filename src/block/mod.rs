@@ -403,6 +403,18 @@ pub struct ObjectReport {
     pub entries: usize,
     /// Whether the list differs from what the object held before.
     pub changed: bool,
+    /// How many entries were added, extended, folded and found expired; the lists above hold
+    /// the first [`LISTED`] of each.
+    pub totals: ChangeTotals,
+}
+
+/// Counts behind the lists of an [`ObjectReport`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeTotals {
+    pub added: usize,
+    pub extended: usize,
+    pub folded: usize,
+    pub expired: usize,
 }
 
 /// Every decision of a run, for the operator.
@@ -524,6 +536,20 @@ impl fmt::Display for Report {
                     f,
                     "{name}: {net} has expired and stays listed until --prune"
                 )?;
+            }
+            for (listed, total, what) in [
+                (object.added.len(), object.totals.added, "added"),
+                (object.extended.len(), object.totals.extended, "extended"),
+                (object.folded.len(), object.totals.folded, "covered"),
+                (object.expired.len(), object.totals.expired, "expired"),
+            ] {
+                if total > listed {
+                    writeln!(
+                        f,
+                        "{name}: ... and {} more {what} (not listed)",
+                        total - listed
+                    )?;
+                }
             }
             let state = if object.changed {
                 "changed"
@@ -771,6 +797,7 @@ pub fn plan_taken(
             expired: Vec::new(),
             entries: 0,
             changed: false,
+            totals: ChangeTotals::default(),
         };
         for (net, (lifetime, _)) in &accepted {
             list.add(*net, *lifetime);
@@ -801,8 +828,12 @@ pub fn plan_taken(
             object.pruned = list.prune(request.now);
         }
         object.folded = list.collapse();
+        object.totals.folded = object.folded.len();
+        object.folded.truncate(LISTED);
         if !request.prune {
             object.expired = list.expired(request.now);
+            object.totals.expired = object.expired.len();
+            object.expired.truncate(LISTED);
         }
         object.entries = list.len();
         if list.len() > request.max_entries && !request.force {
@@ -818,10 +849,16 @@ pub fn plan_taken(
             match before.lifetime(net) {
                 None => {
                     let reason = accepted.get(net).and_then(|(_, reason)| reason.clone());
-                    object.added.push((*net, *lifetime, reason));
+                    object.totals.added += 1;
+                    if object.added.len() < LISTED {
+                        object.added.push((*net, *lifetime, reason));
+                    }
                 }
                 Some(previous) if previous < *lifetime => {
-                    object.extended.push((*net, previous, *lifetime));
+                    object.totals.extended += 1;
+                    if object.extended.len() < LISTED {
+                        object.extended.push((*net, previous, *lifetime));
+                    }
                 }
                 Some(_) => {}
             }
