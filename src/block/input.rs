@@ -175,15 +175,14 @@ pub struct DocumentStats {
 impl DocumentStats {
     /// `Err` naming what is wrong when the document named nothing to block.
     pub fn require_entries(&self, name: &str) -> Result<(), InputError> {
-        if self.candidates > 0 {
+        // Claimed entries left unread are not a broken feed: the report says what was left.
+        if self.candidates > 0 || self.unread_claimed > 0 {
             return Ok(());
         }
         let what = if !self.bytes {
             "empty"
         } else if !self.non_whitespace {
             "only whitespace"
-        } else if self.unread_claimed > 0 {
-            "nothing to block but claimed entries, which are not read without --trust-spoofable-headers"
         } else if self.json {
             "a /suspicious document with nothing to block (no recent_events, and --top 0 takes nothing from the rankings)"
         } else {
