@@ -61,8 +61,28 @@ enum Command {
     },
 }
 
+/// Parses the command line; a refused value is echoed escaped, so that a flag value holding a
+/// newline or an escape sequence cannot forge lines of the message.
+fn parse_cli() -> Cli {
+    use clap::error::{ContextKind, ContextValue};
+    let error = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(error) => error,
+    };
+    let Some(ContextValue::String(value)) = error.get(ContextKind::InvalidValue) else {
+        error.exit()
+    };
+    let escaped = format!("{:?}", ingress_tap::block::escape(value));
+    let text = error
+        .render()
+        .to_string()
+        .replace(&format!("'{value}'"), &escaped);
+    eprint!("{text}");
+    std::process::exit(error.exit_code())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     if let Command::Inject { options } = &cli.command {
         // Pure file work with its own exit codes: no runtime needed.
         return ingress_tap::workload::cli::run(options);

@@ -38,12 +38,10 @@ fn block(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ingress-tap");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // The binary may stop reading early (a refusal while reading): a closed pipe is fine.
+    if let Err(error) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+    }
     child.wait_with_output().unwrap()
 }
 
@@ -1452,4 +1450,568 @@ fn nftables_text_loads_into_a_real_nft_and_reloads_cleanly() {
     ] {
         assert!(listed.contains(element), "{element} missing:\n{listed}");
     }
+}
+
+// ---- empty lists, honest answers, names ---------------------------------------------------
+
+fn configmap_of(yaml: &str) -> Value {
+    find(&documents(yaml), "ConfigMap").clone()
+}
+
+#[test]
+fn an_emptied_ingress_nginx_list_removes_its_key_instead_of_an_empty_value() {
+    let dir = tempfile::tempdir().unwrap();
+    // ConfigMap: block one, then unblock it.
+    let base = ["--target", "ingress-nginx", "--now", NOW];
+    let (first, _) = block_ok(&[&base[..], &["203.0.113.7"]].concat(), "");
+    assert_eq!(
+        configmap_of(&first)["data"]["block-cidrs"],
+        "203.0.113.7/32"
+    );
+    let previous = write(dir.path(), "cm.yaml", &first);
+    let (emptied, _) = block_ok(
+        &[
+            &base[..],
+            &["--existing", &previous, "--remove", "203.0.113.7"],
+        ]
+        .concat(),
+        "",
+    );
+    let configmap = configmap_of(&emptied);
+    assert!(
+        configmap.pointer("/data/block-cidrs").is_none(),
+        "{emptied}"
+    );
+    assert!(
+        configmap
+            .pointer("/metadata/annotations/ingress-tap.io~1expiries")
+            .is_none(),
+        "{emptied}"
+    );
+    assert!(!emptied.contains("''"), "{emptied}");
+
+    // Ingress annotation: emptied by --prune, and a first run where everything was refused.
+    let ingress = ["--target", "ingress-nginx", "--ingress", "web/shop"];
+    let (first, _) = block_ok(
+        &[&ingress[..], &["--now", NOW, "--ttl", "1h", "203.0.113.7"]].concat(),
+        "",
+    );
+    let previous = write(dir.path(), "ingress.yaml", &first);
+    let (pruned, report) = block_ok(
+        &[
+            &ingress[..],
+            &[
+                "--now",
+                "2026-01-01T12:00:00Z",
+                "--prune",
+                "--existing",
+                &previous,
+            ],
+        ]
+        .concat(),
+        "",
+    );
+    assert!(report.contains("prune 203.0.113.7/32"), "{report}");
+    let (refused, _) = block_ok(&[&ingress[..], &["--now", NOW, "10.0.0.1"]].concat(), "");
+    for yaml in [&pruned, &refused] {
+        let object = find(&documents(yaml), "Ingress").clone();
+        let annotations = object["metadata"]["annotations"].as_object().cloned();
+        assert!(
+            !annotations
+                .unwrap_or_default()
+                .contains_key("nginx.ingress.kubernetes.io/denylist-source-range"),
+            "{yaml}"
+        );
+    }
+}
+
+#[test]
+fn removing_an_address_inside_a_wider_entry_names_the_entry_and_split_removes_only_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = block_ok(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "203.0.113.0/24",
+            "203.0.113.7",
+        ],
+        "",
+    );
+    assert_eq!(nft_elements(&first), ["203.0.113.0/24"]);
+    let previous = write(dir.path(), "v1.nft", &first);
+    let args = [
+        "--target",
+        "nftables",
+        "--now",
+        NOW,
+        "--existing",
+        previous.as_str(),
+        "--remove",
+        "203.0.113.7",
+    ];
+    let output = block(&args, "");
+    assert!(!output.status.success(), "a covered removal passed as done");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--remove 203.0.113.7/32: table ingress_tap still blocks it through 203.0.113.0/24 (until 2026-01-01T14:00:00Z)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--split"), "{stderr}");
+    assert!(output.stdout.is_empty());
+
+    let (split, report) = block_ok(&[&args[..], &["--split"]].concat(), "");
+    let nets = nft_elements(&split);
+    assert_eq!(nets.len(), 8, "{nets:?}");
+    assert!(!nets.contains(&"203.0.113.7/32".to_owned()));
+    assert!(
+        report.contains("split 203.0.113.0/24 into 8 networks around 203.0.113.7/32"),
+        "{report}"
+    );
+    // Every other address of the /24 is still blocked, until the same time.
+    let covered: u32 = nets
+        .iter()
+        .map(|net| 1u32 << (32 - net.rsplit('/').next().unwrap().parse::<u32>().unwrap()))
+        .sum();
+    assert_eq!(covered, 255);
+    assert!(split.contains("203.0.113.6/32 timeout 4h"), "{split}");
+}
+
+#[test]
+fn empty_whitespace_and_comment_only_feeds_fail_unless_allowed() {
+    let args = ["--target", "calico", "--now", NOW, "--from", "-"];
+    for (input, said) in [
+        ("", "stdin: empty"),
+        ("  \n\t\n", "stdin: only whitespace"),
+        ("# nothing today\n", "stdin: no entries, only comments"),
+    ] {
+        let output = block(&args, input);
+        assert!(!output.status.success(), "{input:?} passed");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(said), "{input:?}: {stderr}");
+        assert!(stderr.contains("--allow-empty"), "{stderr}");
+        assert!(output.stdout.is_empty());
+        block_ok(&[&args[..], &["--allow-empty"]].concat(), input);
+    }
+    // JSON of another shape is an error, with or without the flag.
+    for extra in [&[][..], &["--allow-empty"][..]] {
+        let output = block(
+            &[&args[..], extra].concat(),
+            "{\"suspicious\": {\"top\": []}}\n",
+        );
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains("stdin:1"));
+    }
+    // A /suspicious document that names nothing to block.
+    let output = block(&args, &serde_json::to_string(&suspicious()).unwrap());
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("a /suspicious document with nothing to block"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn event_times_ahead_of_the_clock_count_from_now() {
+    let events = json_lines(&[
+        event(
+            "2099-01-01T00:00:00.000Z",
+            EventKind::VolumeThreshold,
+            "burst",
+            "203.0.113.7",
+            Field::Source,
+            Some(Provenance::Connection),
+        ),
+        // Within the allowed skew: taken as it is.
+        event(
+            "2026-01-01T10:04:00.000Z",
+            EventKind::VolumeThreshold,
+            "burst",
+            "198.51.100.7",
+            Field::Source,
+            Some(Provenance::Connection),
+        ),
+    ]);
+    let (stdout, stderr) = block_ok(
+        &["--target", "calico", "--now", NOW, "--from", "-"],
+        &events,
+    );
+    let set = find(&documents(&stdout), "GlobalNetworkSet").clone();
+    let expiries = set["metadata"]["annotations"]["ingress-tap.io/expiries"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        expiries,
+        r#"{"2026-01-01T14:00:00Z":["203.0.113.7/32"],"2026-01-01T14:04:00Z":["198.51.100.7/32"]}"#
+    );
+    assert!(!stdout.contains("2099"), "{stdout}");
+    assert!(
+        stderr.contains("clamped: 203.0.113.7/32 (stdin:1): event time 2099-01-01T00:00:00Z is more than 5m ahead of the clock"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 clamped to now"), "{stderr}");
+}
+
+#[test]
+fn echoed_input_cannot_forge_report_lines_and_names_are_validated() {
+    let forged = "burst\nrefused: 198.51.100.1/32 (x): forged\u{1b}[31m";
+    let mut listed = event(
+        "2026-01-01T09:30:00.000Z",
+        EventKind::ThreatList,
+        forged,
+        "203.0.113.7",
+        Field::Source,
+        Some(Provenance::Connection),
+    );
+    listed.details.note = Some("note\r\nsummary: forged".to_owned());
+    let (_, stderr) = block_ok(
+        &["--target", "nftables", "--now", NOW, "--from", "-"],
+        &json_lines(&[listed]),
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|line| line.starts_with("refused: 198.51.100.1")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|line| line.starts_with("summary:"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("burst\\nrefused"), "{stderr}");
+    // A list note and an unknown event kind quoted by the parser's message.
+    let (_, stderr) = block_ok(
+        &["--target", "nftables", "--now", NOW, "--from", "-"],
+        "203.0.113.7 ; a\u{2028}b\u{202e}c\n",
+    );
+    assert!(
+        !stderr.contains('\u{2028}') && !stderr.contains('\u{202e}'),
+        "{stderr}"
+    );
+    let bad_kind = r#"{"schema_version":1,"time":"2026-01-01T09:00:00Z","kind":"x\nsummary: forged","name":"n","ip":"203.0.113.7","field":"source","connection":{"src_ip":"192.0.2.1","src_port":1,"dst_ip":"192.0.2.2","dst_port":2,"protocol":"tcp"},"details":{}}"#;
+    let output = block(
+        &["--target", "nftables", "--now", NOW, "--from", "-"],
+        &format!("{bad_kind}\n"),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    for (flag, value) in [
+        ("--calico-tier", "edge\nname"),
+        ("--calico-tier", "default"),
+        ("--calico-tier", "Edge"),
+        ("--calico-tier", "a.b"),
+        ("--configmap", "ingress-nginx/bad\nname"),
+        ("--configmap", "Ingress-Nginx/controller"),
+        ("--ingress", "web/"),
+        ("--ingress", "web/shop_1"),
+        ("--namespace", "we b"),
+        ("--nft-table", "1table"),
+        ("--nft-table", "t;flush ruleset"),
+        ("--calico-selector", "all()\nx"),
+    ] {
+        let output = block(
+            &[
+                "--target",
+                "calico",
+                "--now",
+                NOW,
+                flag,
+                value,
+                "203.0.113.7",
+            ],
+            "",
+        );
+        assert!(!output.status.success(), "{flag} {value:?} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains(value) || !value.contains('\n'), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+    block_ok(
+        &[
+            "--target",
+            "calico",
+            "--now",
+            NOW,
+            "--calico-tier",
+            "edge-1",
+            "203.0.113.7",
+        ],
+        "",
+    );
+}
+
+// ---- what others wrote --------------------------------------------------------------------
+
+#[test]
+fn labels_annotations_and_fields_others_wrote_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let argo = "argocd.argoproj.io/tracking-id";
+    let tracking = "blocklist:projectcalico.org/GlobalNetworkSet:/ingress-tap-blocklist";
+    for (target, kind, extra) in [
+        ("calico", "GlobalNetworkSet", vec![]),
+        ("nginx-inc", "Policy", vec![]),
+        ("ingress-nginx", "ConfigMap", vec![]),
+        ("ingress-nginx", "Ingress", vec!["--ingress", "web/shop"]),
+    ] {
+        let base = [&["--target", target, "--now", NOW][..], &extra[..]].concat();
+        let (first, _) = block_ok(&[&base[..], &["203.0.113.7"]].concat(), "");
+        let mut objects = documents(&first);
+        for object in objects.iter_mut().filter(|o| o["kind"] == kind) {
+            object["metadata"]["labels"]["team"] = Value::from("edge");
+            object["metadata"]["annotations"][argo] = Value::from(tracking);
+            object["metadata"]["annotations"]["note"] = Value::from("  spaced\nand 'quoted'  ");
+            if kind == "ConfigMap" {
+                object["data"]["use-forwarded-headers"] = Value::from("true");
+            }
+            if kind == "Ingress" {
+                object["spec"] = serde_json::json!({"ingressClassName": "nginx"});
+            }
+        }
+        let edited: String = objects
+            .iter()
+            .map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap()))
+            .collect();
+        let previous = write(dir.path(), &format!("{target}-{kind}.yaml"), &edited);
+        let (second, _) = block_ok(
+            &[&base[..], &["--existing", &previous, "198.51.100.7"]].concat(),
+            "",
+        );
+        let object = find(&documents(&second), kind).clone();
+        assert_eq!(
+            object["metadata"]["labels"]["team"], "edge",
+            "{kind}: {second}"
+        );
+        assert_eq!(object["metadata"]["annotations"][argo], tracking, "{kind}");
+        assert_eq!(
+            object["metadata"]["annotations"]["note"], "  spaced\nand 'quoted'  ",
+            "{kind}"
+        );
+        assert!(second.contains("198.51.100.7/32"), "{kind}: {second}");
+        if kind == "ConfigMap" {
+            assert_eq!(object["data"]["use-forwarded-headers"], "true");
+        }
+        if kind == "Ingress" {
+            assert_eq!(object["spec"]["ingressClassName"], "nginx");
+        }
+        // And the re-run over it is byte-identical.
+        let kept = write(dir.path(), &format!("{target}-{kind}-2.yaml"), &second);
+        let (third, _) = block_ok(
+            &[&base[..], &["--existing", &kept, "198.51.100.7"]].concat(),
+            "",
+        );
+        assert_eq!(third, second, "{kind}");
+    }
+}
+
+// ---- nftables: no overlaps, and --force above the cap ------------------------------------
+
+fn nft_check(text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "check.nft", text);
+    let check = Command::new(nft())
+        .args(["-c", "-f", &file])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "nft -c rejected the text: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn nftables_entries_from_every_source_never_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    // Someone else's entries in the header (no recorded expiry), nested in each other and in
+    // what the run adds.
+    let (first, _) = block_ok(&["--target", "nftables", "--now", NOW, "198.51.100.7"], "");
+    let edited = first.replace(
+        r#"# ingress-tap.io/nets: ["198.51.100.7/32"]"#,
+        r#"# ingress-tap.io/nets: ["198.51.100.7/32","203.0.113.7/32","192.0.2.0/24","192.0.2.128/25","2001:db8::1/128"]"#,
+    );
+    assert_ne!(edited, first);
+    let previous = write(dir.path(), "v1.nft", &edited);
+    let (text, _) = block_ok(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--existing",
+            &previous,
+            "203.0.113.0/24",
+            "198.51.100.0/24",
+            "2001:db8::/64",
+        ],
+        "",
+    );
+    nft_check(&text);
+    // The header keeps every entry as merged, for the next run.
+    let nets = nft_elements(&text);
+    assert!(nets.contains(&"203.0.113.7/32".to_owned()), "{nets:?}");
+    assert!(nets.contains(&"192.0.2.128/25".to_owned()), "{nets:?}");
+    // Loaded for real: the permanent /32 outlives the /24 around it.
+    let file = write(dir.path(), "v2.nft", &text);
+    let script = format!(
+        "{nft} -f {file} && {nft} list table inet ingress_tap",
+        nft = nft().display()
+    );
+    let loaded = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&loaded.stdout);
+    assert!(
+        loaded.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert!(listed.contains("203.0.113.6 timeout 4h"), "{listed}");
+    assert!(!listed.contains("203.0.113.7 timeout"), "{listed}");
+    assert!(
+        listed.contains("203.0.113.7,") || listed.contains("203.0.113.7 }"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn nftables_takes_force_above_the_cap_and_any_size() {
+    let list: String = (0..12_000u32)
+        .map(|i| format!("2001:db8:{:x}:{:x}::{:x}\n", i / 256, i % 256, i + 1))
+        .collect();
+    let args = ["--target", "nftables", "--now", NOW, "--from", "-"];
+    let output = block(&args, &list);
+    assert!(!output.status.success());
+    let (text, _) = block_ok(&[&args[..], &["--force"]].concat(), &list);
+    assert_eq!(nft_elements(&text).len(), 12_000);
+    nft_check(&text);
+}
+
+#[test]
+fn objects_over_the_api_servers_limits_are_refused_counting_every_copy() {
+    // Two copies on an Ingress: the list and its expiries; 9,000 IPv4 addresses do not fit.
+    let list: String = (0..9_000u32)
+        .map(|i| format!("198.{}.{}.{}\n", 18 + i / 65_536, (i / 256) % 256, i % 256))
+        .collect();
+    let args = [
+        "--target",
+        "ingress-nginx",
+        "--ingress",
+        "web/shop",
+        "--now",
+        NOW,
+        "--from",
+        "-",
+    ];
+    let output = block(&args, &list);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refused: Ingress web/shop would not fit: its annotations would total")
+            && stderr.contains("over the API server's limit of 262144"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+    // Someone else's annotations count too: what fits alone may not fit beside them.
+    let half: String = list.lines().take(3_000).map(|l| format!("{l}\n")).collect();
+    let (fits, _) = block_ok(&args, &half);
+    let mut objects = documents(&fits);
+    objects[0]["metadata"]["annotations"]["other"] = Value::from("x".repeat(200_000));
+    let dir = tempfile::tempdir().unwrap();
+    let previous = write(
+        dir.path(),
+        "big.yaml",
+        &serde_yaml::to_string(&objects[0]).unwrap(),
+    );
+    let output = block(
+        &[&args[..], &["--existing", &previous, "--allow-empty"]].concat(),
+        "",
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("would not fit"));
+}
+
+#[test]
+fn the_cap_is_checked_while_reading_and_refusals_are_counted_past_a_thousand() {
+    let list: String = (0..200_000u32)
+        .map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0b00_0000 + i)))
+        .collect();
+    let output = block(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--from",
+            "-",
+            "--max-entries",
+            "1000",
+        ],
+        &list,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line: u32 = stderr
+        .split("the input read up to stdin:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line < 200_000,
+        "the cap was checked only at the end: {stderr}"
+    );
+    assert!(stderr.contains("over the cap of 1000"), "{stderr}");
+
+    // 5,000 refused lines: 1,000 listed, the rest counted, the summary exact.
+    let refused: String = (0..5_000u32)
+        .map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0a00_0000 + i)))
+        .collect();
+    let output = block(
+        &[
+            "--target",
+            "nftables",
+            "--now",
+            NOW,
+            "--from",
+            "-",
+            "203.0.113.7",
+        ],
+        &refused,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("refused: "))
+            .count(),
+        1_000
+    );
+    assert!(
+        stderr.contains("... and 4000 more refused (not listed)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("summary: 5001 candidates: 1 accepted, 5000 refused (5000 protected)"),
+        "{stderr}"
+    );
+
+    // A line without end is an error, not a growing buffer.
+    let output = block(
+        &["--target", "nftables", "--from", "-"],
+        &"2".repeat(2 << 20),
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a line longer than"));
 }

@@ -333,3 +333,366 @@ async fn apply_creates_reruns_without_change_and_prunes() {
         serde_json::json!(["203.0.113.7/32"])
     );
 }
+
+/// Runs `ingress-tap block ARGS` against `control_plane` expecting failure; returns stderr.
+fn block_fails(control_plane: &ControlPlane, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+        .arg("block")
+        .args(args)
+        .env("KUBECONFIG", control_plane.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "block {args:?} passed:\n{stderr}");
+    stderr
+}
+
+/// Like [`block`], with `stdin` fed to the process.
+fn block_with_input(control_plane: &ControlPlane, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+        .arg("block")
+        .args(args)
+        .env("KUBECONFIG", control_plane.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "block {args:?} failed:\n{stderr}");
+    stderr
+}
+
+fn ingress(namespace: &str, name: &str, annotations: BTreeMap<String, String>) -> Value {
+    serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {"defaultBackend": {"service": {"name": "shop", "port": {"number": 80}}}},
+    })
+}
+
+async fn create(client: &Client, api: &Api<DynamicObject>, object: &Value) -> Result<(), String> {
+    let _ = client;
+    let object: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+    api.create(&PostParams::default(), &object)
+        .await
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
+/// `threshold` entries of 16-byte IPv4 addresses from 198.18.0.0/15 (benchmarking space).
+fn addresses(count: u32) -> String {
+    (0..count)
+        .map(|i| format!("198.{}.{}.{}\n", 18 + i / 65_536, (i / 256) % 256, i % 256))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_limits_match_the_api_servers_just_under_and_just_over() {
+    use ingress_tap::block::targets::limits::{
+        self, ETCD_REQUEST_BYTES, MAX_ANNOTATION_BYTES, MAX_CONFIGMAP_DATA_BYTES, OBJECT_HEADROOM,
+    };
+    let control_plane = ControlPlane::start();
+    let client = control_plane.client().await;
+    install_crds(&client).await;
+    control_plane.create_namespace("web");
+    let ingresses = dynamic(
+        &client,
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        Some("web"),
+    );
+
+    // ---- all annotations together: keys and values, exactly as limits::check counts them
+    for (name, total, accepted) in [
+        ("at-limit", MAX_ANNOTATION_BYTES, true),
+        ("over-limit", MAX_ANNOTATION_BYTES + 1, false),
+    ] {
+        let mut annotations = BTreeMap::new();
+        annotations.insert("a".to_owned(), "x".repeat(total - 1 - 7));
+        annotations.insert("b".to_owned(), "y".repeat(6));
+        let object = ingress("web", name, annotations);
+        assert_eq!(limits::annotation_bytes(&object), total);
+        assert_eq!(limits::check(&object).is_ok(), accepted, "{name}");
+        let result = create(&client, &ingresses, &object).await;
+        assert_eq!(result.is_ok(), accepted, "{name}: {result:?}");
+        if let Err(error) = result {
+            assert!(error.contains("262144"), "{error}");
+        }
+    }
+
+    // ---- a ConfigMap's data
+    let configmaps = dynamic(&client, "", "v1", "ConfigMap", "configmaps", Some("web"));
+    for (name, total, accepted) in [
+        ("data-at-limit", MAX_CONFIGMAP_DATA_BYTES, true),
+        ("data-over-limit", MAX_CONFIGMAP_DATA_BYTES + 1, false),
+    ] {
+        let object = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "web"},
+            "data": {"a": "x".repeat(total - 1), "b": "y"},
+        });
+        assert_eq!(limits::check(&object).is_ok(), accepted, "{name}");
+        let result = create(&client, &configmaps, &object).await;
+        assert_eq!(result.is_ok(), accepted, "{name}: {result:?}");
+    }
+
+    // ---- the whole object, stored as JSON by the API server in etcd
+    let sets = dynamic(
+        &client,
+        "projectcalico.org",
+        "v3",
+        "GlobalNetworkSet",
+        "globalnetworksets",
+        None,
+    );
+    // A set whose JSON takes `json_bytes` bytes, give or take one entry.
+    let network_set = |name: &str, json_bytes: usize| {
+        let mut object = serde_json::json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet",
+            "metadata": {"name": name}, "spec": {"nets": []},
+        });
+        let mut size = serde_json::to_vec(&object).unwrap().len();
+        let mut nets = Vec::new();
+        for i in 0u32.. {
+            let net = format!("198.{}.{}.{}/32", 18 + i / 65_536, (i / 256) % 256, i % 256);
+            // Quotes, and a comma before every entry but the first.
+            let adds = net.len() + 2 + usize::from(!nets.is_empty());
+            if size + adds > json_bytes {
+                break;
+            }
+            size += adds;
+            nets.push(Value::from(net));
+        }
+        object["spec"]["nets"] = Value::Array(nets);
+        assert_eq!(serde_json::to_vec(&object).unwrap().len(), size);
+        object
+    };
+    let under = network_set("just-under", ETCD_REQUEST_BYTES - OBJECT_HEADROOM);
+    assert!(limits::check(&under).is_ok());
+    create(&client, &sets, &under)
+        .await
+        .unwrap_or_else(|error| panic!("the largest object block writes was refused: {error}"));
+    let over = network_set("just-over", ETCD_REQUEST_BYTES + 1024);
+    assert!(limits::check(&over).is_err());
+    let refused = create(&client, &sets, &over).await;
+    assert!(
+        refused.is_err(),
+        "etcd took an object over its request limit"
+    );
+    eprintln!("over the etcd limit: {refused:?}");
+
+    // ---- block --apply: the most entries that fit an Ingress, and one more
+    let shop = ingress("web", "shop", BTreeMap::new());
+    create(&client, &ingresses, &shop).await.unwrap();
+    let args = [
+        "--target",
+        "ingress-nginx",
+        "--ingress",
+        "web/shop",
+        "--now",
+        "2026-01-01T10:00:00Z",
+        "--from",
+        "-",
+        "--apply",
+    ];
+    // The largest count block accepts, found by bisection on its own verdict (dry runs).
+    let dry: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--dry-run", "server"])
+        .collect();
+    // 10,000 (the default cap) is far over the limit with both copies.
+    let (mut fits, mut does_not) = (1_000u32, 10_000u32);
+    while does_not - fits > 1 {
+        let middle = (fits + does_not) / 2;
+        let output = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+            .arg("block")
+            .args(&dry)
+            .env("KUBECONFIG", control_plane.kubeconfig())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(addresses(middle).as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        if output.status.success() {
+            fits = middle;
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("would not fit"), "{stderr}");
+            does_not = middle;
+        }
+    }
+    // Just under: the API server stores it, with its annotations within a few bytes of the
+    // limit (one more entry adds about 35).
+    block_with_input(&control_plane, &args, &addresses(fits));
+    let stored = ingresses.get("shop").await.unwrap();
+    let stored = serde_json::to_value(&stored).unwrap();
+    let bytes = limits::annotation_bytes(&stored);
+    assert!(
+        bytes <= MAX_ANNOTATION_BYTES && bytes > MAX_ANNOTATION_BYTES - 64,
+        "{fits} entries: {bytes} bytes"
+    );
+    let version = stored["metadata"]["resourceVersion"].clone();
+    // Just over: refused before anything is sent; the stored object is untouched.
+    let said = block_fails(&control_plane, &args, &addresses(fits + 1));
+    assert!(
+        said.contains("refused: Ingress web/shop would not fit"),
+        "{said}"
+    );
+    let after = serde_json::to_value(ingresses.get("shop").await.unwrap()).unwrap();
+    assert_eq!(after["metadata"]["resourceVersion"], version);
+    eprintln!("an Ingress holds {fits} IPv4 entries ({bytes} bytes of annotations)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptying_a_list_removes_its_key_on_the_server() {
+    let control_plane = ControlPlane::start();
+    let client = control_plane.client().await;
+    control_plane.create_namespace("ingress-nginx");
+    control_plane.create_namespace("web");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "ingress-nginx");
+    let mut configmap = ConfigMap::default();
+    configmap.metadata.name = Some("ingress-nginx-controller".to_owned());
+    configmap.data = Some(BTreeMap::from([(
+        "use-forwarded-headers".to_owned(),
+        "true".to_owned(),
+    )]));
+    configmaps
+        .create(&PostParams::default(), &configmap)
+        .await
+        .unwrap();
+    let ingresses = dynamic(
+        &client,
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        Some("web"),
+    );
+    let shop = ingress(
+        "web",
+        "shop",
+        BTreeMap::from([("argocd.argoproj.io/tracking-id".to_owned(), "x".to_owned())]),
+    );
+    create(&client, &ingresses, &shop).await.unwrap();
+
+    let now = ["--now", "2026-01-01T10:00:00Z", "--apply"];
+    for extra in [&[][..], &["--ingress", "web/shop"][..]] {
+        let base: Vec<&str> = ["--target", "ingress-nginx"]
+            .into_iter()
+            .chain(now)
+            .chain(extra.iter().copied())
+            .collect();
+        block(&control_plane, &[&base[..], &["203.0.113.7"]].concat());
+        let emptied = block(
+            &control_plane,
+            &[&base[..], &["--remove", "203.0.113.7"]].concat(),
+        );
+        assert!(emptied.contains("applied"), "{emptied}");
+        // A re-run with nothing to do sends nothing.
+        let again = block(
+            &control_plane,
+            &[&base[..], &["--remove", "203.0.113.7"]].concat(),
+        );
+        assert!(!again.contains("applied"), "{again}");
+    }
+    let data = configmaps
+        .get("ingress-nginx-controller")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert!(!data.contains_key("block-cidrs"), "{data:?}");
+    assert_eq!(
+        data.get("use-forwarded-headers").map(String::as_str),
+        Some("true")
+    );
+    let stored = serde_json::to_value(ingresses.get("shop").await.unwrap()).unwrap();
+    let annotations = stored["metadata"]["annotations"].as_object().unwrap();
+    assert!(
+        !annotations.contains_key("nginx.ingress.kubernetes.io/denylist-source-range"),
+        "{annotations:?}"
+    );
+    assert!(
+        !annotations.contains_key("ingress-tap.io/expiries"),
+        "{annotations:?}"
+    );
+    assert_eq!(annotations["argocd.argoproj.io/tracking-id"], "x");
+
+    // A key someone else also set: leaving it out removes nothing, which is said, and
+    // --force-conflicts removes it.
+    let mut patch = ConfigMap::default();
+    patch.metadata.name = Some("ingress-nginx-controller".to_owned());
+    patch.data = Some(BTreeMap::from([(
+        "block-cidrs".to_owned(),
+        "198.51.100.7/32".to_owned(),
+    )]));
+    configmaps
+        .patch(
+            "ingress-nginx-controller",
+            &kube::api::PatchParams::apply("helm"),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await
+        .unwrap();
+    let base = [
+        "--target",
+        "ingress-nginx",
+        "--now",
+        "2026-01-01T10:00:00Z",
+        "--apply",
+    ];
+    let said = block_fails(
+        &control_plane,
+        &[&base[..], &["--remove", "198.51.100.7"]].concat(),
+        "",
+    );
+    assert!(said.contains("--force-conflicts"), "{said}");
+    block(
+        &control_plane,
+        &[
+            &base[..],
+            &["--remove", "198.51.100.7", "--force-conflicts"],
+        ]
+        .concat(),
+    );
+    let data = configmaps
+        .get("ingress-nginx-controller")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert!(!data.contains_key("block-cidrs"), "{data:?}");
+}

@@ -264,5 +264,68 @@ fn blocked_addresses_get_403_after_the_real_ip_step() {
             "with 0.0.0.0/0 trusted a forged header escapes the block:\n{}",
             nginx.diagnostics()
         );
+        drop(nginx);
+
+        // Unblocking the last client of an Ingress: the page answers again (an empty
+        // denylist-source-range would make ingress-nginx answer 503 on every path).
+        let work = tempfile::tempdir().unwrap();
+        let blocked = ingress_run(&["203.0.113.7"]);
+        let deny = location_directives(&blocked);
+        assert_eq!(deny, "deny 203.0.113.7/32;\n");
+        let previous = work.path().join("ingress.yaml");
+        std::fs::write(&previous, &blocked).unwrap();
+        let emptied = ingress_run(&[
+            "--existing",
+            previous.to_str().unwrap(),
+            "--remove",
+            "203.0.113.7",
+        ]);
+        for (directives, expected) in [(deny, 403), (location_directives(&emptied), 200)] {
+            let dir = tempfile::tempdir().unwrap();
+            let nginx = Nginx::start(dir.path(), "127.0.0.1", &directives);
+            nginx.wait_ready().await;
+            let status = status_from(BLOCKED_CLIENT, None).await;
+            assert_eq!(status, expected, "{directives:?}:\n{}", nginx.diagnostics());
+        }
     });
+}
+
+/// `ingress-tap block --target ingress-nginx --ingress web/shop ARGS`: the Ingress as YAML.
+fn ingress_run(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+        .args([
+            "block",
+            "--target",
+            "ingress-nginx",
+            "--ingress",
+            "web/shop",
+            "--now",
+            "2026-01-01T10:00:00Z",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// What ingress-nginx renders into the Ingress's locations from its denylist annotation:
+/// `deny` lines, nothing without the annotation, and `return 503` for a value it refuses (an
+/// empty one among them), as it does for any annotation that fails validation.
+fn location_directives(yaml: &str) -> String {
+    let ingress: serde_json::Value = serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| serde::Deserialize::deserialize(document).unwrap())
+        .find(|value: &serde_json::Value| value["kind"] == "Ingress")
+        .expect("an Ingress in the output");
+    match ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/denylist-source-range"]
+        .as_str()
+    {
+        None => String::new(),
+        Some(value) if value.trim().is_empty() => "return 503;\n".to_owned(),
+        Some(value) => ingress_tap::block::targets::ingress_nginx::nginx_deny_lines(value),
+    }
 }

@@ -40,6 +40,8 @@ pub enum ApplyError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{object}: {field} is still set after the apply: another field manager owns it too, so leaving it out did not remove it; pass --force-conflicts to remove it")]
+    StillSet { object: String, field: String },
 }
 
 /// What happened to one object.
@@ -139,11 +141,51 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
+/// Whether `current` holds one of `owned` that `desired` leaves out: then the object must be
+/// sent although every desired field already holds, for the field to go.
+fn must_remove<'a>(
+    current: &Value,
+    desired: &Value,
+    owned: &'a [String],
+) -> impl Iterator<Item = &'a String> {
+    let stale: Vec<&String> = owned
+        .iter()
+        .filter(|field| current.pointer(field).is_some() && desired.pointer(field).is_none())
+        .collect();
+    stale.into_iter()
+}
+
+/// Sets the field at JSON pointer `pointer` of a merge patch to null (delete).
+fn set_null(patch: &mut Value, pointer: &str) {
+    let keys: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|key| key.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let mut node = patch;
+    for (index, key) in keys.iter().enumerate() {
+        if !node.is_object() {
+            *node = Value::Object(serde_json::Map::new());
+        }
+        let Value::Object(map) = node else { return };
+        if index + 1 == keys.len() {
+            map.insert(key.clone(), Value::Null);
+            return;
+        }
+        node = map
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+}
+
 /// Applies `objects` in order (tiers before their policies, sets before policies naming them).
+/// `owned` lists, per object, the fields this tool owns that an object may leave out; such a
+/// field still on the stored object is removed.
 pub async fn apply_objects(
     client: &Client,
     objects: &[Value],
     existing: &ExistingState,
+    owned: &BTreeMap<ObjectRef, Vec<String>>,
     settings: ApplySettings,
 ) -> Result<Vec<(ObjectRef, Outcome)>, ApplyError> {
     let mut outcomes = Vec::with_capacity(objects.len());
@@ -167,10 +209,10 @@ pub async fn apply_objects(
                     source,
                 })?,
         };
-        if current
-            .as_ref()
-            .is_some_and(|current| holds(current, object))
-        {
+        let owned_here = owned.get(&reference).map(Vec::as_slice).unwrap_or(&[]);
+        if current.as_ref().is_some_and(|current| {
+            holds(current, object) && must_remove(current, object, owned_here).next().is_none()
+        }) {
             outcomes.push((reference, Outcome::Unchanged));
             continue;
         }
@@ -181,12 +223,45 @@ pub async fn apply_objects(
         if settings.dry_run {
             params = params.dry_run();
         }
-        api.patch(&reference.name, &params, &Patch::Apply(object))
+        let applied = api
+            .patch(&reference.name, &params, &Patch::Apply(object))
             .await
             .map_err(|source| ApplyError::Write {
                 object: reference.to_string(),
                 source,
             })?;
+        let applied = serde_json::to_value(&applied).map_err(|source| ApplyError::Shape {
+            object: reference.to_string(),
+            source,
+        })?;
+        let stale: Vec<String> = must_remove(&applied, object, owned_here).cloned().collect();
+        if let Some(field) = stale.first() {
+            if !settings.force_conflicts {
+                return Err(ApplyError::StillSet {
+                    object: reference.to_string(),
+                    field: field.clone(),
+                });
+            }
+            // A merge patch setting each field to null, made conditional on the
+            // resourceVersion just seen: a concurrent writer's newer value is never removed
+            // unseen (the API server answers 409 instead).
+            let mut patch = serde_json::json!({
+                "metadata": {"resourceVersion": applied.pointer("/metadata/resourceVersion")},
+            });
+            for field in &stale {
+                set_null(&mut patch, field);
+            }
+            let mut params = PatchParams::default();
+            if settings.dry_run {
+                params = params.dry_run();
+            }
+            api.patch(&reference.name, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(|source| ApplyError::Write {
+                    object: reference.to_string(),
+                    source,
+                })?;
+        }
         let outcome = if settings.dry_run {
             Outcome::DryRun
         } else {

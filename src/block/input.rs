@@ -9,6 +9,7 @@
 //! run with its place named, instead of being skipped while the rest is blocked. Unknown JSON
 //! fields are still ignored, as the event schema's stability rules ask.
 
+use super::escape;
 use crate::net::{normalise, parse_net};
 use crate::trace::events::{Event, EventKind, Field, Provenance, EVENT_SCHEMA_VERSION};
 use crate::trace::heavy_hitters::TopEntry;
@@ -49,17 +50,34 @@ impl Candidate {
     }
 }
 
+// Every text here may come from the input (file names, lines, serde's messages quoting a
+// value), so it is written escaped: a newline in it must not forge a line of the report.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
-    #[error("{origin}: {text:?} is not an IP address or CIDR")]
+    #[error("{}: {:?} is not an IP address or CIDR", escape(origin), escape(text))]
     BadAddress { origin: String, text: String },
-    #[error("{origin}: {reason}")]
+    #[error("{}: {}", escape(origin), escape(reason))]
     BadListLine { origin: String, reason: String },
-    #[error("{origin}: not a collector event or /suspicious summary: {message}")]
+    #[error(
+        "{}: not a collector event or /suspicious summary: {}",
+        escape(origin),
+        escape(message)
+    )]
     BadJson { origin: String, message: String },
-    #[error("{origin}: time {text:?} is not an RFC 3339 timestamp")]
+    #[error(
+        "{}: time {:?} is not an RFC 3339 timestamp",
+        escape(origin),
+        escape(text)
+    )]
     BadTime { origin: String, text: String },
-    #[error("{origin}: {what} schema_version {found}; this ingress-tap reads version {supported}")]
+    #[error("{}: cannot read: {}", escape(origin), escape(message))]
+    Read { origin: String, message: String },
+    #[error("{}: {what}; nothing to block in a feed is taken as a broken feed: pass --allow-empty when an empty one is expected", escape(origin))]
+    Empty { origin: String, what: &'static str },
+    #[error(
+        "{}: {what} schema_version {found}; this ingress-tap reads version {supported}",
+        escape(origin)
+    )]
     UnsupportedSchema {
         origin: String,
         what: &'static str,
@@ -118,25 +136,208 @@ pub fn parse_argument(text: &str, reason: Option<&str>) -> Result<Candidate, Inp
     })
 }
 
-/// Reads one document (a file or stdin) named `name` for messages.
+/// Reads one document held in memory, named `name` for messages.
 pub fn parse_document(
     name: &str,
     text: &str,
     options: &ReadOptions,
 ) -> Result<Document, InputError> {
-    let is_json = match options.format {
-        InputFormat::Json => true,
-        InputFormat::List => false,
-        InputFormat::Auto => text.trim_start().starts_with('{'),
-    };
-    if is_json {
-        parse_json(name, text, options)
-    } else {
-        Ok(Document {
-            candidates: parse_list(name, text)?,
-            unread_claimed: 0,
+    let mut candidates = Vec::new();
+    let mut reader = text.as_bytes();
+    let stats = read_document::<InputError>(name, &mut reader, options, &mut |candidate| {
+        candidates.push(candidate);
+        Ok(())
+    })?;
+    Ok(Document {
+        candidates,
+        unread_claimed: stats.unread_claimed,
+    })
+}
+
+/// Longest line read from a list or an event stream; a longer one is an error, so that input
+/// without newlines cannot grow a single line without bound.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Largest `/suspicious` document read; the collector's are far smaller.
+pub const MAX_SUMMARY_BYTES: usize = 64 << 20;
+
+/// What a streamed document held, besides the candidates handed on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocumentStats {
+    pub candidates: usize,
+    pub unread_claimed: usize,
+    /// Whether any byte was read, and any that is not whitespace.
+    pub bytes: bool,
+    pub non_whitespace: bool,
+    pub json: bool,
+}
+
+impl DocumentStats {
+    /// `Err` naming what is wrong when the document named nothing to block.
+    pub fn require_entries(&self, name: &str) -> Result<(), InputError> {
+        // Claimed entries left unread are not a broken feed: the report says what was left.
+        if self.candidates > 0 || self.unread_claimed > 0 {
+            return Ok(());
+        }
+        let what = if !self.bytes {
+            "empty"
+        } else if !self.non_whitespace {
+            "only whitespace"
+        } else if self.json {
+            "a /suspicious document with nothing to block (no recent_events, and --top 0 takes nothing from the rankings)"
+        } else {
+            "no entries, only comments"
+        };
+        Err(InputError::Empty {
+            origin: name.to_owned(),
+            what,
         })
     }
+}
+
+/// Reads the next line into `line` (without its end), `false` at the end of input.
+fn next_line(
+    reader: &mut dyn std::io::BufRead,
+    buffer: &mut Vec<u8>,
+    origin: impl Fn() -> String,
+) -> Result<bool, InputError> {
+    use std::io::{BufRead, Read};
+    buffer.clear();
+    let read = reader
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', buffer)
+        .map_err(|error| InputError::Read {
+            origin: origin(),
+            message: error.to_string(),
+        })?;
+    if read == 0 {
+        return Ok(false);
+    }
+    if buffer.len() > MAX_LINE_BYTES && buffer.last() != Some(&b'\n') {
+        return Err(InputError::Read {
+            origin: origin(),
+            message: format!("a line longer than {MAX_LINE_BYTES} bytes"),
+        });
+    }
+    while matches!(buffer.last(), Some(b'\n' | b'\r')) {
+        buffer.pop();
+    }
+    Ok(true)
+}
+
+/// Reads one document from `reader` line by line, handing each candidate to `sink` as soon as
+/// it is read: memory does not grow with the document's length. A `/suspicious` document
+/// (JSON over several lines, or one line with its keys) is read whole.
+pub fn read_document<E: From<InputError>>(
+    name: &str,
+    reader: &mut dyn std::io::BufRead,
+    options: &ReadOptions,
+    sink: &mut dyn FnMut(Candidate) -> Result<(), E>,
+) -> Result<DocumentStats, E> {
+    let mut stats = DocumentStats::default();
+    let mut buffer = Vec::new();
+    let mut number = 0usize;
+    let mut json: Option<bool> = match options.format {
+        InputFormat::Json => Some(true),
+        InputFormat::List => Some(false),
+        InputFormat::Auto => None,
+    };
+    loop {
+        let origin = || format!("{name}:{}", number + 1);
+        if !next_line(reader, &mut buffer, origin)? {
+            break;
+        }
+        number += 1;
+        let origin = format!("{name}:{number}");
+        stats.bytes = true;
+        let line = std::str::from_utf8(&buffer).map_err(|_| InputError::Read {
+            origin: origin.clone(),
+            message: "not UTF-8".to_owned(),
+        })?;
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        stats.non_whitespace = true;
+        let is_json = *json.get_or_insert_with(|| trimmed.starts_with('{'));
+        if !is_json {
+            for candidate in list_line(name, &origin, line)? {
+                stats.candidates += 1;
+                sink(candidate)?;
+            }
+            continue;
+        }
+        stats.json = true;
+        // Events are parsed straight into the collector's type, without an intermediate
+        // JSON value: a million lines are a million parses.
+        match serde_json::from_str::<Event>(line) {
+            Ok(event) => {
+                stats.candidates += 1;
+                sink(event_candidate(&origin, &event, event.provenance())?)?;
+            }
+            Err(error) if stats.candidates > 0 => {
+                return Err(InputError::BadJson {
+                    origin,
+                    message: error.to_string(),
+                }
+                .into());
+            }
+            Err(_) => {
+                // The first JSON line opens a /suspicious document (or is one): read it whole.
+                let mut text = line.to_owned();
+                text.push('\n');
+                let mut rest = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(&mut *reader, MAX_SUMMARY_BYTES as u64),
+                    &mut rest,
+                )
+                .map_err(|error| InputError::Read {
+                    origin: name.to_owned(),
+                    message: error.to_string(),
+                })?;
+                text.push_str(&String::from_utf8(rest).map_err(|_| InputError::Read {
+                    origin: name.to_owned(),
+                    message: "not UTF-8".to_owned(),
+                })?);
+                let document = parse_json(name, &text, options)?;
+                stats.unread_claimed += document.unread_claimed;
+                for candidate in document.candidates {
+                    stats.candidates += 1;
+                    sink(candidate)?;
+                }
+                break;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn is_summary(value: &serde_json::Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|object| SUMMARY_KEYS.iter().any(|key| object.contains_key(*key)))
+}
+
+/// The candidates of one threat-list line.
+fn list_line(name: &str, origin: &str, line: &str) -> Result<Vec<Candidate>, InputError> {
+    let (list, issues) = threat_lists::parse_list(name, line);
+    if let Some(issue) = issues.into_iter().find(|issue| !issue.loaded) {
+        return Err(InputError::BadListLine {
+            origin: origin.to_owned(),
+            reason: issue.reason,
+        });
+    }
+    Ok(list
+        .entries()
+        .iter()
+        .map(|entry| Candidate {
+            net: entry.network,
+            reason: entry.note.as_deref().map(str::to_owned),
+            provenance: None,
+            observed_at: None,
+            origin: origin.to_owned(),
+        })
+        .collect())
 }
 
 /// Threat-list text, in the grammar the collector loads lists with. A line the collector
@@ -179,10 +380,7 @@ const SUMMARY_KEYS: [&str; 5] = [
 fn parse_json(name: &str, text: &str, options: &ReadOptions) -> Result<Document, InputError> {
     // A pretty-printed /suspicious document spans many lines; events are one per line.
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
-        let is_summary = value
-            .as_object()
-            .is_some_and(|object| SUMMARY_KEYS.iter().any(|key| object.contains_key(*key)));
-        if is_summary {
+        if is_summary(&value) {
             let summary: Suspicious =
                 serde_json::from_value(value).map_err(|error| InputError::BadJson {
                     origin: name.to_owned(),

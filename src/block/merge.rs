@@ -16,13 +16,10 @@ use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, HashMap};
 
 /// Annotation holding the expiry of every entry this tool manages, as JSON grouped by expiry
-/// (`{"2026-11-26T00:00:00Z":["203.0.113.0/24",...]}`): grouping keeps the annotation within
-/// the API server's 256 KiB limit for the default cap, where one key per entry would not.
+/// (`{"2026-11-26T00:00:00Z":["203.0.113.0/24",...]}`): grouping writes each expiry once
+/// instead of once per entry. Whether the object still fits the API server's limits is
+/// checked on the whole object (targets::limits).
 pub const EXPIRIES_ANNOTATION: &str = "ingress-tap.io/expiries";
-
-/// The API server refuses objects whose annotations total more than 256 KiB; keep headroom
-/// for the other annotations an object may carry.
-pub const MAX_EXPIRIES_BYTES: usize = 200 * 1024;
 
 /// How long an entry stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,10 +50,8 @@ pub enum Change {
 pub enum MergeError {
     #[error("the existing object lists {0:?}, which is not an IP address or CIDR; fix or remove it by hand")]
     StoredEntry(String),
-    #[error("the existing object's {EXPIRIES_ANNOTATION} annotation is not valid: {0}")]
+    #[error("the existing object's {EXPIRIES_ANNOTATION} annotation is not valid: {}", crate::block::escape(.0))]
     StoredExpiries(String),
-    #[error("the {EXPIRIES_ANNOTATION} annotation would take {bytes} bytes, over the {MAX_EXPIRIES_BYTES}-byte budget for one object; prune expired entries or split the list with --name")]
-    ExpiriesTooLarge { bytes: usize },
 }
 
 /// One object's entries, keyed by normalised network.
@@ -234,11 +229,50 @@ impl Blocklist {
         }
         let text = serde_json::to_string(&groups)
             .map_err(|error| MergeError::StoredExpiries(error.to_string()))?;
-        if text.len() > MAX_EXPIRIES_BYTES {
-            return Err(MergeError::ExpiriesTooLarge { bytes: text.len() });
-        }
         Ok(Some(text))
     }
+
+    /// Entries strictly wider than `net` that hold it, with their lifetimes: what still
+    /// blocks `net` after every entry inside it is removed.
+    pub fn strict_covers(&self, net: &IpNet) -> Vec<(IpNet, Lifetime)> {
+        supernets(*net)
+            .filter_map(|cover| self.entries.get(&cover).map(|lifetime| (cover, *lifetime)))
+            .collect()
+    }
+
+    /// Replaces every entry strictly wider than `net` by the networks that cover the rest of
+    /// it, each with the entry's lifetime, so that `net` alone stops being blocked. Returns
+    /// `(cover, pieces)` per entry split.
+    pub fn split_around(&mut self, net: &IpNet) -> Vec<(IpNet, usize)> {
+        let mut split = Vec::new();
+        for (cover, lifetime) in self.strict_covers(net) {
+            self.entries.remove(&cover);
+            let pieces = complement_within(&cover, net);
+            for piece in &pieces {
+                self.add(*piece, lifetime);
+            }
+            split.push((cover, pieces.len()));
+        }
+        split
+    }
+}
+
+/// The networks covering `outer` except `inner` (which `outer` strictly holds): the sibling
+/// of each supernet of `inner` up to `outer`, one per prefix length between them.
+pub fn complement_within(outer: &IpNet, inner: &IpNet) -> Vec<IpNet> {
+    let mut pieces = Vec::new();
+    let mut current = *inner;
+    while current.prefix_len() > outer.prefix_len() {
+        let Some(parent) = current.supernet() else {
+            break;
+        };
+        if let Ok(halves) = parent.subnets(current.prefix_len()) {
+            pieces.extend(halves.filter(|half| *half != current));
+        }
+        current = parent;
+    }
+    pieces.sort();
+    pieces
 }
 
 /// Strict supernets of `net`, narrowest first.
@@ -365,6 +399,37 @@ mod tests {
         let removed = list.remove_within(&net("203.0.113.0/24"));
         assert_eq!(removed, vec![net("203.0.113.0/25"), net("203.0.113.7")]);
         assert_eq!(list.cidrs(), ["198.51.100.7/32"]);
+    }
+
+    #[test]
+    fn split_removes_exactly_the_network_and_keeps_the_lifetime() {
+        let mut list = Blocklist::default();
+        list.add(net("203.0.113.0/24"), until("2026-01-01T14:00:00Z"));
+        list.add(net("203.0.0.0/16"), Lifetime::Permanent);
+        let removed = net("203.0.113.7");
+        assert_eq!(
+            list.strict_covers(&removed),
+            vec![
+                (net("203.0.113.0/24"), until("2026-01-01T14:00:00Z")),
+                (net("203.0.0.0/16"), Lifetime::Permanent)
+            ]
+        );
+        let split = list.split_around(&removed);
+        assert_eq!(
+            split,
+            vec![(net("203.0.113.0/24"), 8), (net("203.0.0.0/16"), 16)]
+        );
+        assert!(list.strict_covers(&removed).is_empty());
+        assert_eq!(list.lifetime(&removed), None);
+        // Outside the removed address everything is blocked at least as long as before.
+        assert_eq!(
+            list.lifetime(&net("203.0.113.6")),
+            Some(Lifetime::Permanent)
+        );
+        assert_eq!(
+            complement_within(&net("2001:db8::/32"), &net("2001:db8::1")).len(),
+            96
+        );
     }
 
     #[test]

@@ -39,9 +39,13 @@ pub struct BlockOptions {
     #[arg(value_name = "IP|CIDR")]
     pub addresses: Vec<String>,
     /// Read entries from a threat list, collector events (JSON lines) or a /suspicious
-    /// document; `-` is standard input. Repeatable.
+    /// document; `-` is standard input. Repeatable. A document naming nothing to block is an
+    /// error (a broken feed) unless --allow-empty.
     #[arg(long = "from", value_name = "FILE")]
     pub from: Vec<PathBuf>,
+    /// Accept --from documents that name nothing to block (an empty feed is a quiet day).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// How to read --from documents.
     #[arg(long, value_enum, default_value_t)]
     pub format: InputFormat,
@@ -100,9 +104,14 @@ pub struct BlockOptions {
     /// Remove entries whose expiry has passed.
     #[arg(long)]
     pub prune: bool,
-    /// Unblock: remove this network and every entry inside it. Repeatable.
+    /// Unblock: remove this network and every entry inside it. Repeatable. When a wider
+    /// entry still holds it, the run fails naming that entry, unless --split.
     #[arg(long = "remove", value_name = "CIDR", value_parser = parse_cidr)]
     pub remove: Vec<IpNet>,
+    /// With --remove: split every wider entry holding the removed network into the networks
+    /// around it, so that exactly the removed network is unblocked.
+    #[arg(long, requires = "remove")]
+    pub split: bool,
     /// Apply to the cluster with server-side apply instead of printing YAML.
     #[arg(long)]
     pub apply: bool,
@@ -114,13 +123,13 @@ pub struct BlockOptions {
     pub force_conflicts: bool,
     /// Calico: selector of the endpoints the deny applies to (default all() for workloads,
     /// has(kubernetes-host) with --calico-host-endpoints).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_selector)]
     pub calico_selector: Option<String>,
     /// Calico: order of the policy within its tier.
     #[arg(long, default_value_t = 10.0)]
     pub calico_order: f64,
     /// Calico: tier holding the policy; it must come before the tier of your allow policies.
-    #[arg(long, default_value = "ingress-tap")]
+    #[arg(long, default_value = "ingress-tap", value_parser = parse_tier)]
     pub calico_tier: String,
     /// Calico: order of that tier (Calico's default tier comes at 1,000,000).
     #[arg(long, default_value_t = 100.0)]
@@ -136,10 +145,10 @@ pub struct BlockOptions {
     #[arg(long = "ingress", value_name = "NAMESPACE/NAME")]
     pub ingresses: Vec<NamespacedName>,
     /// nginx-inc: namespace of the Policy.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", value_parser = parse_namespace)]
     pub namespace: String,
     /// nftables: table name.
-    #[arg(long, default_value = "ingress_tap")]
+    #[arg(long, default_value = "ingress_tap", value_parser = parse_nft_table)]
     pub nft_table: String,
 }
 
@@ -209,6 +218,97 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
     crate::net::parse_net(text).ok_or_else(|| format!("{text:?} is not an IP address or CIDR"))
 }
 
+/// Text from the input as it may be echoed to a terminal or a log: control characters
+/// (newlines above all, which would forge report lines), line and paragraph separators and
+/// bidirectional overrides are written as escapes; everything else is kept.
+pub fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        let invisible = matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c);
+        if c.is_control() || invisible {
+            escaped.extend(c.escape_default());
+        } else if c == '\\' {
+            escaped.push_str("\\\\");
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+/// A DNS-1123 label (RFC 1123): namespaces, Calico tier names.
+pub fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// A DNS-1123 subdomain: the names of ConfigMaps, Ingresses and most objects.
+pub fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
+fn parse_namespace(text: &str) -> Result<String, String> {
+    if is_dns_label(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{:?} is not a namespace name: 1-63 lower-case letters, digits and inner dashes",
+            escape(text)
+        ))
+    }
+}
+
+/// Calico names a policy in a tier `TIER.NAME`, so the tier is a label (no dots). The
+/// `default` tier is refused: a deny-then-Pass policy there would skip the user's own policies
+/// (docs/block.md says why the policy has a tier of its own).
+fn parse_tier(text: &str) -> Result<String, String> {
+    if text == "default" {
+        return Err("the default tier would let the final Pass skip every policy of your own; use a tier of its own, ordered before yours".to_owned());
+    }
+    if is_dns_label(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{:?} is not a Calico tier name: 1-63 lower-case letters, digits and inner dashes",
+            escape(text)
+        ))
+    }
+}
+
+/// nft identifiers: a letter, then letters, digits and underscores.
+fn parse_nft_table(text: &str) -> Result<String, String> {
+    let valid = text.len() <= 64
+        && text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{:?} is not an nftables table name: a letter, then up to 63 letters, digits and underscores",
+            escape(text)
+        ))
+    }
+}
+
+/// Calico parses the selector itself; here only what no selector holds is refused.
+fn parse_selector(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() || text.chars().any(char::is_control) || text.len() > 1024 {
+        Err(format!(
+            "{:?} is not a Calico selector (empty, over 1,024 bytes, or holding control characters)",
+            escape(text)
+        ))
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
 /// Names end up in object names, label values and nft identifiers: keep to what all accept.
 fn parse_list_name(text: &str) -> Result<String, String> {
     let valid = !text.is_empty()
@@ -222,7 +322,8 @@ fn parse_list_name(text: &str) -> Result<String, String> {
         Ok(text.to_owned())
     } else {
         Err(format!(
-            "{text:?}: use 1-40 lower-case letters, digits and inner dashes"
+            "{:?}: use 1-40 lower-case letters, digits and inner dashes",
+            escape(text)
         ))
     }
 }
@@ -232,6 +333,8 @@ fn parse_list_name(text: &str) -> Result<String, String> {
 pub struct PlanRequest {
     pub candidates: Vec<Candidate>,
     pub removals: Vec<IpNet>,
+    /// Split wider entries holding a removed network instead of failing.
+    pub split: bool,
     pub settings: TargetSettings,
     pub safety: SafetyRules,
     pub ttl: SignedDuration,
@@ -265,6 +368,14 @@ pub enum BlockError {
     },
     #[error("refused: the input would block {units} addresses (IPv4 addresses plus IPv6 /48 networks), over the limit of {limit}; check the input, or raise --max-addresses or pass --force")]
     TooManyAddresses { units: u64, limit: u64 },
+    #[error("--remove {removal}: {object} still blocks it through {covers}; nothing was changed. Pass --split to remove exactly {removal} by splitting {those} into the networks around it, or --remove the wider entry")]
+    StillCovered {
+        removal: IpNet,
+        object: String,
+        /// `203.0.113.0/24 (until ...)`, comma separated.
+        covers: String,
+        those: &'static str,
+    },
 }
 
 /// A candidate the safety rules kept out.
@@ -285,11 +396,25 @@ pub struct ObjectReport {
     pub pruned: Vec<IpNet>,
     /// `(covered, cover)`.
     pub folded: Vec<(IpNet, IpNet)>,
+    /// `(removed network, split entry, pieces it became)`, from `--split`.
+    pub split: Vec<(IpNet, IpNet, usize)>,
     /// Expired but kept, because `--prune` was not given.
     pub expired: Vec<IpNet>,
     pub entries: usize,
     /// Whether the list differs from what the object held before.
     pub changed: bool,
+    /// How many entries were added, extended, folded and found expired; the lists above hold
+    /// the first [`LISTED`] of each.
+    pub totals: ChangeTotals,
+}
+
+/// Counts behind the lists of an [`ObjectReport`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeTotals {
+    pub added: usize,
+    pub extended: usize,
+    pub folded: usize,
+    pub expired: usize,
 }
 
 /// Every decision of a run, for the operator.
@@ -302,6 +427,15 @@ pub struct Report {
     pub refused: Vec<Refusal>,
     /// Candidates whose block would already have ended (old events).
     pub already_expired: Vec<(IpNet, String)>,
+    /// All refused, skipped as expired, and clamped candidates; the lists above hold the
+    /// first [`LISTED`] of each.
+    pub refused_total: usize,
+    pub refused_by_category: BTreeMap<&'static str, usize>,
+    pub expired_total: usize,
+    pub clamped_total: usize,
+    /// Candidates whose event time lay beyond [`MAX_CLOCK_SKEW`] ahead of the clock: their
+    /// blocks count from now instead. `(net, origin, event time)`.
+    pub clamped: Vec<(IpNet, String, Timestamp)>,
     pub warnings: Vec<String>,
     pub objects: Vec<ObjectReport>,
 }
@@ -331,13 +465,38 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "refused: {} ({}): {}",
-                refusal.net, refusal.origin, refusal.reason
+                refusal.net,
+                escape(&refusal.origin),
+                refusal.reason
             )?;
         }
         for (net, origin) in &self.already_expired {
             writeln!(
                 f,
-                "skipped: {net} ({origin}): its block would already have expired"
+                "skipped: {net} ({}): its block would already have expired",
+                escape(origin)
+            )?;
+        }
+        for (listed, total, what) in [
+            (self.refused.len(), self.refused_total, "refused"),
+            (
+                self.already_expired.len(),
+                self.expired_total,
+                "skipped as expired",
+            ),
+            (self.clamped.len(), self.clamped_total, "clamped"),
+        ] {
+            if total > listed {
+                writeln!(f, "... and {} more {what} (not listed)", total - listed)?;
+            }
+        }
+        for (net, origin, time) in &self.clamped {
+            writeln!(
+                f,
+                "clamped: {net} ({}): event time {time} is more than {} ahead of the clock; \
+                 its block counts from now",
+                escape(origin),
+                MAX_CLOCK_SKEW_TEXT
             )?;
         }
         for object in &self.objects {
@@ -345,7 +504,7 @@ impl fmt::Display for Report {
             for (net, lifetime, reason) in &object.added {
                 let reason = reason
                     .as_deref()
-                    .map(|reason| format!(" [{reason}]"))
+                    .map(|reason| format!(" [{}]", escape(reason)))
                     .unwrap_or_default();
                 writeln!(f, "{name}: add {net} {}{reason}", describe(lifetime))?;
             }
@@ -355,6 +514,12 @@ impl fmt::Display for Report {
                     "{name}: extend {net} from {} to {}",
                     describe(from),
                     describe(to)
+                )?;
+            }
+            for (removed, cover, pieces) in &object.split {
+                writeln!(
+                    f,
+                    "{name}: split {cover} into {pieces} networks around {removed}"
                 )?;
             }
             for net in &object.removed {
@@ -371,6 +536,20 @@ impl fmt::Display for Report {
                     f,
                     "{name}: {net} has expired and stays listed until --prune"
                 )?;
+            }
+            for (listed, total, what) in [
+                (object.added.len(), object.totals.added, "added"),
+                (object.extended.len(), object.totals.extended, "extended"),
+                (object.folded.len(), object.totals.folded, "covered"),
+                (object.expired.len(), object.totals.expired, "expired"),
+            ] {
+                if total > listed {
+                    writeln!(
+                        f,
+                        "{name}: ... and {} more {what} (not listed)",
+                        total - listed
+                    )?;
+                }
             }
             let state = if object.changed {
                 "changed"
@@ -389,14 +568,11 @@ impl fmt::Display for Report {
 impl Report {
     /// One line counting what became of the input.
     pub fn summary(&self) -> String {
-        let refused = self.refused.len();
-        let expired = self.already_expired.len();
+        let refused = self.refused_total;
+        let expired = self.expired_total;
         let accepted = self.candidates.saturating_sub(refused + expired);
-        let mut categories: BTreeMap<&str, usize> = BTreeMap::new();
-        for refusal in &self.refused {
-            *categories.entry(refusal.reason.category()).or_default() += 1;
-        }
-        let by_category: Vec<String> = categories
+        let by_category: Vec<String> = self
+            .refused_by_category
             .iter()
             .map(|(category, count)| format!("{count} {category}"))
             .collect();
@@ -410,6 +586,9 @@ impl Report {
              {expired} already expired",
             self.candidates
         );
+        if self.clamped_total > 0 {
+            line.push_str(&format!(", {} clamped to now", self.clamped_total));
+        }
         if self.unread_claimed > 0 {
             line.push_str(&format!(", {} claimed not read", self.unread_claimed));
         }
@@ -420,49 +599,179 @@ impl Report {
 /// The objects to write and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    /// Only the fields this tool owns: what server-side apply sends.
     pub rendered: Rendered,
+    /// The objects as they will be stored: `rendered` over the previous objects, everything
+    /// this tool does not own kept. What is printed, and what the size limits are checked on.
+    pub complete: Rendered,
     pub report: Report,
 }
+
+/// How far ahead of the clock an event's time may be before it is taken as wrong (a skewed
+/// collector clock, or a forged event) and its block counted from now instead: otherwise a
+/// time in 2099 would block until 2099.
+pub const MAX_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(300);
+const MAX_CLOCK_SKEW_TEXT: &str = "5m";
 
 /// Screens, merges and renders. Pure: the same request over the same state always gives the
 /// same plan.
 pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, BlockError> {
-    let slots = targets::slots(&request.settings)?;
-    let mut report = Report {
-        candidates: request.candidates.len(),
-        unread_claimed: request.unread_claimed,
-        ..Report::default()
-    };
-
-    // Screen the candidates once; they go into every slot alike.
-    let mut accepted: BTreeMap<IpNet, (Lifetime, Option<String>)> = BTreeMap::new();
-    let mut headers_only = Vec::new();
+    let mut intake = Intake::default();
     for candidate in &request.candidates {
+        intake.take(request, candidate)?;
+    }
+    plan_taken(request, intake, existing)
+}
+
+/// How many refusals, skips and clamps the report lists one by one; the rest are counted. A
+/// hostile feed of a million refused lines must not become a million lines kept in memory.
+pub const LISTED: usize = 1_000;
+
+/// Candidates screened as they are read: what is kept grows with the distinct entries
+/// accepted, not with the lines read, and the entry cap is checked on the way.
+#[derive(Debug, Default)]
+pub struct Intake {
+    report: Report,
+    /// Accepted entries, with an index into `reasons`; sorted and deduplicated from time to
+    /// time, keeping the longest lifetime and the first reason of each network.
+    pending: Vec<(IpNet, Lifetime, u32)>,
+    compacted: usize,
+    reasons: Vec<String>,
+    reason_ids: std::collections::HashMap<String, u32>,
+    headers_only: std::collections::BTreeSet<IpNet>,
+}
+
+const NO_REASON: u32 = u32::MAX;
+
+impl Intake {
+    /// Screens one candidate.
+    pub fn take(&mut self, request: &PlanRequest, candidate: &Candidate) -> Result<(), BlockError> {
+        let report = &mut self.report;
+        report.candidates += 1;
         if let Err(reason) = screen(request, candidate) {
-            report.refused.push(Refusal {
-                net: candidate.net,
-                reason,
-                origin: candidate.origin.clone(),
-            });
-            continue;
+            *report
+                .refused_by_category
+                .entry(reason.category())
+                .or_default() += 1;
+            report.refused_total += 1;
+            if report.refused.len() < LISTED {
+                report.refused.push(Refusal {
+                    net: candidate.net,
+                    reason,
+                    origin: candidate.origin.clone(),
+                });
+            }
+            return Ok(());
         }
-        let start = candidate.observed_at.unwrap_or(request.now);
+        let mut start = candidate.observed_at.unwrap_or(request.now);
+        if start.duration_since(request.now) > MAX_CLOCK_SKEW {
+            report.clamped_total += 1;
+            if report.clamped.len() < LISTED {
+                report
+                    .clamped
+                    .push((candidate.net, candidate.origin.clone(), start));
+            }
+            start = request.now;
+        }
         let expiry = expiry_after(start, request.ttl);
         if expiry <= request.now {
-            report
-                .already_expired
-                .push((candidate.net, candidate.origin.clone()));
-            continue;
+            report.expired_total += 1;
+            if report.already_expired.len() < LISTED {
+                report
+                    .already_expired
+                    .push((candidate.net, candidate.origin.clone()));
+            }
+            return Ok(());
         }
         if candidate.seen_only_in_headers() {
-            headers_only.push(candidate.net);
+            self.headers_only.insert(candidate.net);
         }
-        let lifetime = Lifetime::Until(expiry);
-        accepted
-            .entry(candidate.net)
-            .and_modify(|(kept, _)| *kept = (*kept).max(lifetime))
-            .or_insert((lifetime, candidate.reason.clone()));
+        let reason = match &candidate.reason {
+            None => NO_REASON,
+            Some(reason) => match self.reason_ids.get(reason) {
+                Some(id) => *id,
+                None => {
+                    let id = u32::try_from(self.reasons.len()).unwrap_or(NO_REASON);
+                    self.reasons.push(reason.clone());
+                    self.reason_ids.insert(reason.clone(), id);
+                    id
+                }
+            },
+        };
+        self.pending
+            .push((candidate.net, Lifetime::Until(expiry), reason));
+        if self.pending.len() >= (2 * self.compacted).max(1 << 16) {
+            self.compact();
+            self.check_cap(request, &candidate.origin)?;
+        }
+        Ok(())
     }
+
+    fn compact(&mut self) {
+        // Longest lifetime first within a network; the earliest reason read wins ties.
+        self.pending
+            .sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut kept: Vec<(IpNet, Lifetime, u32)> = Vec::with_capacity(self.pending.len());
+        for (net, lifetime, reason) in self.pending.drain(..) {
+            match kept.last_mut() {
+                Some(last) if last.0 == net => {
+                    if last.2 == NO_REASON || (reason != NO_REASON && reason < last.2) {
+                        last.2 = reason;
+                    }
+                }
+                _ => kept.push((net, lifetime, reason)),
+            }
+        }
+        self.compacted = kept.len();
+        self.pending = kept;
+    }
+
+    /// The cap on what has been read so far, covered entries folded as the merge will fold
+    /// them: a feed far over the cap stops while it is being read.
+    fn check_cap(&self, request: &PlanRequest, origin: &str) -> Result<(), BlockError> {
+        if request.force {
+            return Ok(());
+        }
+        let mut entries = 0usize;
+        let mut cover: Option<IpNet> = None;
+        for (net, _, _) in &self.pending {
+            if cover.is_some_and(|cover| cover.contains(net)) {
+                continue;
+            }
+            cover = Some(*net);
+            entries += 1;
+        }
+        if entries > request.max_entries {
+            return Err(BlockError::OverCap {
+                object: format!("the input read up to {}", escape(origin)),
+                entries,
+                cap: request.max_entries,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// [`plan`] for candidates already screened by an [`Intake`].
+pub fn plan_taken(
+    request: &PlanRequest,
+    mut intake: Intake,
+    existing: &ExistingState,
+) -> Result<Plan, BlockError> {
+    let slots = targets::slots(&request.settings)?;
+    intake.compact();
+    let mut report = intake.report;
+    report.unread_claimed = request.unread_claimed;
+    let reasons = intake.reasons;
+    let accepted: BTreeMap<IpNet, (Lifetime, Option<String>)> = intake
+        .pending
+        .into_iter()
+        .map(|(net, lifetime, reason)| {
+            let reason = reasons.get(reason as usize).cloned();
+            (net, (lifetime, reason))
+        })
+        .collect();
+    let headers_only: Vec<IpNet> = intake.headers_only.into_iter().collect();
     report.warnings = target_warnings(&request.settings, &headers_only);
     let units = safety::address_units(accepted.keys());
     if units > request.max_addresses && !request.force {
@@ -484,22 +793,47 @@ pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, Blo
             removed: Vec::new(),
             pruned: Vec::new(),
             folded: Vec::new(),
+            split: Vec::new(),
             expired: Vec::new(),
             entries: 0,
             changed: false,
+            totals: ChangeTotals::default(),
         };
         for (net, (lifetime, _)) in &accepted {
             list.add(*net, *lifetime);
         }
         for removal in &request.removals {
             object.removed.extend(list.remove_within(removal));
+            let covers = list.strict_covers(removal);
+            if covers.is_empty() {
+                continue;
+            }
+            if !request.split {
+                let listed: Vec<String> = covers
+                    .iter()
+                    .map(|(cover, lifetime)| format!("{cover} ({})", describe(lifetime)))
+                    .collect();
+                return Err(BlockError::StillCovered {
+                    removal: *removal,
+                    object: slot.object.to_string(),
+                    covers: listed.join(", "),
+                    those: if covers.len() == 1 { "it" } else { "them" },
+                });
+            }
+            for (cover, pieces) in list.split_around(removal) {
+                object.split.push((*removal, cover, pieces));
+            }
         }
         if request.prune {
             object.pruned = list.prune(request.now);
         }
         object.folded = list.collapse();
+        object.totals.folded = object.folded.len();
+        object.folded.truncate(LISTED);
         if !request.prune {
             object.expired = list.expired(request.now);
+            object.totals.expired = object.expired.len();
+            object.expired.truncate(LISTED);
         }
         object.entries = list.len();
         if list.len() > request.max_entries && !request.force {
@@ -515,10 +849,16 @@ pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, Blo
             match before.lifetime(net) {
                 None => {
                     let reason = accepted.get(net).and_then(|(_, reason)| reason.clone());
-                    object.added.push((*net, *lifetime, reason));
+                    object.totals.added += 1;
+                    if object.added.len() < LISTED {
+                        object.added.push((*net, *lifetime, reason));
+                    }
                 }
                 Some(previous) if previous < *lifetime => {
-                    object.extended.push((*net, previous, *lifetime));
+                    object.totals.extended += 1;
+                    if object.extended.len() < LISTED {
+                        object.extended.push((*net, previous, *lifetime));
+                    }
                 }
                 Some(_) => {}
             }
@@ -528,7 +868,12 @@ pub fn plan(request: &PlanRequest, existing: &ExistingState) -> Result<Plan, Blo
         lists.push((slot, list));
     }
     let rendered = targets::render(&request.settings, &lists, existing, request.now)?;
-    Ok(Plan { rendered, report })
+    let complete = targets::complete(&request.settings, &rendered, existing)?;
+    Ok(Plan {
+        rendered,
+        complete,
+        report,
+    })
 }
 
 /// The rules a candidate must pass, the first it breaks named. Claimed comes first: it says

@@ -4,51 +4,62 @@
 //! a file or `kubectl apply`.
 
 use super::apply::{self, ApplySettings, Outcome};
-use super::input::{parse_argument, parse_document, Candidate, ReadOptions};
+use super::input::{parse_argument, read_document, ReadOptions};
 use super::safety::{MinPrefix, SafetyRules};
 use super::targets::{self, ExistingState, Rendered};
-use super::{plan, to_yaml, BlockOptions, DryRun, PlanRequest};
+use super::{escape, plan_taken, to_yaml, BlockError, BlockOptions, DryRun, Intake, PlanRequest};
 use anyhow::{bail, Context};
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 
-/// The candidates of every input, and how many claimed entries were left unread.
-fn read_candidates(options: &BlockOptions) -> anyhow::Result<(Vec<Candidate>, usize)> {
+/// Screens the candidates of every input as they are read; returns how many claimed entries
+/// were left unread.
+fn read_candidates(
+    options: &BlockOptions,
+    request: &PlanRequest,
+    intake: &mut Intake,
+) -> anyhow::Result<usize> {
     let read = ReadOptions {
         format: options.format,
         top: options.top,
         trust_spoofable_headers: options.trust_spoofable_headers,
     };
-    let mut candidates = Vec::new();
     let mut unread_claimed = 0;
     for address in &options.addresses {
-        candidates.push(parse_argument(address, options.reason.as_deref())?);
+        intake.take(
+            request,
+            &parse_argument(address, options.reason.as_deref())?,
+        )?;
     }
     for path in &options.from {
-        let (name, text) = if path.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("cannot read standard input")?;
-            ("stdin".to_owned(), text)
+        let stdin = std::io::stdin();
+        let (name, mut reader): (String, Box<dyn BufRead>) = if path.as_os_str() == "-" {
+            ("stdin".to_owned(), Box::new(stdin.lock()))
         } else {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            (path.display().to_string(), text)
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", escape(&path.display().to_string())))?;
+            (
+                path.display().to_string(),
+                Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
+            )
         };
-        let document = parse_document(&name, &text, &read)?;
-        candidates.extend(document.candidates);
-        unread_claimed += document.unread_claimed;
+        let stats = read_document::<BlockError>(&name, &mut reader, &read, &mut |candidate| {
+            intake.take(request, &candidate)
+        })?;
+        if !options.allow_empty {
+            stats.require_entries(&name)?;
+        }
+        unread_claimed += stats.unread_claimed;
     }
-    Ok((candidates, unread_claimed))
+    Ok(unread_claimed)
 }
 
 /// Runs `ingress-tap block`.
 pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
     let settings = options.target_settings();
-    let (candidates, unread_claimed) = read_candidates(&options)?;
-    let request = PlanRequest {
-        candidates,
+    let mut request = PlanRequest {
+        candidates: Vec::new(),
         removals: options.remove.clone(),
+        split: options.split,
         settings: settings.clone(),
         safety: SafetyRules {
             trusted_proxies: options.trusted_proxies.clone(),
@@ -65,8 +76,10 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
         max_addresses: options.max_addresses,
         force: options.force,
         trust_spoofable_headers: options.trust_spoofable_headers,
-        unread_claimed,
+        unread_claimed: 0,
     };
+    let mut intake = Intake::default();
+    request.unread_claimed = read_candidates(&options, &request, &mut intake)?;
     // Fails early, before any cluster access, for targets that render nothing.
     let to_read = targets::objects_to_read(&settings)?;
 
@@ -86,17 +99,22 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
         (Some(client), _) => apply::read_existing(client, &to_read).await?,
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+                .with_context(|| format!("cannot read {}", escape(&path.display().to_string())))?;
             ExistingState::parse(&text)?
         }
         (None, None) => ExistingState::default(),
     };
 
-    let plan = plan(&request, &existing)?;
+    let plan = plan_taken(&request, intake, &existing)?;
     eprint!("{}", plan.report);
 
+    let printed = plan.complete;
     match (client, plan.rendered) {
-        (None, Rendered::Objects(objects)) => {
+        (None, Rendered::Objects(_)) => {
+            // Printed whole: labels and annotations others put on the objects stay.
+            let Rendered::Objects(objects) = printed else {
+                bail!("the completed objects are not Kubernetes objects");
+            };
             let yaml = to_yaml(&objects).context("cannot write the objects as YAML")?;
             std::io::stdout()
                 .write_all(yaml.as_bytes())
@@ -112,8 +130,9 @@ pub async fn run(options: BlockOptions) -> anyhow::Result<()> {
                 dry_run: options.dry_run == DryRun::Server,
                 force_conflicts: options.force_conflicts,
             };
+            let owned = targets::owned_optional_fields(&request.settings)?;
             for (object, outcome) in
-                apply::apply_objects(&client, &objects, &existing, settings).await?
+                apply::apply_objects(&client, &objects, &existing, &owned, settings).await?
             {
                 let said = match outcome {
                     Outcome::Unchanged => "unchanged",

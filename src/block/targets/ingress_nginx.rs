@@ -38,18 +38,25 @@ pub fn slots(settings: &TargetSettings) -> Vec<Slot> {
 
 /// Partial objects: only the fields this tool owns, as server-side apply wants them (and as
 /// `kubectl apply --server-side` takes them from a GitOps repository).
+///
+/// An empty list leaves the key out instead of writing `""`: ingress-nginx refuses an empty
+/// `denylist-source-range` and then answers 503 on every path of the Ingress, so unblocking
+/// the last client would take the site down. Left out of a server-side apply by the manager
+/// that owned it, the key is removed.
 pub fn render(lists: &[(Slot, Blocklist)]) -> Result<Vec<Value>, TargetError> {
     let mut objects = Vec::with_capacity(lists.len());
     for (slot, list) in lists {
         let mut annotations = list_annotations(list)?;
-        let value = list.cidrs().join(",");
+        let value = (!list.is_empty()).then(|| list.cidrs().join(","));
         let mut metadata = json!({
             "name": slot.object.name,
             "namespace": slot.object.namespace,
         });
         let object = match slot.kind {
             SlotKind::IngressNginxAnnotation => {
-                annotations.insert(DENYLIST_ANNOTATION.to_owned(), Value::String(value));
+                if let Some(value) = value {
+                    annotations.insert(DENYLIST_ANNOTATION.to_owned(), Value::String(value));
+                }
                 metadata["annotations"] = Value::Object(annotations);
                 json!({
                     "apiVersion": slot.object.api_version,
@@ -59,12 +66,15 @@ pub fn render(lists: &[(Slot, Blocklist)]) -> Result<Vec<Value>, TargetError> {
             }
             _ => {
                 metadata["annotations"] = Value::Object(annotations);
-                json!({
+                let mut object = json!({
                     "apiVersion": slot.object.api_version,
                     "kind": slot.object.kind,
                     "metadata": metadata,
-                    "data": { BLOCK_CIDRS_KEY: value },
-                })
+                });
+                if let Some(value) = value {
+                    object["data"] = json!({ BLOCK_CIDRS_KEY: value });
+                }
+                object
             }
         };
         objects.push(object);

@@ -4,6 +4,7 @@
 
 pub mod calico;
 pub mod ingress_nginx;
+pub mod limits;
 pub mod nftables;
 pub mod nginx_inc;
 pub mod openshift;
@@ -40,17 +41,25 @@ pub struct NamespacedName {
 impl std::str::FromStr for NamespacedName {
     type Err = String;
 
+    /// The namespace must be a DNS-1123 label and the name a DNS-1123 subdomain, as the API
+    /// server demands of ConfigMaps and Ingresses: a name it would refuse is refused here,
+    /// before anything is read or written.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.split_once('/') {
             Some((namespace, name))
-                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+                if crate::block::is_dns_label(namespace)
+                    && crate::block::is_dns_subdomain(name) =>
             {
                 Ok(Self {
                     namespace: namespace.to_owned(),
                     name: name.to_owned(),
                 })
             }
-            _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+            _ => Err(format!(
+                "{:?} is not NAMESPACE/NAME (a namespace of 1-63 lower-case letters, digits and \
+                 inner dashes; a name of such labels joined by dots, at most 253 bytes)",
+                crate::block::escape(text)
+            )),
         }
     }
 }
@@ -204,10 +213,16 @@ impl ExistingState {
 pub enum TargetError {
     #[error("{0}")]
     Unsupported(String),
-    #[error("cannot read the existing objects: {0}")]
+    #[error("cannot read the existing objects: {}", crate::block::escape(.0))]
     Existing(String),
     #[error("{object}: {message}")]
     StoredShape { object: String, message: String },
+    #[error("refused: {object} would not fit: {limit}; nothing was written. {advice}")]
+    TooLarge {
+        object: String,
+        limit: limits::Exceeded,
+        advice: &'static str,
+    },
     #[error(transparent)]
     Merge(#[from] MergeError),
 }
@@ -333,6 +348,112 @@ pub fn render(
         )?)),
         TargetKind::Openshift => Err(TargetError::Unsupported(openshift::EXPLANATION.to_owned())),
     }
+}
+
+/// JSON pointer of an annotation key.
+fn annotation_pointer(key: &str) -> String {
+    format!(
+        "/metadata/annotations/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    )
+}
+
+/// Per object this target writes, the fields it owns that a render may leave out: written
+/// when the list has entries, absent when it is empty. An absent owned field must go from the
+/// stored object (an empty `denylist-source-range` makes ingress-nginx answer 503), so
+/// `--apply` sends the object whenever one of them is still there, and the printed object
+/// drops it.
+pub fn owned_optional_fields(
+    settings: &TargetSettings,
+) -> Result<BTreeMap<ObjectRef, Vec<String>>, TargetError> {
+    let mut owned = BTreeMap::new();
+    for slot in slots(settings)? {
+        let mut fields = vec![annotation_pointer(EXPIRIES_ANNOTATION)];
+        match slot.kind {
+            SlotKind::IngressNginxConfigMap => {
+                fields.push(format!("/data/{}", ingress_nginx::BLOCK_CIDRS_KEY));
+            }
+            SlotKind::IngressNginxAnnotation => {
+                fields.push(annotation_pointer(ingress_nginx::DENYLIST_ANNOTATION));
+            }
+            SlotKind::NftablesSets => continue,
+            SlotKind::CalicoNetworkSet | SlotKind::NginxIncPolicy => {}
+        }
+        owned.insert(slot.object, fields);
+    }
+    Ok(owned)
+}
+
+/// `ours` laid over `base`: maps merge key by key, anything else is replaced.
+fn overlay(base: &mut Value, ours: &Value) {
+    match (base, ours) {
+        (Value::Object(base), Value::Object(ours)) => {
+            for (key, value) in ours {
+                match base.get_mut(key) {
+                    Some(present) => overlay(present, value),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (base, ours) => *base = ours.clone(),
+    }
+}
+
+/// Removes the value at `pointer`, if any.
+fn remove_pointer(object: &mut Value, pointer: &str) {
+    let Some((parent, key)) = pointer.rsplit_once('/') else {
+        return;
+    };
+    let key = key.replace("~1", "/").replace("~0", "~");
+    if let Some(Value::Object(map)) = object.pointer_mut(parent) {
+        map.remove(&key);
+    }
+}
+
+/// The objects as they will be stored: each rendered object laid over the previous one, so
+/// that labels, annotations and fields others wrote stay as they were, and owned fields the
+/// render left out are removed. Every object is checked against the API server's limits
+/// here, on what it will store.
+pub fn complete(
+    settings: &TargetSettings,
+    rendered: &Rendered,
+    existing: &ExistingState,
+) -> Result<Rendered, TargetError> {
+    let objects = match rendered {
+        Rendered::Nftables(text) => return Ok(Rendered::Nftables(text.clone())),
+        Rendered::Objects(objects) => objects,
+    };
+    let owned = owned_optional_fields(settings)?;
+    let mut completed = Vec::with_capacity(objects.len());
+    for object in objects {
+        let reference = ObjectRef::of(object);
+        let mut whole = match reference.as_ref().and_then(|r| existing.objects.get(r)) {
+            Some(previous) => {
+                let mut whole = previous.clone();
+                overlay(&mut whole, object);
+                whole
+            }
+            None => object.clone(),
+        };
+        if let Some(fields) = reference.as_ref().and_then(|r| owned.get(r)) {
+            for field in fields {
+                if object.pointer(field).is_none() {
+                    remove_pointer(&mut whole, field);
+                }
+            }
+        }
+        if let Some(reference) = &reference {
+            limits::check(&whole).map_err(|limit| TargetError::TooLarge {
+                object: reference.to_string(),
+                limit,
+                advice: limits::advice(settings.target),
+            })?;
+        }
+        completed.push(whole);
+    }
+    Ok(Rendered::Objects(completed))
 }
 
 /// `metadata.annotations` for a list object: the expiries when anything is managed.

@@ -57,9 +57,107 @@ fn nft_duration(mut seconds: i64) -> String {
     text
 }
 
+/// Elements per `add element` statement: keeps lines short however long the list.
+const ELEMENTS_PER_STATEMENT: usize = 1024;
+
+/// One entry of the list in the tree of entries that hold each other.
+struct Node {
+    net: IpNet,
+    /// The longest a live entry holding this network (itself included) blocks it.
+    effective: Option<Lifetime>,
+    children: Vec<usize>,
+}
+
+/// The set's elements: no two overlap (an interval set refuses overlapping elements with
+/// "conflicting intervals"), and every address is blocked exactly as long as the longest
+/// live entry holding it. Entries nest when someone else's entry (never folded away) lies
+/// inside or around one of ours; then the wider entry is split around the inner one wherever
+/// the inner one outlives it, and dropped inside it otherwise.
+pub fn elements(list: &Blocklist, now: Timestamp) -> Vec<(IpNet, Lifetime)> {
+    let live = |lifetime: Lifetime| match lifetime {
+        Lifetime::Until(expiry) if expiry <= now => None,
+        lifetime => Some(lifetime),
+    };
+    let mut nodes: Vec<Node> = Vec::with_capacity(list.len());
+    let mut roots = Vec::new();
+    let mut stack: Vec<usize> = Vec::new();
+    // Canonical order puts a network before every network inside it.
+    for (net, lifetime) in list.entries() {
+        while stack
+            .last()
+            .is_some_and(|top| !nodes[*top].net.contains(net))
+        {
+            stack.pop();
+        }
+        let parent = stack.last().copied();
+        let inherited = parent.and_then(|parent| nodes[parent].effective);
+        let index = nodes.len();
+        nodes.push(Node {
+            net: *net,
+            effective: live(*lifetime).max(inherited),
+            children: Vec::new(),
+        });
+        match parent {
+            Some(parent) => nodes[parent].children.push(index),
+            None => roots.push(index),
+        }
+        stack.push(index);
+    }
+    let mut out = Vec::with_capacity(nodes.len());
+    let mut pending = roots;
+    while let Some(index) = pending.pop() {
+        let node = &nodes[index];
+        // Descendants blocked longer than this node are holes in it; the others are inside
+        // it for no longer, so they disappear into it.
+        let mut holes = Vec::new();
+        let mut look = node.children.clone();
+        while let Some(child) = look.pop() {
+            if nodes[child].effective == node.effective {
+                look.extend(nodes[child].children.iter().copied());
+            } else {
+                holes.push(child);
+            }
+        }
+        if let Some(lifetime) = node.effective {
+            let mut hole_nets: Vec<IpNet> = holes.iter().map(|hole| nodes[*hole].net).collect();
+            hole_nets.sort();
+            for piece in subtract(node.net, &hole_nets) {
+                out.push((piece, lifetime));
+            }
+        }
+        pending.extend(holes);
+    }
+    out.sort();
+    out
+}
+
+/// `range` without `holes` (disjoint networks inside it, sorted), as few networks as halving
+/// gives.
+fn subtract(range: IpNet, holes: &[IpNet]) -> Vec<IpNet> {
+    if holes.is_empty() {
+        return vec![range];
+    }
+    if holes.iter().any(|hole| hole.contains(&range)) {
+        return Vec::new();
+    }
+    let Ok(halves) = range.subnets(range.prefix_len() + 1) else {
+        return Vec::new();
+    };
+    let mut pieces = Vec::new();
+    for half in halves {
+        let inside: Vec<IpNet> = holes
+            .iter()
+            .filter(|hole| half.contains(*hole) || hole.contains(&half))
+            .copied()
+            .collect();
+        pieces.extend(subtract(half, &inside));
+    }
+    pieces
+}
+
 /// Renders the table for the list, with timeouts counted from `now`. Entries already expired
 /// are left out of the sets (the kernel would have dropped them) but stay in the header until
-/// `--prune`.
+/// `--prune`. The header keeps the list as merged; the sets hold [`elements`].
 pub fn render_at(
     settings: &TargetSettings,
     lists: &[(Slot, Blocklist)],
@@ -72,7 +170,7 @@ pub fn render_at(
     let chain = format!("{name}_prerouting");
     let mut elements_v4 = Vec::new();
     let mut elements_v6 = Vec::new();
-    for (net, lifetime) in list.entries() {
+    for (net, lifetime) in elements(&list, now) {
         let element = match lifetime {
             Lifetime::Permanent => net.to_string(),
             Lifetime::Until(expiry) => {
@@ -114,11 +212,11 @@ pub fn render_at(
          flush chain inet {table} {chain}\n"
     );
     for (set, elements) in [(&v4, &elements_v4), (&v6, &elements_v6)] {
-        if !elements.is_empty() {
+        for chunk in elements.chunks(ELEMENTS_PER_STATEMENT) {
             let _ = writeln!(
                 text,
                 "add element inet {table} {set} {{ {} }}",
-                elements.join(", ")
+                chunk.join(", ")
             );
         }
     }
@@ -156,6 +254,53 @@ mod tests {
         assert_eq!(nft_duration(90_061), "1d1h1m1s");
         assert_eq!(nft_duration(59), "59s");
         assert_eq!(nft_duration(0), "0s");
+    }
+
+    fn net(text: &str) -> IpNet {
+        crate::net::parse_net(text).unwrap()
+    }
+
+    #[test]
+    fn nested_entries_become_disjoint_elements_blocked_as_long_as_the_longest() {
+        let now: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        let until = |text: &str| Lifetime::Until(text.parse().unwrap());
+        let nets = vec![
+            "203.0.113.0/24".to_owned(),
+            "203.0.113.7/32".to_owned(),
+            "198.51.100.0/24".to_owned(),
+            "198.51.100.9/32".to_owned(),
+            "192.0.2.0/24".to_owned(),
+            "192.0.2.128/25".to_owned(),
+        ];
+        // 203.0.113.7 and 198.51.100.0/24 are someone else's (permanent); 192.0.2.0/24 has
+        // expired while its /25 is someone else's.
+        let expiries = r#"{"2026-01-01T14:00:00Z":["203.0.113.0/24","198.51.100.9/32"],"2026-01-01T09:00:00Z":["192.0.2.0/24"]}"#;
+        let list = Blocklist::from_stored(&nets, Some(expiries)).unwrap();
+        let got = elements(&list, now);
+        let mut expected: Vec<(IpNet, Lifetime)> = vec![
+            (net("192.0.2.128/25"), Lifetime::Permanent),
+            (net("198.51.100.0/24"), Lifetime::Permanent),
+            (net("203.0.113.7/32"), Lifetime::Permanent),
+        ];
+        for piece in [
+            "203.0.113.0/30",
+            "203.0.113.4/31",
+            "203.0.113.6/32",
+            "203.0.113.8/29",
+            "203.0.113.16/28",
+            "203.0.113.32/27",
+            "203.0.113.64/26",
+            "203.0.113.128/25",
+        ] {
+            expected.push((net(piece), until("2026-01-01T14:00:00Z")));
+        }
+        expected.sort();
+        assert_eq!(got, expected);
+        for (i, (a, _)) in got.iter().enumerate() {
+            for (b, _) in &got[i + 1..] {
+                assert!(!crate::net::overlaps(a, b), "{a} overlaps {b}");
+            }
+        }
     }
 
     #[test]
