@@ -205,12 +205,39 @@ impl Queue {
 
     /// The next message to send: the front interval's id, the message, and where the
     /// connection's entries stand once it is answered.
+    #[cfg(test)]
     fn next_message(&self) -> Option<(u64, DataplaneStats, usize)> {
+        self.message_after(None)
+            .map(|(message, cursor)| (cursor.id, message, cursor.end))
+    }
+
+    /// The message after the one dispatched at `dispatched` (from the front interval's first
+    /// unanswered entry when that is `None` or of an interval no longer at the front), and
+    /// where it ends. Only the front interval is sent from.
+    fn message_after(&self, dispatched: Option<Cursor>) -> Option<(DataplaneStats, Cursor)> {
         let interval = self.intervals.front()?;
-        let report = interval.connections.get(interval.next_connection)?;
-        let message = message(report, interval.next_entry, self.message_entries);
-        let end = interval.next_entry + message.http_data.len();
-        Some((interval.id, message, end))
+        let (connection, first) = match dispatched {
+            Some(cursor) if cursor.id == interval.id => {
+                let report = interval.connections.get(cursor.connection)?;
+                if cursor.end < report.http_data.len() {
+                    (cursor.connection, cursor.end)
+                } else {
+                    (cursor.connection + 1, 0)
+                }
+            }
+            _ => (interval.next_connection, interval.next_entry),
+        };
+        let report = interval.connections.get(connection)?;
+        let message = message(report, first, self.message_entries);
+        let end = first + message.http_data.len();
+        Some((
+            message,
+            Cursor {
+                id: interval.id,
+                connection,
+                end,
+            },
+        ))
     }
 
     /// Records that the message ending at entry `end` of the front interval was answered.
@@ -241,6 +268,19 @@ impl Queue {
         Some(covers)
     }
 }
+
+/// Where a dispatched message ends: its interval, connection, and the entry after its last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cursor {
+    id: u64,
+    connection: usize,
+    end: usize,
+}
+
+/// Report calls in flight at once. Felix answers each call after a round trip; one at a time,
+/// 2,000 connections a second would take the whole second. Together they carry at most
+/// `message_entries` entries, so the message share holds for all of them.
+const CALLS_IN_FLIGHT: usize = 16;
 
 /// The collector's side of the queue.
 #[derive(Clone)]
@@ -384,22 +424,49 @@ fn channel(socket: PathBuf, call_timeout: Duration) -> Channel {
 async fn send_loop(options: FelixOptions, handle: FelixHandle) {
     let mut client = PolicySyncClient::new(channel(options.socket.clone(), options.call_timeout));
     let mut failures: u32 = 0;
+    // Calls in dispatch order; answers are taken in that order too, so the queue's cursor
+    // only ever moves forward one message at a time.
+    type Call = tokio::task::JoinHandle<
+        Result<tonic::Response<crate::felix_proto::ReportResult>, tonic::Status>,
+    >;
+    let mut in_flight: VecDeque<(Cursor, usize, Call)> = VecDeque::new();
+    let mut entries_in_flight = 0usize;
+    let mut dispatched: Option<Cursor> = None;
     loop {
-        let next = {
+        let closed = {
             let queue = lock(&handle.queue);
-            match queue.next_message() {
-                Some(next) => Some(next),
-                None if queue.closed => return,
-                None => None,
+            while in_flight.len() < CALLS_IN_FLIGHT {
+                let Some((report, cursor)) = queue.message_after(dispatched) else {
+                    break;
+                };
+                let entries = report.http_data.len();
+                if !in_flight.is_empty() && entries_in_flight + entries > queue.message_entries {
+                    break;
+                }
+                let mut call_client = client.clone();
+                let call = tokio::spawn(async move { call_client.report(report).await });
+                in_flight.push_back((cursor, entries, call));
+                entries_in_flight += entries;
+                dispatched = Some(cursor);
             }
+            queue.closed
         };
-        let Some((id, report, end)) = next else {
+        let Some((cursor, entries, call)) = in_flight.pop_front() else {
+            if closed {
+                return;
+            }
+            dispatched = None;
             handle.metrics.queue_depth.set(0);
             handle.drained.notify_waiters();
             handle.wake.notified().await;
             continue;
         };
-        match client.report(report).await {
+        entries_in_flight -= entries;
+        let result = match call.await {
+            Ok(result) => result,
+            Err(err) => Err(tonic::Status::internal(format!("report call ended: {err}"))),
+        };
+        match result {
             Ok(answer) => {
                 failures = 0;
                 if answer.into_inner().successful {
@@ -412,13 +479,20 @@ async fn send_loop(options: FelixOptions, handle: FelixHandle) {
                 }
                 let (depth, bytes) = {
                     let mut queue = lock(&handle.queue);
-                    queue.answered(id, end);
+                    queue.answered(cursor.id, cursor.end);
                     (queue.depth(), queue.bytes)
                 };
                 handle.metrics.queue_depth.set(depth as i64);
                 handle.metrics.queue_bytes.set(bytes as i64);
             }
             Err(status) => {
+                // The calls after it are abandoned and sent again from the first unanswered
+                // message: at least once, as for an answer lost in a Felix crash.
+                for (_, _, call) in in_flight.drain(..) {
+                    call.abort();
+                }
+                entries_in_flight = 0;
+                dispatched = None;
                 handle.metrics.reports_failed.inc();
                 failures = failures.saturating_add(1);
                 let delay = backoff(failures, options.backoff_min, options.backoff_max);
