@@ -155,6 +155,19 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_figures_at_64_mi() {
+        // docs/architecture.md and docs/configuration.md quote these.
+        let budget = MemoryBudget::default();
+        let limits = budget.aggregator_limits(-1);
+        assert_eq!(limits.max_connections, 5_242);
+        assert_eq!(limits.max_exact_ips, 131_072);
+        assert_eq!(limits.max_sketches, 32);
+        assert_eq!(limits.max_http_data, 123_361);
+        assert_eq!(budget.message_entries(), 4_096);
+        assert_eq!(budget.queue_bytes(&limits), 8 << 20);
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(parse_memory_limit("64Mi"), Ok(64 << 20));
         assert_eq!(parse_memory_limit("67108864"), Ok(64 << 20));
