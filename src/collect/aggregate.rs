@@ -22,12 +22,19 @@
 //!   connection is switched first, since that frees the most room per sketch;
 //! - `max_sketches` sketches — past that, a connection keeps the count it has and reports it as
 //!   [`Accuracy::LowerBound`];
-//! - `min(requests_per_interval, max_exact_ips)` http_data entries (a negative
+//! - `min(requests_per_interval, max_http_data)` http_data entries (a negative
 //!   `requests_per_interval` removes the configured cap, not the memory bound). An entry is only
 //!   kept for an IP known to be new on its connection, so once a connection is estimated it adds
-//!   no entries.
+//!   no entries. A new IP past the configured cap is counted in
+//!   [`IntervalReport::http_data_over_cap`], one past `max_http_data` in
+//!   [`IntervalReport::http_data_over_memory`]; both still count in their connection's value.
+//!   The entries' vectors grow only within `max_http_data` in all, capacity included; once
+//!   an entry finds no room, no further entry is kept in the interval (first come, first
+//!   kept). Vectors grow by an eighth, so at that point the entries kept are at least eight
+//!   ninths of `max_http_data`, less one per connection.
 //!
-//! [`AggregatorLimits::memory_bound_bytes`] turns those bounds into bytes, and
+//! [`AggregatorLimits::within`] derives the bounds from a number of bytes,
+//! [`AggregatorLimits::memory_bound_bytes`] turns them back into bytes, and
 //! [`Aggregator::memory_estimate_bytes`] measures the live state against it.
 
 use std::collections::HashMap;
@@ -40,20 +47,11 @@ use super::cardinality::{
     hash_ip, Accuracy, CardinalityBudget, DistinctCounter, Insertion, SketchHasher,
     COUNTER_OVERHEAD_BYTES, EXACT_ENTRY_BYTES, SKETCH_BYTES,
 };
-use super::origin::{HttpEntry, Origin};
+use super::origin::{CarriedOrigin, HttpEntry, Origin};
 use super::parse::{Protocol, Record};
 
 /// Default exact distinct IPs per connection before it is estimated.
 pub const DEFAULT_EXACT_DISTINCT_PER_CONNECTION: usize = 4096;
-/// Default connections tracked per interval.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
-/// Default exactly stored IPs per interval over all connections (≈ 12 MiB at most).
-pub const DEFAULT_MAX_EXACT_IPS: usize = 262_144;
-/// Default sketches per interval (≈ 16 MiB at most, typically a quarter of that).
-pub const DEFAULT_MAX_SKETCHES: usize = 256;
-
-/// Longest text of an IP address (an IPv4-mapped IPv6 address), for the http_data bound.
-const MAX_IP_TEXT_BYTES: usize = 45;
 
 /// The bounds of one interval's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +67,9 @@ pub struct AggregatorLimits {
     pub max_exact_ips: usize,
     /// Sketches per interval over all connections.
     pub max_sketches: usize,
+    /// http_data entries per interval over all connections, whatever `requests_per_interval`
+    /// says: the memory bound of the carried IPs.
+    pub max_http_data: usize,
 }
 
 impl Default for AggregatorLimits {
@@ -78,37 +79,59 @@ impl Default for AggregatorLimits {
 }
 
 impl AggregatorLimits {
-    /// The given http_data cap with the default memory bounds.
+    /// The given http_data cap with the bounds of the default memory budget
+    /// ([`super::budget::MemoryBudget`]).
     pub fn with_requests_per_interval(requests_per_interval: i64) -> AggregatorLimits {
+        super::budget::MemoryBudget::default().aggregator_limits(requests_per_interval)
+    }
+
+    /// Bounds whose [`AggregatorLimits::memory_bound_bytes`] stays within `bytes`: a quarter
+    /// for connections, three eighths for exactly stored IPs, an eighth for sketches and a
+    /// quarter for http_data entries.
+    pub fn within(bytes: usize, requests_per_interval: i64) -> AggregatorLimits {
         AggregatorLimits {
             requests_per_interval,
             exact_distinct_per_connection: DEFAULT_EXACT_DISTINCT_PER_CONNECTION,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_exact_ips: DEFAULT_MAX_EXACT_IPS,
-            max_sketches: DEFAULT_MAX_SKETCHES,
+            max_connections: bytes / 4 / (2 * connection_fixed_bytes()),
+            max_exact_ips: bytes / 8 * 3 / EXACT_ENTRY_BYTES,
+            max_sketches: bytes / 8 / SKETCH_BYTES,
+            max_http_data: bytes / 4 / std::mem::size_of::<CarriedOrigin>(),
         }
     }
 
     /// The number of http_data entries one interval may keep.
     pub fn http_data_cap(&self) -> usize {
-        let configured = usize::try_from(self.requests_per_interval).unwrap_or(usize::MAX);
-        configured.min(self.max_exact_ips)
+        self.configured_cap().min(self.max_http_data)
+    }
+
+    /// `requests_per_interval` as a count; no cap is `usize::MAX`.
+    fn configured_cap(&self) -> usize {
+        usize::try_from(self.requests_per_interval).unwrap_or(usize::MAX)
     }
 
     /// An upper bound of the heap memory one interval's state can reach under these limits.
     pub fn memory_bound_bytes(&self) -> usize {
-        let per_connection = connection_fixed_bytes();
-        let per_entry = std::mem::size_of::<HttpEntry>() + 2 * MAX_IP_TEXT_BYTES;
-        // Vectors and tables may hold up to twice their length while growing.
+        // The connection vector and index may hold up to twice their length while growing;
+        // the http_data vectors never outgrow `max_http_data` in all.
         self.max_connections
-            .saturating_mul(per_connection)
+            .saturating_mul(connection_fixed_bytes())
             .saturating_mul(2)
             .saturating_add(self.max_exact_ips.saturating_mul(EXACT_ENTRY_BYTES))
             .saturating_add(self.max_sketches.saturating_mul(SKETCH_BYTES))
             .saturating_add(
-                self.http_data_cap()
-                    .saturating_mul(per_entry)
-                    .saturating_mul(2),
+                self.max_http_data
+                    .saturating_mul(std::mem::size_of::<CarriedOrigin>()),
+            )
+    }
+
+    /// An upper bound of the memory one closed interval holds ([`IntervalReport::memory_bytes`]).
+    pub fn closed_interval_bound_bytes(&self) -> usize {
+        self.max_connections
+            .saturating_mul(std::mem::size_of::<ConnectionReport>())
+            .saturating_mul(2)
+            .saturating_add(
+                self.max_http_data
+                    .saturating_mul(std::mem::size_of::<CarriedOrigin>()),
             )
     }
 }
@@ -168,7 +191,14 @@ pub struct ConnectionReport {
     /// Whether `distinct_original_ips` is exact, estimated or a lower bound.
     pub accuracy: Accuracy,
     /// In arrival order.
-    pub http_data: Vec<HttpEntry>,
+    pub http_data: Vec<CarriedOrigin>,
+}
+
+impl ConnectionReport {
+    /// The http_data entries as Felix receives them.
+    pub fn http_entries(&self) -> Vec<HttpEntry> {
+        self.http_data.iter().map(CarriedOrigin::render).collect()
+    }
 }
 
 /// Everything one interval produced.
@@ -180,6 +210,27 @@ pub struct IntervalReport {
     pub records: u64,
     /// Records of connections beyond `max_connections`, left out of the reports.
     pub dropped_records: u64,
+    /// IPs new on their connection that got no http_data entry because
+    /// `requests_per_interval` entries were already kept.
+    pub http_data_over_cap: u64,
+    /// IPs new on their connection that got no http_data entry because `max_http_data`
+    /// entries were already kept.
+    pub http_data_over_memory: u64,
+    /// Records whose original IP could not be counted: their connection's counter had no
+    /// memory left (its value is reported as a lower bound).
+    pub uncounted_origins: u64,
+}
+
+impl IntervalReport {
+    /// The heap memory this report holds, from its vectors' capacities.
+    pub fn memory_bytes(&self) -> usize {
+        self.connections.capacity() * std::mem::size_of::<ConnectionReport>()
+            + self
+                .connections
+                .iter()
+                .map(|c| c.http_data.capacity() * std::mem::size_of::<CarriedOrigin>())
+                .sum::<usize>()
+    }
 }
 
 #[derive(Debug)]
@@ -187,7 +238,7 @@ struct ConnectionState {
     connection: Connection,
     requests: u64,
     counter: DistinctCounter,
-    http_data: Vec<HttpEntry>,
+    http_data: Vec<CarriedOrigin>,
 }
 
 /// Aggregates the records of one interval at a time.
@@ -201,8 +252,16 @@ pub struct Aggregator {
     connections: Vec<ConnectionState>,
     budget: CardinalityBudget,
     http_data_kept: usize,
+    /// Sum of the http_data vectors' capacities, kept within `max_http_data`.
+    http_data_capacity: usize,
+    /// An entry found no room: no further entry is kept this interval, so the entries
+    /// carried are the interval's first new IPs.
+    http_data_full: bool,
     records: u64,
     dropped_records: u64,
+    http_data_over_cap: u64,
+    http_data_over_memory: u64,
+    uncounted_origins: u64,
 }
 
 impl Aggregator {
@@ -220,8 +279,13 @@ impl Aggregator {
             connections: Vec::new(),
             budget: CardinalityBudget::new(limits.max_exact_ips, limits.max_sketches),
             http_data_kept: 0,
+            http_data_capacity: 0,
+            http_data_full: false,
             records: 0,
             dropped_records: 0,
+            http_data_over_cap: 0,
+            http_data_over_memory: 0,
+            uncounted_origins: 0,
         }
     }
 
@@ -242,14 +306,48 @@ impl Aggregator {
         let Some(origin) = origin else {
             return;
         };
-        if self.count_origin(slot, origin.ip) == Insertion::New
-            && self.http_data_kept < self.limits.http_data_cap()
-        {
-            if let Some(state) = self.connections.get_mut(slot) {
-                state.http_data.push(origin.http_entry());
-                self.http_data_kept += 1;
-            }
+        match self.count_origin(slot, origin.ip) {
+            Insertion::New => self.keep_http_data(slot, origin.carried()),
+            Insertion::Untracked => self.uncounted_origins += 1,
+            _ => {}
         }
+    }
+
+    /// Keeps the entry of an IP new on its connection, if the cap and the memory bound allow.
+    fn keep_http_data(&mut self, slot: usize, entry: CarriedOrigin) {
+        if self.http_data_kept >= self.limits.configured_cap() {
+            self.http_data_over_cap += 1;
+            return;
+        }
+        if self.http_data_full {
+            self.http_data_over_memory += 1;
+            return;
+        }
+        let Some(state) = self.connections.get_mut(slot) else {
+            return;
+        };
+        let vector = &mut state.http_data;
+        if vector.len() == vector.capacity() {
+            // Grow by an eighth, never past the bound: the capacities, not only the lengths,
+            // stay within `max_http_data`, and spare slots stay under a ninth of a vector
+            // (plus one), so little of the bound is lost to them. A large vector is an mmap
+            // that realloc moves without copying; a small one is cheap to copy.
+            let room = self
+                .limits
+                .max_http_data
+                .saturating_sub(self.http_data_capacity);
+            let grow = (vector.capacity() / 8).max(1).min(room);
+            if grow == 0 {
+                self.http_data_full = true;
+                self.http_data_over_memory += 1;
+                return;
+            }
+            let before = vector.capacity();
+            vector.reserve_exact(grow);
+            self.http_data_capacity += vector.capacity() - before;
+        }
+        vector.push(entry);
+        self.http_data_kept += 1;
     }
 
     /// Ends the interval: returns its reports and starts the next one empty.
@@ -258,6 +356,8 @@ impl Aggregator {
         self.index = HashMap::default();
         self.budget = CardinalityBudget::new(self.limits.max_exact_ips, self.limits.max_sketches);
         self.http_data_kept = 0;
+        self.http_data_capacity = 0;
+        self.http_data_full = false;
         let report = IntervalReport {
             connections: connections
                 .into_iter()
@@ -271,6 +371,9 @@ impl Aggregator {
                 .collect(),
             records: self.records,
             dropped_records: self.dropped_records,
+            http_data_over_cap: std::mem::take(&mut self.http_data_over_cap),
+            http_data_over_memory: std::mem::take(&mut self.http_data_over_memory),
+            uncounted_origins: std::mem::take(&mut self.uncounted_origins),
         };
         self.records = 0;
         self.dropped_records = 0;
@@ -296,12 +399,7 @@ impl Aggregator {
             .iter()
             .map(|state| {
                 state.counter.memory_estimate_bytes()
-                    + state.http_data.capacity() * std::mem::size_of::<HttpEntry>()
-                    + state
-                        .http_data
-                        .iter()
-                        .map(|entry| entry.x_forwarded_for.capacity() + entry.x_real_ip.capacity())
-                        .sum::<usize>()
+                    + state.http_data.capacity() * std::mem::size_of::<CarriedOrigin>()
             })
             .sum();
         index_bytes + states_bytes + contents
@@ -406,6 +504,7 @@ mod tests {
             max_connections: 10,
             max_exact_ips: 150,
             max_sketches: 1,
+            max_http_data: 150,
         }
     }
 
@@ -434,9 +533,13 @@ mod tests {
             .map(|c| c.distinct_original_ips)
             .collect();
         assert_eq!(values, [90, 61, 1]);
-        // The pool size also caps http_data when requests_per_interval is negative.
-        assert_eq!(report.connections[1].http_data.len(), 60);
+        // The entries' 150 slots ran out at port 2's 60th IP, port 1's vector having grown to
+        // 91 slots: from then on no entry is kept (first come, first kept), and every IP left
+        // without one is counted.
+        assert_eq!(report.connections[0].http_data.len(), 90);
+        assert_eq!(report.connections[1].http_data.len(), 59);
         assert!(report.connections[2].http_data.is_empty());
+        assert_eq!(report.http_data_over_memory, 3);
     }
 
     #[test]
@@ -463,9 +566,9 @@ mod tests {
     }
 
     #[test]
-    fn negative_cap_is_still_bounded_by_the_exact_pool() {
+    fn negative_cap_is_still_bounded_by_memory() {
         let limits = AggregatorLimits {
-            max_exact_ips: 20,
+            max_http_data: 20,
             ..limits()
         };
         assert_eq!(limits.http_data_cap(), 20);
@@ -490,5 +593,61 @@ mod tests {
         aggregator.observe(&record(1), Some(&origin(1)));
         let second = aggregator.close_interval();
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn http_data_past_the_bounds_is_counted_and_capacity_stays_within() {
+        let limits = AggregatorLimits {
+            max_http_data: 37,
+            max_exact_ips: 1000,
+            exact_distinct_per_connection: 1000,
+            ..limits()
+        };
+        let mut aggregator = Aggregator::new(limits);
+        for n in 0..100 {
+            aggregator.observe(&record(1 + (n % 3) as u16), Some(&origin(n)));
+        }
+        assert!(aggregator.http_data_capacity <= 37);
+        let report = aggregator.close_interval();
+        let kept: usize = report.connections.iter().map(|c| c.http_data.len()).sum();
+        let capacity: usize = report
+            .connections
+            .iter()
+            .map(|c| c.http_data.capacity())
+            .sum();
+        assert!(capacity <= 37, "{capacity}");
+        assert_eq!(kept as u64 + report.http_data_over_memory, 100);
+        assert_eq!(report.http_data_over_cap, 0);
+        let values: u64 = report
+            .connections
+            .iter()
+            .map(|c| c.distinct_original_ips)
+            .sum();
+        assert_eq!(values, 100, "IPs without an entry still count");
+        assert!(report.memory_bytes() <= limits.closed_interval_bound_bytes());
+
+        let capped = AggregatorLimits {
+            requests_per_interval: 5,
+            ..limits
+        };
+        let mut aggregator = Aggregator::new(capped);
+        for n in 0..100 {
+            aggregator.observe(&record(1), Some(&origin(n)));
+        }
+        let report = aggregator.close_interval();
+        assert_eq!(report.connections[0].http_data.len(), 5);
+        assert_eq!(report.http_data_over_cap, 95);
+        assert_eq!(report.http_data_over_memory, 0);
+    }
+
+    #[test]
+    fn derived_limits_fit_their_bytes() {
+        for bytes in [1 << 20, 16 << 20, 1 << 30] {
+            let limits = AggregatorLimits::within(bytes, -1);
+            assert!(limits.memory_bound_bytes() <= bytes, "{limits:?}");
+            assert!(limits.max_connections > 0 && limits.max_http_data > 0);
+            // An entry is kept only for an IP stored exactly, so more would be wasted.
+            assert!(limits.max_http_data <= limits.max_exact_ips);
+        }
     }
 }

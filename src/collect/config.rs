@@ -5,6 +5,7 @@
 //! in a pod spec is reported as, for example, "invalid value 'abc' for
 //! '--interval-seconds <INGRESS_LOG_INTERVAL_SECONDS>'".
 
+use super::budget::parse_memory_limit;
 use super::origin::{ClientIpPolicy, TrustedProxies};
 use crate::log_level::LogLevel;
 use crate::net::parse_network;
@@ -91,6 +92,17 @@ pub struct CollectOptions {
         value_name = "INGRESS_TAP_CHECKPOINT_PATH"
     )]
     pub checkpoint_path: Option<PathBuf>,
+
+    /// The container's memory limit, which every memory bound of the collector is derived from:
+    /// bytes, or a quantity such as 64Mi. Default: the cgroup's limit, else 64Mi (the injected
+    /// limit).
+    #[arg(
+        long = "memory-limit",
+        env = "INGRESS_TAP_MEMORY_LIMIT",
+        value_name = "INGRESS_TAP_MEMORY_LIMIT",
+        value_parser = parse_memory_limit
+    )]
+    pub memory_limit: Option<usize>,
 
     /// Closed intervals held while Felix is unreachable; the oldest is dropped beyond this.
     #[arg(
@@ -199,6 +211,13 @@ mod tests {
                 .contains("INGRESS_LOG_REQUESTS_PER_INTERVAL"),
             "{err}"
         );
+        let err = Cli::try_parse_from(["collect", "--memory-limit", "64MB"]).unwrap_err();
+        assert!(
+            err.to_string().contains("INGRESS_TAP_MEMORY_LIMIT"),
+            "{err}"
+        );
+        let ok = Cli::try_parse_from(["collect", "--memory-limit", "128Mi"]).unwrap();
+        assert_eq!(ok.options.memory_limit, Some(128 << 20));
         let err = Cli::try_parse_from(["collect", "--log-level", "loud"]).unwrap_err();
         assert!(err.to_string().contains("LOG_LEVEL"), "{err}");
         assert!(err.to_string().contains("Warning"), "{err}");

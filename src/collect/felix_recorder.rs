@@ -5,7 +5,7 @@ use crate::felix_proto::policy_sync_server::{PolicySync, PolicySyncServer};
 use crate::felix_proto::{DataplaneStats, ReportResult, SyncRequest, ToDataplane};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UnixListener;
@@ -20,9 +20,66 @@ pub struct Recorder {
     reports: Arc<Mutex<Vec<DataplaneStats>>>,
     arrived: Arc<Notify>,
     refuse: Arc<AtomicBool>,
+    /// Only add up what arrives (see [`Recorder::counting`]).
+    counting_only: bool,
+    totals: Arc<Totals>,
+    /// Milliseconds each answer is held back (a slow Felix).
+    delay_ms: Arc<AtomicU64>,
+}
+
+/// What arrived, added up.
+#[derive(Default)]
+struct Totals {
+    messages: AtomicU64,
+    http_data: AtomicU64,
+    ingress_data: AtomicU64,
+    largest_http_data: AtomicU64,
+    largest_encoded_bytes: AtomicU64,
+}
+
+/// [`Recorder::totals`]: what arrived, added up over every message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReportTotals {
+    /// Report calls accepted.
+    pub messages: u64,
+    /// `HTTPData` entries over all messages.
+    pub http_data: u64,
+    /// Sum of the INGRESS_DATA statistics' values.
+    pub ingress_data: u64,
+    /// The most `HTTPData` entries one message carried.
+    pub largest_http_data: u64,
+    /// The largest message, protobuf-encoded.
+    pub largest_encoded_bytes: u64,
 }
 
 impl Recorder {
+    /// A recorder that keeps only [`Recorder::totals`], not the reports: for load runs whose
+    /// reports would not fit in memory.
+    pub fn counting() -> Recorder {
+        Recorder {
+            counting_only: true,
+            ..Recorder::default()
+        }
+    }
+
+    /// Holds every answer back by `delay` (a slow Felix); zero answers at once.
+    pub fn set_delay(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(millis, Ordering::Release);
+    }
+
+    /// What arrived so far, added up.
+    pub fn totals(&self) -> ReportTotals {
+        let t = &self.totals;
+        ReportTotals {
+            messages: t.messages.load(Ordering::Acquire),
+            http_data: t.http_data.load(Ordering::Acquire),
+            ingress_data: t.ingress_data.load(Ordering::Acquire),
+            largest_http_data: t.largest_http_data.load(Ordering::Acquire),
+            largest_encoded_bytes: t.largest_encoded_bytes.load(Ordering::Acquire),
+        }
+    }
+
     /// Every report received so far, in arrival order.
     pub fn reports(&self) -> Vec<DataplaneStats> {
         self.lock().clone()
@@ -56,6 +113,26 @@ impl Recorder {
         tokio::time::timeout(deadline, wait).await.is_ok()
     }
 
+    fn add_up(&self, report: &DataplaneStats) {
+        use crate::felix_proto::statistic::Kind;
+        use prost::Message;
+        let t = &self.totals;
+        let entries = report.http_data.len() as u64;
+        let ingress_data: i64 = report
+            .stats
+            .iter()
+            .filter(|s| s.kind == i32::from(Kind::IngressData))
+            .map(|s| s.value)
+            .sum();
+        t.messages.fetch_add(1, Ordering::AcqRel);
+        t.http_data.fetch_add(entries, Ordering::AcqRel);
+        t.ingress_data
+            .fetch_add(u64::try_from(ingress_data).unwrap_or(0), Ordering::AcqRel);
+        t.largest_http_data.fetch_max(entries, Ordering::AcqRel);
+        t.largest_encoded_bytes
+            .fetch_max(report.encoded_len() as u64, Ordering::AcqRel);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DataplaneStats>> {
         self.reports
             .lock()
@@ -78,9 +155,17 @@ impl PolicySync for Recorder {
         &self,
         request: Request<DataplaneStats>,
     ) -> Result<Response<ReportResult>, Status> {
+        let delay = self.delay_ms.load(Ordering::Acquire);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let refusing = self.refuse.load(Ordering::Acquire);
         if !refusing {
-            self.lock().push(request.into_inner());
+            let report = request.into_inner();
+            self.add_up(&report);
+            if !self.counting_only {
+                self.lock().push(report);
+            }
             self.arrived.notify_waiters();
         }
         Ok(Response::new(ReportResult {

@@ -19,6 +19,19 @@ pub struct HeaderLabels {
     pub field: &'static str,
 }
 
+/// Label of an original IP that reached no http_data entry: why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotCarriedLabels {
+    pub reason: &'static str,
+}
+
+/// Over `INGRESS_LOG_REQUESTS_PER_INTERVAL`.
+pub const NOT_CARRIED_CAP: &str = "requests_per_interval";
+/// Over the interval's memory share (`max_http_data`).
+pub const NOT_CARRIED_MEMORY: &str = "interval_memory";
+/// In an interval dropped from the full Felix queue.
+pub const NOT_CARRIED_QUEUE: &str = "queue_full";
+
 /// Every metric the collector exports.
 #[derive(Default)]
 pub struct CollectorMetrics {
@@ -44,16 +57,27 @@ pub struct CollectorMetrics {
     pub intervals: Counter,
     /// Records not aggregated because an interval reached its connection cap.
     pub records_over_connection_cap: Counter,
-    /// Reports Felix accepted.
+    /// Report calls Felix accepted.
     pub reports_sent: Counter,
-    /// Reports Felix answered with successful=false (dataplane stats off); not retried.
+    /// Report calls Felix answered with successful=false (dataplane stats off); not retried.
     pub reports_rejected: Counter,
     /// Report calls that failed in transport (retried).
     pub reports_failed: Counter,
-    /// Reports dropped because the queue was full while Felix was away.
+    /// Connection reports dropped, wholly or in part, because the queue was full while Felix
+    /// was away or slow.
     pub reports_dropped: Counter,
-    /// Reports waiting to be sent.
+    /// Connection reports waiting to be sent.
     pub queue_depth: Gauge,
+    /// Bytes the queued intervals hold.
+    pub queue_bytes: Gauge,
+    /// New original IPs that reached Felix in no http_data entry, by reason; they still count
+    /// in their connection's value.
+    pub original_ips_not_carried: Family<NotCarriedLabels, Counter>,
+    /// Records whose original IP could not be counted: the interval's counting memory was
+    /// spent (their connection's value is a lower bound).
+    pub origins_uncounted: Counter,
+    /// The memory limit the budget is derived from.
+    pub memory_limit_bytes: Gauge,
     /// Bytes in the log not read yet.
     pub lag_bytes: Gauge,
 }
@@ -116,12 +140,12 @@ impl CollectorMetrics {
         );
         r.register(
             "reports_sent",
-            "Reports Felix accepted",
+            "Report calls Felix accepted",
             metrics.reports_sent.clone(),
         );
         r.register(
             "reports_rejected",
-            "Reports Felix answered with successful=false",
+            "Report calls Felix answered with successful=false",
             metrics.reports_rejected.clone(),
         );
         r.register(
@@ -131,13 +155,33 @@ impl CollectorMetrics {
         );
         r.register(
             "reports_dropped",
-            "Reports dropped from the full queue",
+            "Connection reports dropped, wholly or in part, from the full queue",
             metrics.reports_dropped.clone(),
         );
         r.register(
             "queue_depth",
-            "Reports waiting to be sent",
+            "Connection reports waiting to be sent",
             metrics.queue_depth.clone(),
+        );
+        r.register(
+            "queue_bytes",
+            "Bytes the queued intervals hold",
+            metrics.queue_bytes.clone(),
+        );
+        r.register(
+            "original_ips_not_carried",
+            "New original IPs that reached Felix in no http_data entry, by reason",
+            metrics.original_ips_not_carried.clone(),
+        );
+        r.register(
+            "origins_uncounted",
+            "Records whose original IP could not be counted for lack of counting memory",
+            metrics.origins_uncounted.clone(),
+        );
+        r.register(
+            "memory_limit_bytes",
+            "The memory limit the collector's budget is derived from",
+            metrics.memory_limit_bytes.clone(),
         );
         r.register(
             "lag_bytes",
@@ -152,6 +196,20 @@ impl CollectorMetrics {
         self.malformed
             .get_or_create(&MalformedLabels { reason })
             .inc();
+    }
+
+    /// Counts original IPs that got no http_data entry, for `reason`.
+    pub fn not_carried(&self, reason: &'static str, count: u64) {
+        if count > 0 {
+            self.original_ips_not_carried
+                .get_or_create(&NotCarriedLabels { reason })
+                .inc_by(count);
+        }
+    }
+
+    /// Counts the entries of an interval dropped from the full queue.
+    pub fn queue_full(&self, entries: u64) {
+        self.not_carried(NOT_CARRIED_QUEUE, entries);
     }
 
     /// Counts a header value kept only by its ends.

@@ -2,6 +2,7 @@
 //! report to Felix.
 
 pub mod aggregate;
+pub mod budget;
 pub mod cardinality;
 pub mod config;
 pub mod detection;

@@ -59,10 +59,49 @@ impl Origin {
 
     /// The pair of strings Felix's `HTTPData` carries for this origin.
     pub fn http_entry(&self) -> HttpEntry {
+        self.carried().render()
+    }
+
+    /// What an http_data entry keeps of this origin until it is sent.
+    pub fn carried(&self) -> CarriedOrigin {
+        CarriedOrigin {
+            x_forwarded_for: self.x_forwarded_for,
+            x_real_ip: self.x_real_ip,
+        }
+    }
+}
+
+/// An http_data entry as it waits to be sent: the two addresses, 34 bytes and no allocation,
+/// where the rendered [`HttpEntry`] costs two strings. Intervals and the Felix queue hold
+/// these; the text is made one message at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CarriedOrigin {
+    /// What goes into `HTTPData.x_forwarded_for`; `None` renders as `""`.
+    pub x_forwarded_for: Option<IpAddr>,
+    /// What goes into `HTTPData.x_real_ip`; `None` renders as `""`.
+    pub x_real_ip: Option<IpAddr>,
+}
+
+impl CarriedOrigin {
+    /// The pair of strings Felix's `HTTPData` carries.
+    pub fn render(&self) -> HttpEntry {
         HttpEntry {
             x_forwarded_for: self.x_forwarded_for.map(ip_text).unwrap_or_default(),
             x_real_ip: self.x_real_ip.map(ip_text).unwrap_or_default(),
         }
+    }
+}
+
+/// An entry equals the text it renders as.
+impl PartialEq<HttpEntry> for CarriedOrigin {
+    fn eq(&self, other: &HttpEntry) -> bool {
+        self.render() == *other
+    }
+}
+
+impl Serialize for CarriedOrigin {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.render().serialize(serializer)
     }
 }
 

@@ -5,7 +5,7 @@
 use super::aggregate::Connection;
 use super::aggregate::{Aggregator, AggregatorLimits, IntervalReport};
 use super::detector_thread::{DetectorStopped, DetectorThread};
-use super::metrics::CollectorMetrics;
+use super::metrics::{CollectorMetrics, NOT_CARRIED_CAP, NOT_CARRIED_MEMORY};
 use super::origin::ClientIpPolicy;
 use super::parse::{parse_line, HeaderValue};
 use std::sync::Arc;
@@ -130,6 +130,13 @@ impl Pipeline {
         self.metrics
             .records_over_connection_cap
             .inc_by(report.dropped_records);
+        self.metrics
+            .not_carried(NOT_CARRIED_CAP, report.http_data_over_cap);
+        self.metrics
+            .not_carried(NOT_CARRIED_MEMORY, report.http_data_over_memory);
+        self.metrics
+            .origins_uncounted
+            .inc_by(report.uncounted_origins);
         report
     }
 }

@@ -6,7 +6,8 @@
 //! a collector killed with reports still queued re-reads their lines on restart instead of
 //! losing them, and lines whose reports Felix already has are never read again.
 
-use super::aggregate::AggregatorLimits;
+use super::aggregate::IntervalReport;
+use super::budget::MemoryBudget;
 use super::config::CollectOptions;
 use super::detection::{self, EventSink, TraceCollector, TraceMetrics};
 use super::detector_thread::{DetectorThread, Publish, PublishHook};
@@ -16,7 +17,6 @@ use super::origin::ClientIpPolicy;
 use super::pipeline::Pipeline;
 use super::stdout;
 use super::tail::{checkpoint, Checkpoint, TailConfig, Tailer};
-use crate::felix_proto::DataplaneStats;
 use crate::telemetry::{self, Readiness};
 use anyhow::Context;
 use prometheus_client::registry::Registry;
@@ -32,17 +32,18 @@ use tokio::task::JoinHandle;
 /// Where closed intervals go.
 enum Sink {
     Felix(FelixHandle),
-    /// JSON lines on stdout; an interval is finished once written.
-    Stdout(AtomicU64),
+    /// JSON lines on stdout, at most this many http_data entries a line; an interval is
+    /// finished once written.
+    Stdout(AtomicU64, usize),
 }
 
 impl Sink {
-    fn submit(&self, reports: Vec<DataplaneStats>) -> u64 {
+    fn submit(&self, report: IntervalReport) -> u64 {
         match self {
-            Sink::Felix(handle) => handle.submit(reports),
-            Sink::Stdout(written) => {
+            Sink::Felix(handle) => handle.submit(report),
+            Sink::Stdout(written, message_entries) => {
                 let mut out = std::io::stdout().lock();
-                if let Err(err) = stdout::write_reports(&mut out, &reports) {
+                if let Err(err) = stdout::write_interval(&mut out, &report, *message_entries) {
                     tracing::error!(%err, "cannot write reports to stdout");
                 }
                 written.fetch_add(1, Ordering::AcqRel) + 1
@@ -53,7 +54,7 @@ impl Sink {
     fn finished(&self) -> u64 {
         match self {
             Sink::Felix(handle) => handle.finished(),
-            Sink::Stdout(written) => written.load(Ordering::Acquire),
+            Sink::Stdout(written, _) => written.load(Ordering::Acquire),
         }
     }
 }
@@ -92,6 +93,11 @@ pub async fn start(
     let mut registry = Registry::default();
     let metrics = Arc::new(CollectorMetrics::register(&mut registry));
     let readiness = Readiness::default();
+    let budget = MemoryBudget::resolve(options.memory_limit);
+    metrics
+        .memory_limit_bytes
+        .set(i64::try_from(budget.limit).unwrap_or(i64::MAX));
+    let limits = budget.aggregator_limits(options.requests_per_interval);
 
     let checkpoint_path = options
         .checkpoint_path
@@ -108,10 +114,15 @@ pub async fn start(
             let mut felix_options = FelixOptions::new(felix::socket_path(target));
             felix_options.queue_intervals =
                 usize::try_from(options.queue_intervals).unwrap_or(usize::MAX);
+            felix_options.queue_bytes = budget.queue_bytes(&limits);
+            felix_options.message_entries = budget.message_entries();
             let (handle, task) = felix::spawn(felix_options, metrics.clone());
             (Sink::Felix(handle), Some(task))
         }
-        None => (Sink::Stdout(AtomicU64::new(0)), None),
+        None => (
+            Sink::Stdout(AtomicU64::new(0), budget.message_entries()),
+            None,
+        ),
     };
 
     let listener = tokio::net::TcpListener::bind(options.metrics_listen)
@@ -122,13 +133,18 @@ pub async fn start(
 
     let attribution = policy.mode();
     let headers_believed_from_anyone = policy == ClientIpPolicy::Reference;
-    let mut pipeline = Pipeline::new(
-        policy,
-        AggregatorLimits::with_requests_per_interval(options.requests_per_interval),
-        metrics.clone(),
-    );
+    let mut pipeline = Pipeline::new(policy, limits, metrics.clone());
     let (published, list_updates) = match options.trace.load()? {
         Some(config) => {
+            if config.memory_bound_bytes() > budget.detector {
+                tracing::warn!(
+                    detector_bytes = config.memory_bound_bytes(),
+                    share_bytes = budget.detector,
+                    memory_limit_bytes = budget.limit,
+                    "the trace settings may take more memory than the detector's share of the \
+                     memory limit; lower them or raise INGRESS_TAP_MEMORY_LIMIT with the limit"
+                );
+            }
             let trace_metrics = Arc::new(TraceMetrics::default());
             registry.register_collector(Box::new(TraceCollector(trace_metrics.clone())));
             let sources = config.lists.clone();
@@ -166,6 +182,9 @@ pub async fn start(
         felix = options.felix_dial_target.as_deref().unwrap_or("stdout"),
         interval_seconds = options.interval_seconds,
         attribution,
+        memory_limit_bytes = budget.limit,
+        max_connections = limits.max_connections,
+        max_http_data = limits.max_http_data,
         "collector started"
     );
     if headers_believed_from_anyone && tracing_on {
@@ -287,12 +306,7 @@ impl Loop {
 
     fn close_interval(&mut self) {
         let report = self.pipeline.close_interval();
-        let reports: Vec<DataplaneStats> = report
-            .connections
-            .iter()
-            .map(felix::dataplane_stats)
-            .collect();
-        let sequence = self.sink.submit(reports);
+        let sequence = self.sink.submit(report);
         if let Some(position) = self.tailer.checkpoint() {
             self.pending.push_back((sequence, position));
         }

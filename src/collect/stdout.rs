@@ -48,8 +48,28 @@ pub fn render(report: &DataplaneStats) -> Value {
 /// Writes `reports`, one JSON line each, and flushes so a pipe reader sees whole intervals.
 pub fn write_reports(out: &mut impl Write, reports: &[DataplaneStats]) -> std::io::Result<()> {
     for report in reports {
-        serde_json::to_writer(&mut *out, &render(report))?;
-        out.write_all(b"\n")?;
+        write_report(out, report)?;
+    }
+    out.flush()
+}
+
+/// Writes one report as a JSON line, without flushing.
+pub fn write_report(out: &mut impl Write, report: &DataplaneStats) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, &render(report))?;
+    out.write_all(b"\n")
+}
+
+/// Writes an interval as the messages Felix would get (see [`super::felix::messages`]), one
+/// message in memory at a time, and flushes.
+pub fn write_interval(
+    out: &mut impl Write,
+    report: &super::aggregate::IntervalReport,
+    message_entries: usize,
+) -> std::io::Result<()> {
+    for connection in &report.connections {
+        for message in super::felix::messages(connection, message_entries) {
+            write_report(out, &message)?;
+        }
     }
     out.flush()
 }

@@ -492,6 +492,15 @@ impl Collector {
         );
     }
 
+    /// Kills the child with SIGKILL, as the OOM killer does: no last interval, no last
+    /// checkpoint.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         let Some(mut child) = self.child.take() else {
