@@ -39,29 +39,18 @@ readonly BUILD_PACKAGES=(golang-go rsync make dpkg-dev golang-github-modern-go-r
 readonly REFLECT2_SOURCE=/usr/share/gocode/src/github.com/modern-go/reflect2
 readonly REFLECT2_VENDORED=vendor/github.com/modern-go/reflect2
 
-log() { printf 'build.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-is_installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
-}
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APT_LISTS_REFRESHED=0
 
 # Installs whichever of the given packages are missing. The package lists are refreshed at
 # most once, and only when a missing package has no install candidate yet (fresh machine).
 ensure_packages() {
-    local missing=() package
-    for package in "$@"; do
-        is_installed "$package" || missing+=("$package")
-    done
-    [[ ${#missing[@]} -eq 0 ]] && return 0
-    [[ $(id -u) -eq 0 ]] || die "missing Debian packages (${missing[*]}) and not root to install them"
-    local policy_output
-    for package in "${missing[@]}"; do
+    find_missing_packages "$@"
+    [[ ${#MISSING[@]} -eq 0 ]] && return 0
+    local package policy_output
+    for package in "${MISSING[@]}"; do
         # Captured first: grep -q closing the pipe early would fail apt-cache under pipefail.
         policy_output=$(apt-cache policy "$package" 2>/dev/null || true)
         if [[ $APT_LISTS_REFRESHED -eq 0 && $policy_output != *"Candidate: "[!\(]* ]]; then
@@ -70,27 +59,8 @@ ensure_packages() {
             APT_LISTS_REFRESHED=1
         fi
     done
-    log "installing ${missing[*]}"
-    # A package's maintainer scripts may start a system daemon (etcd-server does through its
-    # init script). The control plane runs its own etcd on free ports, so a policy-rc.d that
-    # denies service starts is put in place for the install when the machine has none.
-    local policy=/usr/sbin/policy-rc.d created_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod 755 "$policy"
-        created_policy=1
-    fi
-    local status=0 install_log
-    install_log=$(mktemp)
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-        --no-install-recommends "${missing[@]}" >"$install_log" 2>&1 || status=$?
-    [[ $created_policy -eq 1 ]] && rm -f "$policy"
-    if [[ $status -ne 0 ]]; then
-        tail -n 30 "$install_log" >&2
-        rm -f "$install_log"
-        die "apt-get install ${missing[*]} failed (exit $status)"
-    fi
-    rm -f "$install_log"
+    log "installing ${MISSING[*]}"
+    install_packages "${MISSING[@]}"
 }
 
 # A cache entry counts only when every binary is present; entries are renamed into place

@@ -19,11 +19,8 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly SCRIPT_DIR
 readonly REPOSITORY="$SCRIPT_DIR/../.."
 
-log() { printf 'images.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 [[ $# -eq 2 ]] || die "usage: images.sh pause|nginx|ingress-tap OUTDIR"
 readonly KIND=$1 OUTDIR=$2

@@ -56,11 +56,8 @@ readonly SYSCTLS=(
 )
 readonly RUNTIME_PACKAGES=(containerd runc containernetworking-plugins iproute2 util-linux)
 
-log() { printf 'node.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 [[ $# -ge 2 ]] || die "usage: node.sh up|down|import|ctr DIR ..."
 readonly COMMAND=$1
@@ -80,18 +77,6 @@ holder_pid() {
     [[ -n $pid ]] && is_running holder "$pid" && printf '%s' "$pid"
 }
 
-# As down.sh: the PID runs and its command line still names the process.
-is_running() {
-    local name=$1 pid=$2 state
-    [[ -r /proc/$pid/cmdline ]] || return 1
-    state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || return 1
-    [[ $state != Z ]] || return 1
-    case $name in
-    holder) tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE -- "ingress-tap-node-holder|node.sh hold" ;;
-    *) tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$name" ;;
-    esac
-}
-
 in_namespace() {
     local holder
     holder=$(holder_pid) || die "the node of $DIR is not running (no holder process)"
@@ -104,77 +89,11 @@ ctr_k8s() {
 
 # --- up -----------------------------------------------------------------------------------
 
-is_installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
-}
-
 ensure_packages() {
-    local missing=() package
-    for package in "$@"; do
-        is_installed "$package" || missing+=("$package")
-    done
-    [[ ${#missing[@]} -eq 0 ]] && return 0
-    [[ $(id -u) -eq 0 ]] || die "missing Debian packages (${missing[*]}) and not root to install them"
-    log "installing ${missing[*]}"
-    local install_log
-    install_log=$(mktemp)
-    # policy-rc.d keeps the containerd package from starting the machine's own containerd.
-    local policy=/usr/sbin/policy-rc.d created_policy=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod 755 "$policy"
-        created_policy=1
-    fi
-    local status=0
-    if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-        --no-install-recommends "${missing[@]}" >"$install_log" 2>&1; then
-        apt-get -o DPkg::Lock::Timeout=600 update -qq >>"$install_log" 2>&1 || true
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-            --no-install-recommends "${missing[@]}" >>"$install_log" 2>&1 || status=$?
-    fi
-    [[ $created_policy -eq 1 ]] && rm -f "$policy"
-    if [[ $status -ne 0 ]]; then
-        tail -n 30 "$install_log" >&2
-        rm -f "$install_log"
-        die "apt-get install ${missing[*]} failed (exit $status)"
-    fi
-    rm -f "$install_log"
-}
-
-ports_in_use() {
-    awk 'FNR > 1 { split($2, local_address, ":"); print strtonum("0x" local_address[2]) }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -un
-}
-
-CHOSEN_PORTS=" "
-free_port() {
-    local in_use port
-    in_use=" $(ports_in_use | tr '\n' ' ') "
-    for _ in $(seq 1 200); do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        if [[ $in_use != *" $port "* && $CHOSEN_PORTS != *" $port "* ]]; then
-            CHOSEN_PORTS+="$port "
-            printf '%s' "$port"
-            return 0
-        fi
-    done
-    die "no free port found on 127.0.0.1"
-}
-
-wait_until() {
-    local what=$1 name=$2 pid=$3 check=$4
-    local deadline=$((SECONDS + TIMEOUT))
-    until eval "$check" >/dev/null 2>&1; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$DIR/$name.log" >&2 || true
-            die "$name exited before $what"
-        fi
-        if ((SECONDS >= deadline)); then
-            tail -n 30 "$DIR/$name.log" >&2 || true
-            die "timed out after ${TIMEOUT}s waiting for $what"
-        fi
-        sleep 0.5
-    done
+    find_missing_packages "$@"
+    [[ ${#MISSING[@]} -eq 0 ]] && return 0
+    log "installing ${MISSING[*]}"
+    install_packages --update-on-failure "${MISSING[@]}"
 }
 
 # Starts a process inside the node's mount namespace, output to DIR/NAME.log.
@@ -361,7 +280,7 @@ node_up() {
     ip link show "$BRIDGE" >/dev/null 2>&1 && foreign="a network interface $BRIDGE"
     [[ -n $(kubepods_cgroups) ]] && foreign="kubepods cgroups ($(kubepods_cgroups | tr '\n' ' '))"
     if [[ -n $foreign ]]; then
-        stop_pid holder "$holder" || true
+        stop_process holder "$holder" || true
         local target
         while IFS= read -r target; do
             [[ -n $target && -d $target ]] && rmdir "$target"
@@ -444,24 +363,6 @@ node_hold() {
 
 # --- down ---------------------------------------------------------------------------------
 
-stop_pid() {
-    local name=$1 pid=$2
-    is_running "$name" "$pid" || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    local deadline=$((SECONDS + GRACE_SECONDS))
-    while is_running "$name" "$pid"; do
-        if ((SECONDS >= deadline)); then
-            log "$name ($pid) ignored SIGTERM for ${GRACE_SECONDS}s, killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-            deadline=$((SECONDS + 5))
-            while is_running "$name" "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-            ! is_running "$name" "$pid"
-            return
-        fi
-        sleep 0.2
-    done
-}
-
 recorded_pid() {
     awk -v name="$1" '$1 == name { print $2 }' "$NODE/pids" 2>/dev/null | tail -n 1
 }
@@ -542,10 +443,10 @@ node_down() {
     # The kubelet first, so that it restarts nothing; then the pods' processes; then
     # containerd and the shims, which only wait for their containers.
     pid=$(recorded_pid kubelet)
-    [[ -z $pid ]] || stop_pid kubelet "$pid" || status=1
+    [[ -z $pid ]] || stop_process kubelet "$pid" || status=1
     kill_all "pod process" pod_processes || status=1
     pid=$(recorded_pid containerd)
-    [[ -z $pid ]] || stop_pid containerd "$pid" || status=1
+    [[ -z $pid ]] || stop_process containerd "$pid" || status=1
     kill_all "process of the node's namespace" namespace_processes || status=1
     remove_cgroups || status=1
     if ip link show "$BRIDGE" >/dev/null 2>&1; then
@@ -563,7 +464,7 @@ node_down() {
     fi
     # Ending the holder ends the namespace: every mount made in it goes with it.
     pid=$(recorded_pid holder)
-    [[ -z $pid ]] || stop_pid holder "$pid" || status=1
+    [[ -z $pid ]] || stop_process holder "$pid" || status=1
     if [[ -f $NODE/created-mountpoints ]]; then
         local target
         while IFS= read -r target; do

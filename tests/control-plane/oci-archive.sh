@@ -13,11 +13,8 @@
 # the same image ID.
 set -euo pipefail
 
-log() { printf 'oci-archive.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $# -ge 3 ]] || die "usage: oci-archive.sh ROOTFS REFERENCE OUT.tar [--user UID:GID] [--entrypoint ARG]..."
 readonly ROOTFS=$1 REFERENCE=$2 OUT=$3

@@ -15,11 +15,8 @@
 # somewhere gets a --dir for it (or a volume).
 set -euo pipefail
 
-log() { printf 'rootfs.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $# -ge 1 ]] || die "usage: rootfs.sh OUTDIR [--binary SRC=DEST]... [--file SRC=DEST]... [--dir DEST=MODE]... [--passwd NAME:UID:GID]..."
 readonly OUT=$1

@@ -33,11 +33,8 @@ readonly SCRIPT_DIR
 readonly TIMEOUT="${INGRESS_TAP_CP_TIMEOUT:-120}"
 readonly WITH_NODE="${INGRESS_TAP_CP_NODE:-0}"
 
-log() { printf 'up.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 [[ $# -eq 1 ]] || die "usage: up.sh DIR"
 [[ $WITH_NODE == 0 || $WITH_NODE == 1 ]] || die "INGRESS_TAP_CP_NODE must be 0 or 1"
@@ -57,47 +54,6 @@ trap cleanup_on_failure EXIT
 
 BIN_DIR="$("$SCRIPT_DIR/build.sh")" || die "kube-apiserver/kube-controller-manager are not available (see build.sh output above)"
 command -v etcd >/dev/null || die "etcd not found although build.sh ensures etcd-server"
-
-# Local ports of every TCP socket on the machine in any state, read from the kernel so that no
-# connection has to be attempted. A port chosen here can still be taken by someone else before
-# the process binds it; the process then fails to start and its log says so.
-ports_in_use() {
-    awk 'FNR > 1 { split($2, local_address, ":"); print strtonum("0x" local_address[2]) }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -un
-}
-
-CHOSEN_PORTS=" "
-free_port() {
-    local in_use port
-    in_use=" $(ports_in_use | tr '\n' ' ') "
-    for _ in $(seq 1 200); do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        if [[ $in_use != *" $port "* && $CHOSEN_PORTS != *" $port "* ]]; then
-            CHOSEN_PORTS+="$port "
-            printf '%s' "$port"
-            return 0
-        fi
-    done
-    die "no free port found on 127.0.0.1"
-}
-
-# Polls CHECK (a shell command) until it succeeds, the process named NAME dies, or TIMEOUT
-# passes; on failure prints the tail of NAME's log.
-wait_until() {
-    local what=$1 name=$2 pid=$3 check=$4
-    local deadline=$((SECONDS + TIMEOUT))
-    until eval "$check" >/dev/null 2>&1; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$DIR/$name.log" >&2 || true
-            die "$name exited before $what"
-        fi
-        if ((SECONDS >= deadline)); then
-            tail -n 30 "$DIR/$name.log" >&2 || true
-            die "timed out after ${TIMEOUT}s waiting for $what"
-        fi
-        sleep 0.5
-    done
-}
 
 start() {
     local name=$1
