@@ -16,6 +16,10 @@
 //!   targets refuse it (over the entry cap), and what is measured is how much reading it costs
 //!   before the refusal.
 
+#[path = "support/bench_args.rs"]
+mod bench_args;
+
+use bench_args::BenchArgs;
 use ingress_tap::trace::events::{
     Event, EventConnection, EventDetails, EventKind, Field, Provenance, EVENT_SCHEMA_VERSION,
 };
@@ -29,14 +33,9 @@ const TARGETS: [&str; 4] = ["calico", "ingress-nginx", "nginx-inc", "nftables"];
 const DISTINCT_EVENT_ADDRESSES: u32 = 5_000;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let full = args.iter().any(|a| a == "--bench");
-    let only: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let wants = |name: &str| only.is_empty() || only.contains(&name);
+    let args = BenchArgs::from_env();
+    let full = args.full;
+    let wants = |name: &str| args.wants(name);
     let (lines, rounds) = if full { (1_000_000, 3) } else { (2_000, 1) };
     let dir = tempfile::tempdir().expect("a temp dir");
     println!(

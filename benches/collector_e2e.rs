@@ -16,16 +16,29 @@
 //! from 50,000 client addresses (one in twenty IPv6), 1 s intervals, tracing on (the default).
 //! The flood puts a new address on every line.
 
+#[path = "support/bench_args.rs"]
+mod bench_args;
+#[path = "support/collector_process.rs"]
+mod collector_process;
+#[path = "support/synthetic_log.rs"]
+mod synthetic_log;
+
+use bench_args::BenchArgs;
+use collector_process::{
+    cpu_seconds, free_port, metric, metrics_text, proc_status, wait_for, Collector,
+};
 use ingress_tap::collect::felix_recorder::{serve, Recorder, ReportTotals};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use synthetic_log::splitmix::SplitMix64;
 
 const PEERS: u64 = 200;
 const PORTS_PER_PEER: u64 = 10;
 const CLIENTS: u64 = 50_000;
+/// How often a wait on the collector looks again.
+const POLL: Duration = Duration::from_millis(20);
 /// Bytes per append: the writer hands the log over in large blocks, as a busy nginx's
 /// buffered access log does.
 const APPEND_BYTES: usize = 4 << 20;
@@ -42,13 +55,8 @@ struct Scenario {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let full = args.iter().any(|a| a == "--bench");
-    let only: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
+    let args = BenchArgs::from_env();
+    let full = args.full;
     let lines = if full { 1_000_000 } else { 20_000 };
     let scenarios = [
         Scenario {
@@ -98,10 +106,10 @@ fn main() {
         .build()
         .expect("a runtime for the Felix server");
     for scenario in scenarios {
-        let wanted = if only.is_empty() {
+        let wanted = if args.only.is_empty() {
             full || matches!(scenario.name, "default" | "nocap")
         } else {
-            only.contains(&scenario.name)
+            args.names(scenario.name)
         };
         if wanted {
             run(&runtime, scenario);
@@ -126,7 +134,7 @@ fn run(runtime: &tokio::runtime::Runtime, scenario: Scenario) {
         })
         .await
     });
-    wait_for(Duration::from_secs(10), || socket.exists());
+    wait_for(Duration::from_secs(10), POLL, || socket.exists());
 
     let collector = start_collector(&log, &socket, scenario.requests_per_interval);
     let pid = collector.child.id();
@@ -149,14 +157,14 @@ fn run(runtime: &tokio::runtime::Runtime, scenario: Scenario) {
     drop(file);
     let written = started.elapsed();
 
-    wait_for(Duration::from_secs(900), || {
+    wait_for(Duration::from_secs(900), POLL, || {
         metric(port, "ingress_tap_collector_records_parsed_total")
             .is_some_and(|n| n as u64 >= scenario.lines)
     });
     let parsed = started.elapsed();
     // Done when two more intervals have closed and Felix has taken everything queued.
     let intervals = metric(port, "ingress_tap_collector_intervals_total").unwrap_or(0.0);
-    wait_for(Duration::from_secs(900), || {
+    wait_for(Duration::from_secs(900), POLL, || {
         metric(port, "ingress_tap_collector_intervals_total").is_some_and(|n| n >= intervals + 2.0)
             && metric(port, "ingress_tap_collector_queue_depth") == Some(0.0)
     });
@@ -210,23 +218,6 @@ fn run(runtime: &tokio::runtime::Runtime, scenario: Scenario) {
     );
 }
 
-/// splitmix64: tiny, fast and reproducible.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        ((self.next() >> 32) * bound) >> 32
-    }
-}
-
 fn write_line(out: &mut Vec<u8>, n: u64, flood: bool, rng: &mut SplitMix64) {
     let peer = rng.below(PEERS);
     let port = 40_000 + rng.below(PORTS_PER_PEER);
@@ -235,18 +226,7 @@ fn write_line(out: &mut Vec<u8>, n: u64, flood: bool, rng: &mut SplitMix64) {
         let ip = 0x0a00_0000_u32.wrapping_add(n as u32);
         std::net::Ipv4Addr::from(ip).to_string()
     } else {
-        let id = rng.below(CLIENTS);
-        if id % 20 == 0 {
-            format!("2001:db8:{:x}::{:x}", id >> 16, id & 0xffff)
-        } else {
-            format!(
-                "{}.{}.{}.{}",
-                100 + (id >> 16) % 100,
-                (id >> 8) & 0xff,
-                id & 0xff,
-                1 + id % 250
-            )
-        }
+        synthetic_log::client_address(rng.below(CLIENTS) as u32)
     };
     let (xff, xri) = match rng.below(10) {
         0..=6 => (client, "-".to_owned()),
@@ -263,27 +243,6 @@ fn write_line(out: &mut Vec<u8>, n: u64, flood: bool, rng: &mut SplitMix64) {
         peer / 100,
         10 + peer % 100
     );
-}
-
-/// A running `ingress-tap collect` child, killed when dropped.
-struct Collector {
-    child: Child,
-    metrics_port: u16,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_collector(log: &Path, socket: &Path, requests_per_interval: i64) -> Collector {
@@ -317,29 +276,10 @@ fn start_collector(log: &Path, socket: &Path, requests_per_interval: i64) -> Col
         child,
         metrics_port,
     };
-    wait_for(Duration::from_secs(30), || {
+    wait_for(Duration::from_secs(30), POLL, || {
         metric(metrics_port, "ingress_tap_collector_lines_read_total").is_some()
     });
     collector
-}
-
-fn metrics_text(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nhost: localhost\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-/// One unlabelled counter or gauge from the collector's /metrics.
-fn metric(port: u16, name: &str) -> Option<f64> {
-    metrics_text(port)?
-        .lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
 }
 
 /// Every non-zero series of a family, labels included.
@@ -357,41 +297,4 @@ fn metric_family(port: u16, name: &str) -> Vec<(String, f64)> {
             (value > 0.0).then(|| (series.to_owned(), value))
         })
         .collect()
-}
-
-fn wait_for(deadline: Duration, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < deadline,
-            "condition not reached in {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn proc_status(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|line| line.starts_with(key))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse().ok())
-}
-
-/// CPU seconds (user + system, every thread) the process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, here indexed from field 3, in the
-    // kernel's USER_HZ ticks, which Linux fixes at 100 for /proc.
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -9,9 +9,15 @@
 //! `COLLECTOR_LOAD_DETECTION=off` (or `only`) runs the throughput pipeline without (or only
 //! with) the trace detectors, for profiling one side.
 
+#[path = "support/bench_args.rs"]
+mod bench_args;
+#[path = "support/collector_process.rs"]
+mod collector_process;
 #[path = "support/synthetic_log.rs"]
 mod synthetic_log;
 
+use bench_args::BenchArgs;
+use collector_process::{cpu_seconds, free_port, metric, proc_status, wait_for, Collector};
 use ingress_tap::collect::aggregate::AggregatorLimits;
 use ingress_tap::collect::detector_thread::DetectorThread;
 use ingress_tap::collect::metrics::CollectorMetrics;
@@ -20,13 +26,14 @@ use ingress_tap::collect::pipeline::Pipeline;
 use ingress_tap::trace::threat_lists::{parse_list, ThreatLists};
 use ingress_tap::trace::{Detector, TraceConfig};
 use std::io::{BufWriter, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SEED: u64 = 0x1e55_1e55;
+/// How often a wait on the collector looks again.
+const POLL: Duration = Duration::from_millis(50);
 
 struct Sizes {
     throughput_lines: u64,
@@ -36,14 +43,9 @@ struct Sizes {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let full = args.iter().any(|a| a == "--bench");
-    let only: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let wants = |name: &str| only.is_empty() || only.contains(&name);
+    let args = BenchArgs::from_env();
+    let full = args.full;
+    let wants = |name: &str| args.wants(name);
     let sizes = if full {
         Sizes {
             throughput_lines: 1_000_000,
@@ -231,27 +233,6 @@ fn process_cpu_time() -> Duration {
     )
 }
 
-/// A running `ingress-tap collect` child, killed when dropped.
-struct Collector {
-    child: Child,
-    metrics_port: u16,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_collector(log: &Path, interval_seconds: u64, requests_per_interval: i64) -> Collector {
     let metrics_port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
@@ -276,7 +257,7 @@ fn start_collector(log: &Path, interval_seconds: u64, requests_per_interval: i64
         child,
         metrics_port,
     };
-    wait_for(Duration::from_secs(30), || {
+    wait_for(Duration::from_secs(30), POLL, || {
         metric(
             collector.metrics_port,
             "ingress_tap_collector_lines_read_total",
@@ -284,57 +265,6 @@ fn start_collector(log: &Path, interval_seconds: u64, requests_per_interval: i64
         .is_some()
     });
     collector
-}
-
-/// One counter or gauge from the collector's /metrics, read over a plain HTTP/1.0 request.
-fn metric(port: u16, name: &str) -> Option<f64> {
-    use std::io::Read;
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nhost: localhost\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    body.lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
-
-fn wait_for(deadline: Duration, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < deadline,
-            "condition not reached in {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn proc_field(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|line| line.starts_with(key))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse().ok())
-}
-
-/// CPU seconds (user + system) the process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat; here indexed from field 3.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Peak RSS of the whole collector while `lines` distinct spoofed X-Forwarded-For values
@@ -345,7 +275,7 @@ fn memory(dir: &Path, lines: u64) {
         std::fs::File::create(&log).unwrap();
         let collector = start_collector(&log, 3600, requests_per_interval);
         let pid = collector.child.id();
-        let baseline_kib = proc_field(pid, "VmRSS:").unwrap_or(0);
+        let baseline_kib = proc_status(pid, "VmRSS:").unwrap_or(0);
         let mut out = BufWriter::with_capacity(
             1 << 20,
             std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
@@ -362,7 +292,7 @@ fn memory(dir: &Path, lines: u64) {
         out.flush().unwrap();
         drop(out);
         let started = Instant::now();
-        wait_for(Duration::from_secs(600), || {
+        wait_for(Duration::from_secs(600), POLL, || {
             metric(
                 collector.metrics_port,
                 "ingress_tap_collector_records_parsed_total",
@@ -370,7 +300,7 @@ fn memory(dir: &Path, lines: u64) {
             .is_some_and(|n| n as u64 >= lines)
         });
         let elapsed = started.elapsed();
-        let peak_kib = proc_field(pid, "VmHWM:").unwrap_or(0);
+        let peak_kib = proc_status(pid, "VmHWM:").unwrap_or(0);
         println!(
             "memory: {lines} distinct X-Forwarded-For in one interval (INGRESS_LOG_REQUESTS_PER_INTERVAL={requests_per_interval}) | peak RSS {:.1} MiB (idle {:.1} MiB) | read in {:.2} s",
             peak_kib as f64 / 1024.0,
@@ -415,7 +345,7 @@ fn cpu(dir: &Path, rate: u64, seconds: u64) {
             std::thread::sleep(wait);
         }
     }
-    wait_for(Duration::from_secs(60), || {
+    wait_for(Duration::from_secs(60), POLL, || {
         metric(
             collector.metrics_port,
             "ingress_tap_collector_lines_read_total",

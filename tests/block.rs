@@ -57,6 +57,15 @@ fn block_ok(args: &[&str], stdin: &str) -> (String, String) {
     (stdout, stderr)
 }
 
+/// `--target nftables --now NOW --from -` followed by `extra`.
+fn nftables_from_stdin<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["--target", "nftables", "--now", NOW, "--from", "-"][..],
+        extra,
+    ]
+    .concat()
+}
+
 fn documents(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
         .map(|document| serde::Deserialize::deserialize(document).unwrap())
@@ -69,6 +78,20 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
         .iter()
         .find(|object| object["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind} in {objects:#?}"))
+}
+
+/// The `ingress-tap.io/expiries` annotation of `object`.
+fn expiries(object: &Value) -> &str {
+    object["metadata"]["annotations"]["ingress-tap.io/expiries"]
+        .as_str()
+        .unwrap()
+}
+
+/// `--target calico --from -` over `events`: (stdout, its GlobalNetworkSet, stderr).
+fn calico_from_events(events: &str) -> (String, Value, String) {
+    let (stdout, stderr) = block_ok(&["--target", "calico", "--now", NOW, "--from", "-"], events);
+    let set = find(&documents(&stdout), "GlobalNetworkSet").clone();
+    (stdout, set, stderr)
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -605,12 +628,7 @@ fn reruns_add_extend_keep_others_and_prune_only_when_asked() {
             "203.0.113.7/32"
         ]
     );
-    let expiries: Value = serde_json::from_str(
-        set["metadata"]["annotations"]["ingress-tap.io/expiries"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let expiries: Value = serde_json::from_str(expiries(&set)).unwrap();
     assert_eq!(
         expiries,
         serde_json::json!({
@@ -782,16 +800,7 @@ fn the_cap_refuses_without_force() {
     let list: String = (0..=255)
         .flat_map(|c| (1..=4).map(move |d| format!("198.51.{c}.{d}\n")))
         .collect();
-    let args = [
-        "--target",
-        "nftables",
-        "--now",
-        NOW,
-        "--from",
-        "-",
-        "--max-entries",
-        "1000",
-    ];
+    let args = nftables_from_stdin(&["--max-entries", "1000"]);
     let output = block(&args, &list);
     assert!(
         !output.status.success(),
@@ -806,7 +815,7 @@ fn the_cap_refuses_without_force() {
         output.stdout.is_empty(),
         "output written despite the refusal"
     );
-    let mut forced = args.to_vec();
+    let mut forced = args;
     forced.push("--force");
     let (stdout, _) = block_ok(&forced, &list);
     assert!(stdout.contains("198.51.255.4/32 timeout 4h"), "{stdout}");
@@ -854,20 +863,18 @@ fn networks_wider_than_the_minimum_prefix_need_force() {
     );
 
     // The minimum is configurable per family, and --force never lifts a protected range.
+    let minimums = [
+        "--target",
+        "nftables",
+        "--now",
+        NOW,
+        "--min-prefix-v4",
+        "24",
+        "--min-prefix-v6",
+        "48",
+    ];
     let (stdout, stderr) = block_ok(
-        &[
-            "--target",
-            "nftables",
-            "--now",
-            NOW,
-            "--min-prefix-v4",
-            "24",
-            "--min-prefix-v6",
-            "48",
-            "--force",
-            "10.0.0.0/8",
-            "198.51.100.0/24",
-        ],
+        &[&minimums[..], &["--force", "10.0.0.0/8", "198.51.100.0/24"]].concat(),
         "",
     );
     assert_eq!(nft_elements(&stdout), ["198.51.100.0/24"]);
@@ -877,18 +884,10 @@ fn networks_wider_than_the_minimum_prefix_need_force() {
     );
     let (stdout, stderr) = block_ok(
         &[
-            "--target",
-            "nftables",
-            "--now",
-            NOW,
-            "--min-prefix-v4",
-            "24",
-            "--min-prefix-v6",
-            "48",
-            "198.51.0.0/23",
-            "2001:db8::/47",
-            "198.51.100.0/24",
-        ],
+            &minimums[..],
+            &["198.51.0.0/23", "2001:db8::/47", "198.51.100.0/24"],
+        ]
+        .concat(),
         "",
     );
     assert_eq!(nft_elements(&stdout), ["198.51.100.0/24"]);
@@ -978,19 +977,13 @@ fn a_mapped_address_and_its_ipv4_address_are_one_client() {
         Some(Provenance::Connection),
     )]);
     let (stdout, stderr) = block_ok(
-        &[
-            "--target",
-            "nftables",
-            "--now",
-            NOW,
-            "--from",
-            "-",
+        &nftables_from_stdin(&[
             "::ffff:203.0.113.7",
             "203.0.113.7",
             "198.51.100.9",
             "::ffff:192.0.2.0/120",
             "::ffff:10.1.2.3",
-        ],
+        ]),
         &events,
     );
     assert_eq!(
@@ -1108,19 +1101,13 @@ fn collector_events_and_suspicious_documents_are_read_from_stdin() {
             Some(Provenance::Connection),
         ),
     ]);
-    let (stdout, stderr) = block_ok(
-        &["--target", "calico", "--now", NOW, "--from", "-"],
-        &events,
-    );
-    let set = find(&documents(&stdout), "GlobalNetworkSet").clone();
+    let (_, set, stderr) = calico_from_events(&events);
     assert_eq!(
         strings(&set["spec"]["nets"]),
         ["198.51.100.9/32", "203.0.113.7/32"]
     );
     // Expiry counts from the event, so the same events later give the same object.
-    let expiries = set["metadata"]["annotations"]["ingress-tap.io/expiries"]
-        .as_str()
-        .unwrap();
+    let expiries = expiries(&set);
     assert!(
         expiries.contains(r#""2026-01-01T13:00:00Z":["203.0.113.7/32"]"#),
         "{expiries}"
@@ -1390,6 +1377,19 @@ fn nft() -> PathBuf {
         .unwrap_or_else(|| panic!("nft not found: install Debian's nftables package"))
 }
 
+/// Asserts that `nft -c` accepts `file`; `context` follows nft's complaint when it does not.
+fn nft_accepts(file: &str, context: &str) {
+    let check = Command::new(nft())
+        .args(["-c", "-f", file])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "nft -c rejected the text: {}\n{context}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 #[test]
 fn nftables_text_loads_into_a_real_nft_and_reloads_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -1408,15 +1408,7 @@ fn nftables_text_loads_into_a_real_nft_and_reloads_cleanly() {
         "",
     );
     let file = write(dir.path(), "blocklist.nft", &text);
-    let check = Command::new(nft())
-        .args(["-c", "-f", &file])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "nft -c rejected the text: {}\n{text}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    nft_accepts(&file, &text);
     // Loaded twice in a private network namespace (the host's firewall is never touched):
     // one copy of each rule, every element with its timeout.
     let script = format!(
@@ -1635,14 +1627,8 @@ fn event_times_ahead_of_the_clock_count_from_now() {
             Some(Provenance::Connection),
         ),
     ]);
-    let (stdout, stderr) = block_ok(
-        &["--target", "calico", "--now", NOW, "--from", "-"],
-        &events,
-    );
-    let set = find(&documents(&stdout), "GlobalNetworkSet").clone();
-    let expiries = set["metadata"]["annotations"]["ingress-tap.io/expiries"]
-        .as_str()
-        .unwrap();
+    let (stdout, set, stderr) = calico_from_events(&events);
+    let expiries = expiries(&set);
     assert_eq!(
         expiries,
         r#"{"2026-01-01T14:00:00Z":["203.0.113.7/32"],"2026-01-01T14:04:00Z":["198.51.100.7/32"]}"#
@@ -1817,16 +1803,7 @@ fn labels_annotations_and_fields_others_wrote_are_kept() {
 
 fn nft_check(text: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "check.nft", text);
-    let check = Command::new(nft())
-        .args(["-c", "-f", &file])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "nft -c rejected the text: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    nft_accepts(&write(dir.path(), "check.nft", text), "");
 }
 
 #[test]
@@ -1946,19 +1923,7 @@ fn the_cap_is_checked_while_reading_and_refusals_are_counted_past_a_thousand() {
     let list: String = (0..200_000u32)
         .map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0b00_0000 + i)))
         .collect();
-    let output = block(
-        &[
-            "--target",
-            "nftables",
-            "--now",
-            NOW,
-            "--from",
-            "-",
-            "--max-entries",
-            "1000",
-        ],
-        &list,
-    );
+    let output = block(&nftables_from_stdin(&["--max-entries", "1000"]), &list);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let line: u32 = stderr
@@ -1977,18 +1942,7 @@ fn the_cap_is_checked_while_reading_and_refusals_are_counted_past_a_thousand() {
     let refused: String = (0..5_000u32)
         .map(|i| format!("{}\n", std::net::Ipv4Addr::from(0x0a00_0000 + i)))
         .collect();
-    let output = block(
-        &[
-            "--target",
-            "nftables",
-            "--now",
-            NOW,
-            "--from",
-            "-",
-            "203.0.113.7",
-        ],
-        &refused,
-    );
+    let output = block(&nftables_from_stdin(&["203.0.113.7"]), &refused);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert_eq!(

@@ -19,9 +19,10 @@ use kube::Client;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod common;
 #[path = "control_plane_harness/mod.rs"]
 mod harness;
 
@@ -103,6 +104,28 @@ async fn install_crds(client: &Client) {
     }
 }
 
+/// The data of the ingress-nginx controller's ConfigMap (none: empty).
+async fn controller_data(configmaps: &Api<ConfigMap>) -> BTreeMap<String, String> {
+    configmaps
+        .get("ingress-nginx-controller")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default()
+}
+
+/// The Ingresses of the namespace `web`.
+fn web_ingresses(client: &Client) -> Api<DynamicObject> {
+    dynamic(
+        client,
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        Some("web"),
+    )
+}
+
 fn dynamic(
     client: &Client,
     group: &str,
@@ -166,20 +189,18 @@ async fn apply_creates_reruns_without_change_and_prunes() {
     install_crds(&client).await;
 
     // ---- calico: create, no-change re-run, dry run, prune
-    let first = block(
-        &control_plane,
-        &[
-            "--target",
-            "calico",
-            "--apply",
-            "--now",
-            "2026-01-01T10:00:00Z",
-            "--ttl",
-            "1h",
-            "203.0.113.7",
-            "198.51.100.0/24",
-        ],
-    );
+    let create = [
+        "--target",
+        "calico",
+        "--apply",
+        "--now",
+        "2026-01-01T10:00:00Z",
+        "--ttl",
+        "1h",
+        "203.0.113.7",
+        "198.51.100.0/24",
+    ];
+    let first = block(&control_plane, &create);
     assert!(first.contains("applied"), "{first}");
     assert_eq!(
         network_set_nets(&client).await,
@@ -187,20 +208,7 @@ async fn apply_creates_reruns_without_change_and_prunes() {
     );
     let created = calico_versions(&client).await;
 
-    let again = block(
-        &control_plane,
-        &[
-            "--target",
-            "calico",
-            "--apply",
-            "--now",
-            "2026-01-01T10:00:00Z",
-            "--ttl",
-            "1h",
-            "203.0.113.7",
-            "198.51.100.0/24",
-        ],
-    );
+    let again = block(&control_plane, &create);
     assert!(
         !again.contains("applied"),
         "re-run applied something:\n{again}"
@@ -334,25 +342,20 @@ async fn apply_creates_reruns_without_change_and_prunes() {
     );
 }
 
+/// Runs `ingress-tap block ARGS` against `control_plane` with `stdin` fed to the process.
+fn block_output(control_plane: &ControlPlane, args: &[&str], stdin: &str) -> Output {
+    common::output_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
+            .arg("block")
+            .args(args)
+            .env("KUBECONFIG", control_plane.kubeconfig()),
+        stdin,
+    )
+}
+
 /// Runs `ingress-tap block ARGS` against `control_plane` expecting failure; returns stderr.
 fn block_fails(control_plane: &ControlPlane, args: &[&str], stdin: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
-        .arg("block")
-        .args(args)
-        .env("KUBECONFIG", control_plane.kubeconfig())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = block_output(control_plane, args, stdin);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "block {args:?} passed:\n{stderr}");
     stderr
@@ -360,23 +363,7 @@ fn block_fails(control_plane: &ControlPlane, args: &[&str], stdin: &str) -> Stri
 
 /// Like [`block`], with `stdin` fed to the process.
 fn block_with_input(control_plane: &ControlPlane, args: &[&str], stdin: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
-        .arg("block")
-        .args(args)
-        .env("KUBECONFIG", control_plane.kubeconfig())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = block_output(control_plane, args, stdin);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "block {args:?} failed:\n{stderr}");
     stderr
@@ -416,14 +403,7 @@ async fn size_limits_match_the_api_servers_just_under_and_just_over() {
     let client = control_plane.client().await;
     install_crds(&client).await;
     control_plane.create_namespace("web");
-    let ingresses = dynamic(
-        &client,
-        "networking.k8s.io",
-        "v1",
-        "Ingress",
-        "ingresses",
-        Some("web"),
-    );
+    let ingresses = web_ingresses(&client);
 
     // ---- all annotations together: keys and values, exactly as limits::check counts them
     for (name, total, accepted) in [
@@ -593,14 +573,7 @@ async fn emptying_a_list_removes_its_key_on_the_server() {
         .create(&PostParams::default(), &configmap)
         .await
         .unwrap();
-    let ingresses = dynamic(
-        &client,
-        "networking.k8s.io",
-        "v1",
-        "Ingress",
-        "ingresses",
-        Some("web"),
-    );
+    let ingresses = web_ingresses(&client);
     let shop = ingress(
         "web",
         "shop",
@@ -628,12 +601,7 @@ async fn emptying_a_list_removes_its_key_on_the_server() {
         );
         assert!(!again.contains("applied"), "{again}");
     }
-    let data = configmaps
-        .get("ingress-nginx-controller")
-        .await
-        .unwrap()
-        .data
-        .unwrap_or_default();
+    let data = controller_data(&configmaps).await;
     assert!(!data.contains_key("block-cidrs"), "{data:?}");
     assert_eq!(
         data.get("use-forwarded-headers").map(String::as_str),
@@ -688,11 +656,6 @@ async fn emptying_a_list_removes_its_key_on_the_server() {
         ]
         .concat(),
     );
-    let data = configmaps
-        .get("ingress-nginx-controller")
-        .await
-        .unwrap()
-        .data
-        .unwrap_or_default();
+    let data = controller_data(&configmaps).await;
     assert!(!data.contains_key("block-cidrs"), "{data:?}");
 }

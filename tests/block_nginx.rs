@@ -122,8 +122,8 @@ async fn status_from(peer: Ipv4Addr, forwarded: Option<&str>) -> u16 {
         .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
 
-/// `block-cidrs` as `ingress-tap block --target ingress-nginx` writes it.
-fn block_cidrs() -> String {
+/// `ingress-tap block --target ingress-nginx --now 2026-01-01T10:00:00Z ARGS`: what it prints.
+fn ingress_nginx_block(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
         .args([
             "block",
@@ -131,11 +131,8 @@ fn block_cidrs() -> String {
             "ingress-nginx",
             "--now",
             "2026-01-01T10:00:00Z",
-            "--trusted-proxy",
-            "127.0.0.1",
-            "203.0.113.7",
-            "198.51.100.0/24",
         ])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -143,7 +140,17 @@ fn block_cidrs() -> String {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let yaml = String::from_utf8(output.stdout).unwrap();
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `block-cidrs` as `ingress-tap block --target ingress-nginx` writes it.
+fn block_cidrs() -> String {
+    let yaml = ingress_nginx_block(&[
+        "--trusted-proxy",
+        "127.0.0.1",
+        "203.0.113.7",
+        "198.51.100.0/24",
+    ]);
     let configmap: serde_json::Value = serde_yaml::Deserializer::from_str(&yaml)
         .map(|document| serde::Deserialize::deserialize(document).unwrap())
         .find(|value: &serde_json::Value| value["kind"] == "ConfigMap")
@@ -292,25 +299,7 @@ fn blocked_addresses_get_403_after_the_real_ip_step() {
 
 /// `ingress-tap block --target ingress-nginx --ingress web/shop ARGS`: the Ingress as YAML.
 fn ingress_run(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_ingress-tap"))
-        .args([
-            "block",
-            "--target",
-            "ingress-nginx",
-            "--ingress",
-            "web/shop",
-            "--now",
-            "2026-01-01T10:00:00Z",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    ingress_nginx_block(&[&["--ingress", "web/shop"][..], args].concat())
 }
 
 /// What ingress-nginx renders into the Ingress's locations from its denylist annotation:

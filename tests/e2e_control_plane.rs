@@ -25,10 +25,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use control_plane_harness::{
-    describe, render, repository, review_counts, tail, wait_for, write_yaml_stream, yaml_documents,
-    ControlPlane, ExtraContainerWebhook, ReviewCounts,
+    certs_job_args, describe, render, repository, review_counts, start_webhook, tail, wait_for,
+    write_yaml_stream, yaml_documents, ControlPlane, ExtraContainerWebhook, ReviewCounts, Step,
 };
-use ingress_tap::admission::{self, RunningWebhook, WebhookOptions};
+use ingress_tap::admission::RunningWebhook;
 use ingress_tap::certs::{self, CA_FILE, CERT_FILE, KEY_FILE};
 use ingress_tap::inject::{
     InjectConfig, INJECT_DISABLED, INJECT_ENABLED, INJECT_LABEL, NATIVE_SIDECAR_ANNOTATION,
@@ -90,30 +90,9 @@ fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_ingress-tap")
 }
 
-/// Prints how long a scenario took; the budget is checked by reading, never asserted.
-struct Step {
-    name: &'static str,
-    started: Instant,
-}
-
-impl Step {
-    fn start(name: &'static str) -> Self {
-        eprintln!("e2e: {name} ...");
-        Step {
-            name,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Drop for Step {
-    fn drop(&mut self) {
-        eprintln!(
-            "e2e: {} done in {:.1} s",
-            self.name,
-            self.started.elapsed().as_secs_f64()
-        );
-    }
+/// Starts timing one scenario of this file.
+fn step(name: &'static str) -> Step {
+    Step::start("e2e", name)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -123,53 +102,53 @@ impl Drop for Step {
 async fn ingress_tap_on_a_real_control_plane() {
     let started = Instant::now();
     let control_plane = {
-        let _step = Step::start("control plane up");
+        let _step = step("control plane up");
         ControlPlane::start()
     };
     let client = control_plane.client().await;
     let base = render("manifests");
 
     {
-        let _step = Step::start("namespaces");
+        let _step = step("namespaces");
         create_namespaces(&control_plane, &client, &base).await;
     }
     {
-        let _step = Step::start("manifests: server-side dry run");
+        let _step = step("manifests: server-side dry run");
         manifests_pass_server_dry_run(&control_plane, &base);
     }
     {
-        let _step = Step::start("inject output: server-side dry run");
+        let _step = step("inject output: server-side dry run");
         inject_output_passes_server_dry_run(&control_plane);
     }
     {
-        let _step = Step::start("native sidecar mode");
+        let _step = step("native sidecar mode");
         native_sidecars_need_a_newer_server(&control_plane);
         openshift_router_needs_a_newer_server(&control_plane);
     }
 
     let served = ServedWebhook::start().await;
     {
-        let _step = Step::start("shipped webhook configuration");
+        let _step = step("shipped webhook configuration");
         shipped_configuration_is_stored_and_used(&client, &base, &served).await;
     }
     {
-        let _step = Step::start("controllers' Deployments");
+        let _step = step("controllers' Deployments");
         controller_deployments_are_injected(&client, &served).await;
     }
     {
-        let _step = Step::start("namespace and pod selection");
+        let _step = step("namespace and pod selection");
         selection_by_namespace_and_pod(&client, &served).await;
     }
     {
-        let _step = Step::start("another webhook after ours");
+        let _step = step("another webhook after ours");
         another_webhook_adds_a_container_after_ours(&client, &served).await;
     }
     {
-        let _step = Step::start("webhook stopped");
+        let _step = step("webhook stopped");
         webhook_stopped_refuses_only_selected_pods(&client, served).await;
     }
     {
-        let _step = Step::start("certs install");
+        let _step = step("certs install");
         certs_install_against_the_api_server(&control_plane, &client, &base).await;
     }
     eprintln!(
@@ -748,29 +727,11 @@ struct ServedWebhook {
 impl ServedWebhook {
     async fn start() -> Self {
         let files = tempfile::tempdir().expect("temp dir for the certificate");
-        let generated = certs::generate(&["127.0.0.1".into()], "ingress-tap e2e CA")
-            .expect("generate the serving certificate");
-        let cert = files.path().join(CERT_FILE);
-        let key = files.path().join(KEY_FILE);
-        std::fs::write(&cert, &generated.cert_pem).expect("write tls.crt");
-        std::fs::write(&key, &generated.key_pem).expect("write tls.key");
-        let webhook = admission::start(WebhookOptions {
-            listen: Some("127.0.0.1:0".parse().expect("address")),
-            health_listen: Some("127.0.0.1:0".parse().expect("address")),
-            tls_cert: Some(cert),
-            tls_key: Some(key),
-            config: Some(shipped_config_path()),
-            dev_dir: None,
-            max_body_bytes: 3 * 1024 * 1024,
-            max_connections: 64,
-            client_timeout_seconds: 10,
-            ..WebhookOptions::default()
-        })
-        .await
-        .expect("start the webhook");
+        let (webhook, ca_pem) =
+            start_webhook(files.path(), "ingress-tap e2e CA", shipped_config_path()).await;
         ServedWebhook {
             webhook,
-            ca_pem: generated.ca_pem,
+            ca_pem,
             _files: files,
         }
     }
@@ -1482,17 +1443,7 @@ async fn certs_install_against_the_api_server(
     client: &Client,
     base: &[Value],
 ) {
-    let job = base
-        .iter()
-        .find(|object| object["kind"] == "Job")
-        .expect("manifests/ ship the certs Job");
-    let job_args: Vec<String> = job
-        .pointer("/spec/template/spec/containers/0/args")
-        .and_then(Value::as_array)
-        .expect("the Job's arguments")
-        .iter()
-        .map(|arg| arg.as_str().expect("string argument").to_owned())
-        .collect();
+    let job_args = certs_job_args(base);
     let option = |flag: &str| {
         job_args
             .iter()

@@ -28,9 +28,11 @@ use std::time::{Duration, Instant};
 
 use collector_harness::nginx::{Client as HttpClient, INGRESS_TEMPLATE};
 use collector_harness::{delivered_pairs, duplicates, felix_reads, FakeFelix};
-use control_plane_harness::{render, repository, tail, wait_for, ControlPlane};
-use ingress_tap::admission::{self, RunningWebhook, WebhookOptions};
-use ingress_tap::certs::{self, CERT_FILE, KEY_FILE};
+use control_plane_harness::{
+    certs_job_args, render, repository, start_webhook, tail, wait_for, ControlPlane, Step,
+};
+use ingress_tap::admission::RunningWebhook;
+use ingress_tap::certs;
 use ingress_tap::collect::felix_recorder::Recorder;
 use ingress_tap::felix_proto::DataplaneStats;
 use ingress_tap::inject::{
@@ -60,30 +62,9 @@ fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_ingress-tap")
 }
 
-/// Prints how long a scenario took; the budget is checked by reading, never asserted.
-struct Step {
-    name: &'static str,
-    started: Instant,
-}
-
-impl Step {
-    fn start(name: &'static str) -> Self {
-        eprintln!("e2e-node: {name} ...");
-        Step {
-            name,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Drop for Step {
-    fn drop(&mut self) {
-        eprintln!(
-            "e2e-node: {} done in {:.1} s",
-            self.name,
-            self.started.elapsed().as_secs_f64()
-        );
-    }
+/// Starts timing one scenario of this file.
+fn step(name: &'static str) -> Step {
+    Step::start("e2e-node", name)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -93,17 +74,17 @@ impl Drop for Step {
 async fn ingress_tap_on_a_real_node() {
     let started = Instant::now();
     let control_plane = {
-        let _step = Step::start("control plane and node up");
+        let _step = step("control plane and node up");
         ControlPlane::start_with_node()
     };
     let client = control_plane.client().await;
 
     let images = {
-        let _step = Step::start("images built offline and imported");
+        let _step = step("images built offline and imported");
         Images::import(&control_plane)
     };
     {
-        let _step = Step::start("a plain pod runs");
+        let _step = step("a plain pod runs");
         plain_pod_runs(&control_plane, &client, &images).await;
     }
 
@@ -115,7 +96,7 @@ async fn ingress_tap_on_a_real_node() {
     let felix = FelixStandIn::start(&felix_dir).await;
     let served = ServedWebhook::start(&control_plane).await;
     let ingress = {
-        let _step = Step::start("injected ingress controller runs");
+        let _step = step("injected ingress controller runs");
         let ingress = IngressController::deploy(&control_plane, &client, &images, &served).await;
         ingress.assert_injected_and_running(&served.config, &images);
         // The API server reaches the kubelet (node address localhost) for the logs.
@@ -136,20 +117,20 @@ async fn ingress_tap_on_a_real_node() {
     };
     let mut sent = Vec::new();
     {
-        let _step = Step::start("a real request's client address reaches Felix");
+        let _step = step("a real request's client address reaches Felix");
         sent.extend(client_address_reaches_felix(&ingress, &felix).await);
     }
     {
-        let _step = Step::start("sidecar restarted by the kubelet: nothing lost or doubled");
+        let _step = step("sidecar restarted by the kubelet: nothing lost or doubled");
         sidecar_restart_loses_and_doubles_nothing(&control_plane, &client, &ingress, &felix, sent)
             .await;
     }
     {
-        let _step = Step::start("security context as applied");
+        let _step = step("security context as applied");
         security_context_as_applied(&client, &ingress, &served.config).await;
     }
     {
-        let _step = Step::start("the webhook as a pod, behind its Service");
+        let _step = step("the webhook as a pod, behind its Service");
         webhook_as_a_pod(&control_plane, &client, &ingress, &felix, served).await;
     }
     eprintln!(
@@ -399,29 +380,11 @@ impl ServedWebhook {
         std::fs::write(&config_path, &changed).expect("write the config");
         let config = InjectConfig::from_yaml(&changed).expect("the changed config is valid");
 
-        let generated = certs::generate(&["127.0.0.1".into()], "ingress-tap e2e-node CA")
-            .expect("generate the serving certificate");
-        let cert = files.path().join(CERT_FILE);
-        let key = files.path().join(KEY_FILE);
-        std::fs::write(&cert, &generated.cert_pem).expect("write tls.crt");
-        std::fs::write(&key, &generated.key_pem).expect("write tls.key");
-        let webhook = admission::start(WebhookOptions {
-            listen: Some("127.0.0.1:0".parse().expect("address")),
-            health_listen: Some("127.0.0.1:0".parse().expect("address")),
-            tls_cert: Some(cert),
-            tls_key: Some(key),
-            config: Some(config_path),
-            dev_dir: None,
-            max_body_bytes: 3 * 1024 * 1024,
-            max_connections: 64,
-            client_timeout_seconds: 10,
-            ..WebhookOptions::default()
-        })
-        .await
-        .expect("start the webhook");
+        let (webhook, ca_pem) =
+            start_webhook(files.path(), "ingress-tap e2e-node CA", config_path).await;
         ServedWebhook {
             webhook,
-            ca_pem: generated.ca_pem,
+            ca_pem,
             config,
             files,
         }
@@ -556,6 +519,11 @@ impl IngressController {
             running_and_ready,
         )
         .await;
+        IngressController::serving(pod)
+    }
+
+    /// The controller `pod`, with nginx's address on the pod network.
+    fn serving(pod: Pod) -> Self {
         let ip: IpAddr = pod
             .status
             .as_ref()
@@ -1037,17 +1005,7 @@ async fn webhook_as_a_pod(
     control_plane.create_namespace(WEBHOOK_NAMESPACE);
 
     // The serving certificate and caBundle, with the arguments of the shipped certs Job.
-    let job = render("manifests")
-        .into_iter()
-        .find(|object| object["kind"] == "Job")
-        .expect("manifests/ ship the certs Job");
-    let job_args: Vec<String> = job
-        .pointer("/spec/template/spec/containers/0/args")
-        .and_then(Value::as_array)
-        .expect("the Job's arguments")
-        .iter()
-        .map(|arg| arg.as_str().expect("string argument").to_owned())
-        .collect();
+    let job_args = certs_job_args(&render("manifests"));
     let installed = std::process::Command::new(binary())
         .args(&job_args)
         .arg("--kubeconfig")
@@ -1142,17 +1100,7 @@ async fn webhook_as_a_pod(
         },
     )
     .await;
-    let ip: IpAddr = next
-        .status
-        .as_ref()
-        .and_then(|status| status.pod_ip.as_deref())
-        .expect("pod IP")
-        .parse()
-        .expect("pod IP parses");
-    let next = IngressController {
-        pod: next,
-        address: SocketAddr::new(ip, NGINX_PORT),
-    };
+    let next = IngressController::serving(next);
     assert!(
         next.pod.spec.as_ref().is_some_and(|spec| spec
             .containers

@@ -7,12 +7,13 @@
 //! version bump does not break them; the real values are checked separately. Run with
 //! `UPDATE_GOLDEN=1` to rewrite the golden files after an intended change, and review the diff.
 
+mod common;
+
 use ingress_tap::inject::{InjectConfig, InjectionStatus, SkipReason, STATUS_ANNOTATION};
 use ingress_tap::workload::{inject_stream, split_documents, Selection, TemplateOutcome};
 use serde_json::Value;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const GOLDEN_SUFFIX: &str = ".injected";
 const VERSION_PLACEHOLDER: &str = "VERSION";
@@ -355,20 +356,7 @@ fn binary() -> Command {
 }
 
 fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
-    let mut child = binary()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    common::output_with_stdin(binary().args(args), stdin)
 }
 
 fn config_arg() -> String {

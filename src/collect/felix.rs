@@ -292,6 +292,32 @@ pub struct FelixHandle {
 }
 
 impl FelixHandle {
+    /// An empty queue holding at most `capacity` intervals and `max_bytes` bytes, sending
+    /// `message_entries` entries a message.
+    fn new(
+        capacity: usize,
+        max_bytes: usize,
+        message_entries: usize,
+        metrics: Arc<CollectorMetrics>,
+    ) -> Self {
+        FelixHandle {
+            queue: Arc::new(Mutex::new(Queue {
+                intervals: VecDeque::new(),
+                capacity,
+                max_bytes,
+                bytes: 0,
+                message_entries,
+                next_id: 0,
+                closed: false,
+                submitted: 0,
+                finished: 0,
+            })),
+            wake: Arc::new(Notify::new()),
+            drained: Arc::new(Notify::new()),
+            metrics,
+        }
+    }
+
     /// Queues one closed interval and returns its sequence number (1-based); never blocks on
     /// Felix.
     pub fn submit(&self, report: IntervalReport) -> u64 {
@@ -390,22 +416,12 @@ pub fn spawn(
     options: FelixOptions,
     metrics: Arc<CollectorMetrics>,
 ) -> (FelixHandle, tokio::task::JoinHandle<()>) {
-    let handle = FelixHandle {
-        queue: Arc::new(Mutex::new(Queue {
-            intervals: VecDeque::new(),
-            capacity: options.queue_intervals.max(1),
-            max_bytes: options.queue_bytes,
-            bytes: 0,
-            message_entries: options.message_entries.max(1),
-            next_id: 0,
-            closed: false,
-            submitted: 0,
-            finished: 0,
-        })),
-        wake: Arc::new(Notify::new()),
-        drained: Arc::new(Notify::new()),
+    let handle = FelixHandle::new(
+        options.queue_intervals.max(1),
+        options.queue_bytes,
+        options.message_entries.max(1),
         metrics,
-    };
+    );
     let task = tokio::spawn(send_loop(options, handle.clone()));
     (handle, task)
 }
@@ -577,22 +593,12 @@ mod tests {
     }
 
     fn handle(intervals: usize, bytes: usize, entries: usize) -> FelixHandle {
-        FelixHandle {
-            queue: Arc::new(Mutex::new(Queue {
-                intervals: VecDeque::new(),
-                capacity: intervals,
-                max_bytes: bytes,
-                bytes: 0,
-                message_entries: entries,
-                next_id: 0,
-                closed: false,
-                submitted: 0,
-                finished: 0,
-            })),
-            wake: Arc::new(Notify::new()),
-            drained: Arc::new(Notify::new()),
-            metrics: Arc::new(CollectorMetrics::default()),
-        }
+        FelixHandle::new(
+            intervals,
+            bytes,
+            entries,
+            Arc::new(CollectorMetrics::default()),
+        )
     }
 
     #[test]

@@ -18,6 +18,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use ingress_tap::admission::{self, RunningWebhook, WebhookOptions};
+use ingress_tap::certs::{self, CERT_FILE, KEY_FILE};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use rustls::pki_types::pem::PemObject;
@@ -33,6 +35,77 @@ pub fn repository() -> &'static Path {
 
 fn scripts_dir() -> PathBuf {
     repository().join("tests/control-plane")
+}
+
+/// Prints how long a scenario took, each line starting with `label`; the budget is checked by
+/// reading, never asserted.
+pub struct Step {
+    label: &'static str,
+    name: &'static str,
+    started: Instant,
+}
+
+impl Step {
+    pub fn start(label: &'static str, name: &'static str) -> Self {
+        eprintln!("{label}: {name} ...");
+        Step {
+            label,
+            name,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        eprintln!(
+            "{}: {} done in {:.1} s",
+            self.label,
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Starts the webhook in this process on 127.0.0.1 with `config`, serving a certificate for
+/// 127.0.0.1 signed by a new CA named `ca_name` (the files are written to `dir`); returns the
+/// webhook and the CA's PEM, the caBundle the API server needs.
+pub async fn start_webhook(dir: &Path, ca_name: &str, config: PathBuf) -> (RunningWebhook, String) {
+    let generated =
+        certs::generate(&["127.0.0.1".into()], ca_name).expect("generate the serving certificate");
+    let cert = dir.join(CERT_FILE);
+    let key = dir.join(KEY_FILE);
+    std::fs::write(&cert, &generated.cert_pem).expect("write tls.crt");
+    std::fs::write(&key, &generated.key_pem).expect("write tls.key");
+    let webhook = admission::start(WebhookOptions {
+        listen: Some("127.0.0.1:0".parse().expect("address")),
+        health_listen: Some("127.0.0.1:0".parse().expect("address")),
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        config: Some(config),
+        dev_dir: None,
+        max_body_bytes: 3 * 1024 * 1024,
+        max_connections: 64,
+        client_timeout_seconds: 10,
+        ..WebhookOptions::default()
+    })
+    .await
+    .expect("start the webhook");
+    (webhook, generated.ca_pem)
+}
+
+/// The arguments of the certs Job shipped in `manifests` (as [`render`] returns them).
+pub fn certs_job_args(manifests: &[Value]) -> Vec<String> {
+    manifests
+        .iter()
+        .find(|object| object["kind"] == "Job")
+        .expect("manifests/ ship the certs Job")
+        .pointer("/spec/template/spec/containers/0/args")
+        .and_then(Value::as_array)
+        .expect("the Job's arguments")
+        .iter()
+        .map(|arg| arg.as_str().expect("string argument").to_owned())
+        .collect()
 }
 
 /// The last `lines` lines of a process output, for failure messages.
