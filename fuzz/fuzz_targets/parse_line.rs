@@ -20,8 +20,9 @@ fuzz_target!(|line: &[u8]| {
                 part.len()
             );
         }
-        // Owning the record must not change it.
+        // Owning the record must not change it. (A record's lifetime is invariant, since an
+        // oversize header decodes its ends when first read, so the two compare as text.)
         let owned = record.clone().into_owned();
-        assert_eq!(owned, record);
+        assert_eq!(format!("{owned:?}"), format!("{record:?}"));
     }
 });
