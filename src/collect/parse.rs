@@ -310,7 +310,11 @@ impl<'a> HeaderValue<'a> {
         }
         Some(match head_text(oversize.raw, oversize.escaped, max_len) {
             Cow::Borrowed(text) => Cow::Borrowed(before_last_comma(text)),
-            Cow::Owned(text) => Cow::Owned(before_last_comma(&text).to_owned()),
+            Cow::Owned(mut text) => {
+                let kept = before_last_comma(&text).len();
+                text.truncate(kept);
+                Cow::Owned(text)
+            }
         })
     }
 
@@ -326,7 +330,11 @@ impl<'a> HeaderValue<'a> {
         }
         Some(match tail_text(oversize.raw, oversize.escaped, max_len) {
             Cow::Borrowed(text) => Cow::Borrowed(after_first_comma(text)),
-            Cow::Owned(text) => Cow::Owned(after_first_comma(&text).to_owned()),
+            Cow::Owned(mut text) => {
+                let dropped = text.len() - after_first_comma(&text).len();
+                text.drain(..dropped);
+                Cow::Owned(text)
+            }
         })
     }
 
