@@ -4,6 +4,7 @@
 //! - [`inject`]: Pod + injection config → decision and JSON patch (pure);
 //! - [`admission`]: the HTTPS admission webhook serving that engine;
 //! - [`collect`]: tail the ingress log, parse, aggregate, report to Felix;
+//! - [`model`]: the connection and attribution types the collector and detector share;
 //! - [`net`]: the one reader and normaliser of IP addresses and networks;
 //! - [`serve`]: HTTP connections under limits, for every port the roles serve;
 //! - [`telemetry`]: logging, metrics and health endpoints shared by the roles;
@@ -16,13 +17,14 @@ pub mod block;
 pub mod certs;
 pub mod certs_install;
 pub mod collect;
+pub mod detect;
 pub mod inject;
 mod json_scan;
 pub mod log_level;
+pub mod model;
 pub mod net;
 pub mod serve;
 pub mod telemetry;
-pub mod trace;
 pub mod watch;
 pub mod workload;
 

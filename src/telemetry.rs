@@ -197,8 +197,8 @@ mod tests {
 
     #[test]
     fn a_cause_quoted_by_its_parent_is_written_once() {
-        let yaml = serde_yaml::from_str::<crate::trace::TraceConfig>("bogus_key: 1").unwrap_err();
-        let error = anyhow::Error::new(crate::trace::TraceConfigError::from(yaml))
+        let yaml = serde_yaml::from_str::<crate::detect::TraceConfig>("bogus_key: 1").unwrap_err();
+        let error = anyhow::Error::new(crate::detect::TraceConfigError::from(yaml))
             .context("invalid trace config t.yaml");
         let text = error_chain(&error);
         assert_eq!(

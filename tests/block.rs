@@ -7,11 +7,12 @@
 //! objects by a strict round trip through k8s-openapi's types and, where scripts/test.sh has
 //! installed it, by kubernetes-validate in strict mode as well.
 
-use ingress_tap::trace::events::{
-    Event, EventConnection, EventDetails, EventKind, Field, Provenance, EVENT_SCHEMA_VERSION,
+use ingress_tap::detect::events::{
+    Event, EventConnection, EventDetails, EventKind, Field, EVENT_SCHEMA_VERSION,
 };
-use ingress_tap::trace::heavy_hitters::TopEntry;
-use ingress_tap::trace::{Suspicious, SUSPICIOUS_SCHEMA_VERSION};
+use ingress_tap::detect::heavy_hitters::TopEntry;
+use ingress_tap::detect::{Suspicious, SUSPICIOUS_SCHEMA_VERSION};
+use ingress_tap::model::Provenance;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -4,15 +4,17 @@ use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ingress_tap::collect::aggregate::{
-    Aggregator, AggregatorLimits, Connection, ConnectionReport, IntervalReport,
+    Aggregator, AggregatorLimits, ConnectionReport, IntervalReport,
 };
 use ingress_tap::collect::cardinality::{Accuracy, SketchHasher};
 use ingress_tap::collect::origin::{
     original_ip, ClientIpPolicy, HttpEntry, Origin, TrustedProxies,
 };
 use ingress_tap::collect::parse::{
-    parse_line, HeaderValue, Malformed, Protocol, Record, MARKER, MAX_HEADER_BYTES,
+    parse_line, HeaderValue, Malformed, Record, MARKER, MAX_HEADER_BYTES,
 };
+use ingress_tap::model::Connection;
+use ingress_tap::model::Protocol;
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -1022,7 +1024,7 @@ proptest! {
         xri in header(),
         hops in 0..3usize,
     ) {
-        use ingress_tap::trace::events::Provenance;
+        use ingress_tap::model::Provenance;
         let line = line_from(peer, &xff, &xri);
         let record = parsed(&line);
         let peer_ip = ingress_tap::net::canonical_ip(peer.parse().unwrap());

@@ -8,7 +8,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use ingress_tap::collect::origin::{
     forwarded_entries, parse_client_address, ClientIpPolicy, Origin, TrustedProxies,
 };
-use ingress_tap::collect::parse::{parse_line, HeaderValue, Protocol, Record};
+use ingress_tap::collect::parse::{parse_line, HeaderValue, Record};
+use ingress_tap::model::Protocol;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

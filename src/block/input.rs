@@ -10,11 +10,12 @@
 //! fields are still ignored, as the event schema's stability rules ask.
 
 use super::escape;
+use crate::detect::events::{Event, EventKind, Field, EVENT_SCHEMA_VERSION};
+use crate::detect::heavy_hitters::TopEntry;
+use crate::detect::threat_lists;
+use crate::detect::{Suspicious, SUSPICIOUS_SCHEMA_VERSION};
+use crate::model::Provenance;
 use crate::net::{normalise, parse_net};
-use crate::trace::events::{Event, EventKind, Field, Provenance, EVENT_SCHEMA_VERSION};
-use crate::trace::heavy_hitters::TopEntry;
-use crate::trace::threat_lists;
-use crate::trace::{Suspicious, SUSPICIOUS_SCHEMA_VERSION};
 use ipnet::IpNet;
 use jiff::Timestamp;
 
@@ -453,9 +454,7 @@ fn summary_candidates(
     for (ranking, rows, field) in rankings {
         for (index, row) in rows.into_iter().take(top).enumerate() {
             let provenance = match field {
-                Some(field) => row
-                    .provenance
-                    .unwrap_or_else(|| Provenance::assumed_for(field)),
+                Some(field) => row.provenance.unwrap_or_else(|| field.assumed_provenance()),
                 None => Provenance::Claimed,
             };
             document
@@ -534,7 +533,7 @@ fn event_reason(event: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::events::{EventConnection, EventDetails};
+    use crate::detect::events::{EventConnection, EventDetails};
     use std::net::IpAddr;
 
     fn read(text: &str, top: usize, trust_spoofable_headers: bool) -> Document {

@@ -48,7 +48,8 @@ use super::cardinality::{
     COUNTER_OVERHEAD_BYTES, EXACT_ENTRY_BYTES, SKETCH_BYTES,
 };
 use super::origin::{CarriedOrigin, HttpEntry, Origin};
-use super::parse::{Protocol, Record};
+use super::parse::Record;
+use crate::model::Connection;
 
 /// Default exact distinct IPs per connection before it is estimated.
 pub const DEFAULT_EXACT_DISTINCT_PER_CONNECTION: usize = 4096;
@@ -140,18 +141,6 @@ impl AggregatorLimits {
 fn connection_fixed_bytes() -> usize {
     let index_slot = std::mem::size_of::<(Connection, usize)>() + 1;
     std::mem::size_of::<ConnectionState>() + index_slot * 16 / 7 + COUNTER_OVERHEAD_BYTES
-}
-
-/// A connection as the ingress pod sees it; the key Felix matches reports to flows with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Connection {
-    /// The direct peer: a load balancer or the client itself.
-    pub source_ip: IpAddr,
-    pub source_port: u16,
-    /// The ingress pod.
-    pub destination_ip: IpAddr,
-    pub destination_port: u16,
-    pub protocol: Protocol,
 }
 
 /// Hashed with three writes instead of the derived ten or so: the connection table is looked up
@@ -474,6 +463,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Protocol;
     use std::net::Ipv4Addr;
 
     fn record(source_port: u16) -> Record<'static> {

@@ -557,9 +557,9 @@ mod tests {
         }
     }
 
-    use crate::collect::aggregate::Connection;
     use crate::collect::cardinality::Accuracy;
-    use crate::collect::parse::Protocol;
+    use crate::model::Connection;
+    use crate::model::Protocol;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn connection_report(port: u16, entries: u32) -> ConnectionReport {

@@ -26,9 +26,8 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::parse::{parse_ipv4, HeaderValue, Record};
+use crate::model::{Attributed, Provenance};
 use crate::net::canonical_ip;
-use crate::trace::events::Provenance;
-pub use crate::trace::Attributed;
 
 /// The original source of one request, ready to become a Felix `HTTPData`.
 ///

@@ -40,7 +40,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
 use memchr::memmem;
-use serde::Serialize;
+
+use crate::model::Protocol;
 
 /// The text that introduces the ingress template in a log line.
 pub const MARKER: &str = "tigera_secure_ee_ingress:";
@@ -65,42 +66,6 @@ const MAX_MARKER_ATTEMPTS: usize = 4;
 
 static MARKER_FINDER: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(MARKER));
-
-/// The transport protocol of the connection, as Felix names it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// The template carries no protocol field, and nginx's HTTP traffic is TCP.
-    #[default]
-    Tcp,
-    /// HTTP/3 (QUIC) listeners.
-    Udp,
-    /// Rare, but Felix knows it by name.
-    Sctp,
-}
-
-impl Protocol {
-    /// The protocol name Felix expects in `Protocol.name`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-
-    fn from_name(name: &[u8]) -> Option<Protocol> {
-        if name.eq_ignore_ascii_case(b"tcp") {
-            Some(Protocol::Tcp)
-        } else if name.eq_ignore_ascii_case(b"udp") {
-            Some(Protocol::Udp)
-        } else if name.eq_ignore_ascii_case(b"sctp") {
-            Some(Protocol::Sctp)
-        } else {
-            None
-        }
-    }
-}
 
 /// One request as the ingress controller logged it.
 ///

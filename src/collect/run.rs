@@ -225,7 +225,7 @@ struct Loop {
     tailer: Tailer,
     pipeline: Pipeline,
     /// Threat lists reloaded from their files.
-    list_updates: tokio::sync::mpsc::Receiver<crate::trace::threat_lists::ThreatLists>,
+    list_updates: tokio::sync::mpsc::Receiver<crate::detect::threat_lists::ThreatLists>,
     sink: Sink,
     metrics: Arc<CollectorMetrics>,
     checkpoint_path: PathBuf,

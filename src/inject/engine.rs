@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, Volume, VolumeMount};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -29,24 +29,6 @@ use super::patch::{JsonKind, JsonShape, PatchBuilder, PatchShapeError};
 use super::render::{self, PatchValue, Rendered, RenderedConfig, RenderedPatch};
 
 mod scan;
-
-/// How many hex characters of the config hash the status annotation keeps: enough to tell
-/// configs apart, short enough to read in `kubectl describe`.
-pub const STATUS_HASH_CHARS: usize = 16;
-
-/// The value of the `ingress-tap/status` annotation, as JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InjectionStatus {
-    /// Version of the injector that patched the pod.
-    pub version: String,
-    /// Prefix of [`InjectConfig::hash`] of the config used.
-    pub config_hash: String,
-    /// Name of the injected container.
-    pub sidecar: String,
-    /// Whether the sidecar went into `initContainers` as a native sidecar.
-    pub native_sidecar: bool,
-}
 
 /// Decides what to do with one pod-shaped object (`{"metadata": …, "spec": …}`: a Pod from an
 /// admission review or a workload's pod template) and builds the patch when injecting.

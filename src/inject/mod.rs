@@ -13,6 +13,7 @@ mod overrides;
 mod patch;
 mod quantity;
 mod render;
+mod status;
 
 pub(crate) use engine::CheckedString;
 
@@ -21,12 +22,11 @@ pub use config::{
     LogLevel, SidecarResources,
 };
 pub use decision::{Decision, DenyReason, SkipReason};
-pub use engine::{
-    decide, decide_view, view_error, InjectionStatus, LogName, PodJson, PodView, STATUS_HASH_CHARS,
-};
+pub use engine::{decide, decide_view, view_error, LogName, PodJson, PodView};
 pub use overrides::{
     CONTAINER_ANNOTATION, INJECT_DISABLED, INJECT_ENABLED, INJECT_LABEL, INTERVAL_ANNOTATION,
     LOG_LEVEL_ANNOTATION, NATIVE_SIDECAR_ANNOTATION, REQUESTS_ANNOTATION, STATUS_ANNOTATION,
 };
 pub use patch::PatchShapeError;
 pub use render::RenderedPatch;
+pub use status::{InjectionStatus, STATUS_HASH_CHARS};

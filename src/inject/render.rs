@@ -19,9 +19,9 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use serde_json::{json, Map, Value};
 
 use super::config::{FelixVolumeKind, InjectConfig, FELIX_CSI_DRIVER, FELIX_FLEX_DRIVER};
-use super::engine::{InjectionStatus, STATUS_HASH_CHARS};
 use super::overrides::PodSettings;
 use super::patch::{Add, AddedValue, Shape};
+use super::status::{config_hash_prefix, status_json};
 
 /// One value the patch adds, as a JSON tree and as the compact JSON text the tree serialises to.
 #[derive(Debug, PartialEq, Eq)]
@@ -325,37 +325,12 @@ fn sidecar_json(config: &InjectConfig, settings: &PodSettings) -> Value {
     Value::Object(container)
 }
 
-/// The first [`STATUS_HASH_CHARS`] of [`InjectConfig::hash`].
-fn config_hash_prefix(config: &InjectConfig) -> String {
-    let hash = config.hash();
-    hash.get(..STATUS_HASH_CHARS).unwrap_or(&hash).to_owned()
-}
-
-fn status_json(config: &InjectConfig, config_hash: &str, native_sidecar: bool) -> String {
-    let status = InjectionStatus {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        config_hash: config_hash.to_owned(),
-        sidecar: config.sidecar_name.clone(),
-        native_sidecar,
-    };
-    // A struct of strings and a bool always serialises; the fallback keeps the same content
-    // (with sorted keys) rather than panicking on an impossible error.
-    serde_json::to_string(&status).unwrap_or_else(|_| {
-        json!({
-            "version": status.version,
-            "configHash": status.config_hash,
-            "sidecar": status.sidecar,
-            "nativeSidecar": status.native_sidecar,
-        })
-        .to_string()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::inject::config::LogLevel;
     use crate::inject::patch::Pointer;
+    use crate::inject::status::{InjectionStatus, STATUS_HASH_CHARS};
     use k8s_openapi::api::core::v1::{Container, Volume};
 
     /// Settings a pod's annotations can ask for, the config's own first.

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::collect::aggregate::Connection;
+use crate::model::{Connection, Provenance};
 
 /// The version of the [`Event`] JSON schema written in every event.
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
@@ -60,43 +60,12 @@ impl Field {
     }
 }
 
-/// How far an attributed address can be believed, decided per request by the collector's
-/// client IP policy. `X-Forwarded-For` and `X-Real-IP` are written by whoever sends the
-/// request, so an address read from them proves nothing unless a proxy the operator trusts put
-/// it there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Provenance {
-    /// No forwarding header was believed: the address is the connection's peer itself.
-    Connection,
-    /// Read from `X-Forwarded-For` (or `X-Real-IP`) by walking past configured trusted proxies
-    /// or hops: each entry passed was written by a proxy the operator named.
-    Trusted,
-    /// Read from a header only because nothing is configured (the reference rule): whoever
-    /// sent the request chose it, so it can name anyone.
-    Claimed,
-}
-
-impl Provenance {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provenance::Connection => "connection",
-            Provenance::Trusted => "trusted",
-            Provenance::Claimed => "claimed",
-        }
-    }
-
-    /// Whether the address was verified by the network or by a trusted proxy, rather than
-    /// claimed by the sender.
-    pub fn is_verified(self) -> bool {
-        self != Provenance::Claimed
-    }
-
+impl Field {
     /// The provenance of an event or entry written without one (by a collector older than the
     /// field): a connection source was the peer; an original IP may have been claimed, so it
     /// is taken as claimed.
-    pub fn assumed_for(field: Field) -> Provenance {
-        match field {
+    pub fn assumed_provenance(self) -> Provenance {
+        match self {
             Field::Source => Provenance::Connection,
             Field::Original => Provenance::Claimed,
         }
@@ -168,7 +137,7 @@ pub struct Event {
     /// Which address of the request `ip` is.
     pub field: Field,
     /// How far `ip` can be believed. Always written; absent only in events of collectors
-    /// older than the field, which [`Event::provenance`] reads as [`Provenance::assumed_for`].
+    /// older than the field, which [`Event::provenance`] reads as [`Field::assumed_provenance`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
     /// The request's connection; under a cool-down only the first request's is reported.
@@ -180,7 +149,7 @@ impl Event {
     /// How far `ip` can be believed, for events written with or without the field.
     pub fn provenance(&self) -> Provenance {
         self.provenance
-            .unwrap_or_else(|| Provenance::assumed_for(self.field))
+            .unwrap_or_else(|| self.field.assumed_provenance())
     }
 
     /// The event as one JSON line, newline included.

@@ -11,11 +11,11 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use crate::collect::aggregate::Connection;
+use crate::model::Connection;
 
-use super::events::Provenance;
 use super::heavy_hitters::AddressHasher;
-use super::Attributed;
+use crate::model::Attributed;
+use crate::model::Provenance;
 
 /// Distinct addresses per table before a batch is applied early: a 64 KiB read holds about
 /// 340 lines, so this is rarely reached; when a reader hands over more at one instant, the
@@ -224,7 +224,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::parse::Protocol;
+    use crate::model::Protocol;
     use std::net::Ipv4Addr;
 
     #[test]

@@ -37,11 +37,11 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::collect::aggregate::Connection;
+use crate::model::{Attributed, Connection, Provenance};
 use batch::Batch;
 pub use batch::BATCH_ADDRESSES;
 use events::{
-    rfc3339_utc, Event, EventConnection, EventDetails, EventKind, Field, Provenance, RecentEvents,
+    rfc3339_utc, Event, EventConnection, EventDetails, EventKind, Field, RecentEvents,
     EVENT_SCHEMA_VERSION,
 };
 use heavy_hitters::{
@@ -77,23 +77,6 @@ pub const MAX_TABLE_ENTRIES: usize = 1_000_000;
 /// The memory one buffered event is assumed to cost in the bound: the struct, its strings
 /// (rule name, protocol, timestamp, CIDR and note) at typical lengths, with allocator slack.
 pub const EVENT_BYTES_ESTIMATE: usize = 512;
-
-/// The address a request is counted against by the detectors, and how far it can be believed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Attributed {
-    /// Canonical ([`canonical_ip`]): an IPv4 client is IPv4 however it was written.
-    pub ip: IpAddr,
-    pub provenance: Provenance,
-}
-
-impl Attributed {
-    pub fn new(ip: IpAddr, provenance: Provenance) -> Attributed {
-        Attributed {
-            ip: crate::net::canonical_ip(ip),
-            provenance,
-        }
-    }
-}
 
 /// A threat list to load: the shell reads `path` and hands the text to
 /// [`threat_lists::parse_list`] under `name`.

@@ -45,7 +45,7 @@ use hashbrown::HashTable;
 
 use serde::{Deserialize, Serialize};
 
-use super::events::Provenance;
+use crate::model::Provenance;
 
 /// How many counters a summary keeps per entry it is asked to report, by default.
 ///
@@ -66,7 +66,7 @@ pub struct TopEntry {
     /// How far `ip` can be believed: `connection` for connection sources; for original IPs,
     /// that of the latest request counted (`trusted` or `connection` in `top_original`,
     /// `claimed` in `top_claimed`). Absent only in documents of collectors older than the
-    /// field; readers take [`Provenance::assumed_for`] the list's field then.
+    /// field; readers take the list's field's [`super::events::Field::assumed_provenance`] then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
 }
