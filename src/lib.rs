@@ -15,16 +15,18 @@
 pub mod admission;
 pub mod block;
 pub mod certs;
-pub mod certs_install;
+pub mod cgroup;
 pub mod collect;
 pub mod detect;
 pub mod inject;
+pub mod inject_config;
 mod json_scan;
 pub mod log_level;
 pub mod model;
 pub mod net;
 pub mod serve;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 pub mod workload;
 

@@ -11,9 +11,9 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::http::{Method, Request, Response};
+use ingress_tap::certs::install::plan::{self, RenewReason};
+use ingress_tap::certs::install::{install, InstallError, InstallOptions, SecretAction};
 use ingress_tap::certs::{self, GeneratedCerts};
-use ingress_tap::certs_install::plan::{self, RenewReason};
-use ingress_tap::certs_install::{install, InstallError, InstallOptions, SecretAction};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use rustls::client::danger::ServerCertVerifier;
@@ -179,8 +179,7 @@ fn generate_writes_the_files_and_prints_the_ca_bundle() {
     for name in names() {
         verify(&ca, &cert, &name).unwrap();
     }
-    ingress_tap::admission::tls::certified_key_from_pem(cert.as_bytes(), key.as_bytes(), "test")
-        .unwrap();
+    ingress_tap::tls::certified_key_from_pem(cert.as_bytes(), key.as_bytes(), "test").unwrap();
 
     let stdout = String::from_utf8(output.stdout).unwrap();
     let bundle = base64::engine::general_purpose::STANDARD

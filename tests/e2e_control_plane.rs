@@ -1471,7 +1471,7 @@ async fn certs_install_against_the_api_server(
     let secret = secrets.get(&secret_name).await.expect("the Secret exists");
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let ca = secret_data(&secret, CA_FILE).to_vec();
-    ingress_tap::certs_install::plan::chain_serves(
+    ingress_tap::certs::install::plan::chain_serves(
         &ca,
         secret_data(&secret, CERT_FILE),
         &names,
@@ -1528,7 +1528,7 @@ async fn certs_install_against_the_api_server(
     let renewed_ca = secret_data(&renewed, CA_FILE).to_vec();
     let now = time::OffsetDateTime::now_utc();
     assert!(not_after(secret_data(&renewed, CERT_FILE)) > now + time::Duration::days(300));
-    ingress_tap::certs_install::plan::chain_serves(
+    ingress_tap::certs::install::plan::chain_serves(
         &renewed_ca,
         secret_data(&renewed, CERT_FILE),
         &names,

@@ -16,7 +16,6 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -28,24 +27,6 @@ pub const DEFAULT_BUDGET: usize = 32 * 1024 * 1024;
 /// itself (a few MiB), connection buffers (TLS and HTTP, bounded by the connection limits), the
 /// answers, and the allocator's slack.
 pub const MEMORY_LIMIT_SHARE: usize = 4;
-
-/// The container's memory limit: cgroup v2 `memory.max`, else cgroup v1
-/// `memory.limit_in_bytes`. `None` when unlimited or unreadable.
-pub fn container_memory_limit() -> Option<usize> {
-    container_memory_limit_in(Path::new("/sys/fs/cgroup"))
-}
-
-fn container_memory_limit_in(root: &Path) -> Option<usize> {
-    let read = |path: &Path| std::fs::read_to_string(path).ok();
-    let text = read(&root.join("memory.max"))
-        .or_else(|| read(&root.join("memory/memory.limit_in_bytes")))?;
-    let limit: u64 = text.trim().parse().ok()?;
-    // cgroup v1 writes "no limit" as a page-rounded i64::MAX.
-    if limit >= 1 << 60 {
-        return None;
-    }
-    usize::try_from(limit).ok()
-}
 
 /// The body budget: `configured`, else a quarter of the container's memory limit, else
 /// [`DEFAULT_BUDGET`]; never less than one largest body.
@@ -250,21 +231,6 @@ mod tests {
         );
         assert_eq!(budget_size(None, None, 3 * mib), DEFAULT_BUDGET);
         assert_eq!(budget_size(Some(1), None, 3 * mib), 3 * mib);
-
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(container_memory_limit_in(dir.path()), None);
-        std::fs::write(dir.path().join("memory.max"), "max\n").unwrap();
-        assert_eq!(container_memory_limit_in(dir.path()), None);
-        std::fs::write(dir.path().join("memory.max"), "134217728\n").unwrap();
-        assert_eq!(container_memory_limit_in(dir.path()), Some(128 * mib));
-        std::fs::remove_file(dir.path().join("memory.max")).unwrap();
-        std::fs::create_dir(dir.path().join("memory")).unwrap();
-        std::fs::write(
-            dir.path().join("memory/memory.limit_in_bytes"),
-            "9223372036854771712\n",
-        )
-        .unwrap();
-        assert_eq!(container_memory_limit_in(dir.path()), None);
     }
 
     #[test]

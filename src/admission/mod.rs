@@ -12,11 +12,11 @@ pub mod dev;
 pub mod handler;
 pub mod metrics;
 pub mod server;
-pub mod tls;
 
 use crate::inject::InjectConfig;
 use crate::serve::{ConnLimits, ConnMetrics};
 use crate::telemetry::{self, Readiness};
+use crate::tls::{self, CertFiles, CertStore};
 use crate::watch::FileChanges;
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -27,7 +27,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tls::{CertFiles, CertStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -159,19 +158,6 @@ impl RunningWebhook {
     }
 }
 
-/// Loads the injection config file, or the defaults when none is given.
-pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<InjectConfig> {
-    match path {
-        None => Ok(InjectConfig::default()),
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read injection config {}", path.display()))?;
-            InjectConfig::from_yaml(&text)
-                .with_context(|| format!("invalid injection config {}", path.display()))
-        }
-    }
-}
-
 /// Binds both ports, loads config and certificate, and serves until stopped.
 pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
     let local = options.tls_cert.is_none();
@@ -195,7 +181,9 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
         options.max_connections_per_peer > 0,
         "--max-connections-per-peer must be at least 1"
     );
-    let config = Arc::new(ArcSwap::from_pointee(load_config(options.config.as_ref())?));
+    let config = Arc::new(ArcSwap::from_pointee(crate::inject_config::load(
+        options.config.as_ref(),
+    )?));
     let mut registry = Registry::default();
     let metrics = Arc::new(WebhookMetrics::register(&mut registry));
     metrics.config_valid.set(1);
@@ -275,7 +263,7 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
         max_age: timeouts.max_age,
         ..ConnLimits::health()
     };
-    let memory_limit = body::container_memory_limit();
+    let memory_limit = crate::cgroup::container_memory_limit();
     let budget_bytes = body::budget_size(
         options.max_inflight_body_bytes,
         memory_limit,
@@ -362,7 +350,7 @@ async fn reload_config(
             () = changes.changed() => {}
             () = stopped_future(stopped.clone()) => return,
         }
-        match load_config(Some(&path)) {
+        match crate::inject_config::load(Some(&path)) {
             Ok(new) => {
                 config.store(Arc::new(new));
                 metrics.config_valid.set(1);

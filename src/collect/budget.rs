@@ -68,7 +68,7 @@ impl MemoryBudget {
     /// [`DEFAULT_MEMORY_LIMIT`].
     pub fn resolve(configured: Option<usize>) -> MemoryBudget {
         let limit = configured
-            .or_else(crate::admission::body::container_memory_limit)
+            .or_else(crate::cgroup::container_memory_limit)
             .unwrap_or(DEFAULT_MEMORY_LIMIT);
         MemoryBudget::of_limit(limit)
     }

@@ -6,7 +6,6 @@
 //! template the engine refuses). Nothing is written when an error occurs.
 
 use super::{inject_stream, Selection, TemplateOutcome};
-use crate::admission::load_config;
 use anyhow::Context;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -56,7 +55,7 @@ pub fn run(options: &InjectOptions) -> ExitCode {
 
 /// Returns whether any template was (or, with `--check`, would be) injected.
 fn execute(options: &InjectOptions) -> anyhow::Result<bool> {
-    let config = load_config(options.config.as_ref())?;
+    let config = crate::inject_config::load(options.config.as_ref())?;
     let input = read_input(&options.file)?;
     let selection = if options.all {
         Selection::All

@@ -5,6 +5,8 @@
 //! configuration names. A dedicated, short-chain CA (rather than a self-signed leaf) lets the
 //! serving certificate be renewed without touching the caBundle.
 
+pub mod install;
+
 use base64::Engine;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -154,7 +156,7 @@ pub enum CertsCommand {
     Generate(GenerateOptions),
     /// In the cluster: create or renew the webhook's TLS Secret and patch the caBundle of its
     /// MutatingWebhookConfiguration. Does nothing when both are current.
-    Install(crate::certs_install::InstallOptions),
+    Install(crate::certs::install::InstallOptions),
 }
 
 /// `ingress-tap certs generate` options.
@@ -278,7 +280,7 @@ pub fn run_generate(options: &GenerateOptions) -> anyhow::Result<()> {
 pub async fn run(command: CertsCommand) -> anyhow::Result<()> {
     match command {
         CertsCommand::Generate(options) => run_generate(&options),
-        CertsCommand::Install(options) => crate::certs_install::run(&options).await,
+        CertsCommand::Install(options) => crate::certs::install::run(&options).await,
     }
 }
 

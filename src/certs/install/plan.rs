@@ -1,8 +1,8 @@
 //! The decisions of `certs install`, without a cluster: is the Secret still good, what does
 //! the new Secret look like, which webhooks need their caBundle patched.
 
-use crate::admission::tls::{certified_key_from_pem, provider};
 use crate::certs::{GeneratedCerts, CA_FILE, CERT_FILE, KEY_FILE};
+use crate::tls::{certified_key_from_pem, provider};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, TestOperation};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
