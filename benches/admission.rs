@@ -18,7 +18,7 @@ use std::time::Duration;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ingress_tap::admission::handler::{review, Outcome};
-use ingress_tap::inject::InjectConfig;
+use ingress_tap_core::inject::InjectConfig;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 

@@ -20,10 +20,10 @@
 mod bench_args;
 
 use bench_args::BenchArgs;
-use ingress_tap::detect::events::{
+use ingress_tap_core::detect::events::{
     Event, EventConnection, EventDetails, EventKind, Field, EVENT_SCHEMA_VERSION,
 };
-use ingress_tap::model::Provenance;
+use ingress_tap_core::model::Provenance;
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;

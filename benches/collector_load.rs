@@ -18,13 +18,13 @@ mod synthetic_log;
 
 use bench_args::BenchArgs;
 use collector_process::{cpu_seconds, free_port, metric, proc_status, wait_for, Collector};
-use ingress_tap::collect::aggregate::AggregatorLimits;
 use ingress_tap::collect::detector_thread::DetectorThread;
 use ingress_tap::collect::metrics::CollectorMetrics;
-use ingress_tap::collect::origin::ClientIpPolicy;
 use ingress_tap::collect::pipeline::Pipeline;
-use ingress_tap::detect::threat_lists::{parse_list, ThreatLists};
-use ingress_tap::detect::{Detector, TraceConfig};
+use ingress_tap_core::collect::aggregate::AggregatorLimits;
+use ingress_tap_core::collect::origin::ClientIpPolicy;
+use ingress_tap_core::detect::threat_lists::{parse_list, ThreatLists};
+use ingress_tap_core::detect::{Detector, TraceConfig};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};

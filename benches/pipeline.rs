@@ -20,9 +20,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use ingress_tap::collect::aggregate::{Aggregator, AggregatorLimits, IntervalReport};
-use ingress_tap::collect::origin::original_ip;
-use ingress_tap::collect::parse::parse_line;
+use ingress_tap_core::collect::aggregate::{Aggregator, AggregatorLimits, IntervalReport};
+use ingress_tap_core::collect::origin::original_ip;
+use ingress_tap_core::collect::parse::parse_line;
 
 #[path = "support/synthetic_log.rs"]
 mod synthetic_log;

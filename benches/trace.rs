@@ -14,13 +14,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use ingress_tap::detect::heavy_hitters::SpaceSaving;
-use ingress_tap::detect::threat_lists::{parse_list, ThreatLists};
-use ingress_tap::detect::{Detector, TraceConfig};
-use ingress_tap::model::Attributed;
-use ingress_tap::model::Connection;
-use ingress_tap::model::Protocol;
-use ingress_tap::model::Provenance;
+use ingress_tap_core::detect::heavy_hitters::SpaceSaving;
+use ingress_tap_core::detect::threat_lists::{parse_list, ThreatLists};
+use ingress_tap_core::detect::{Detector, TraceConfig};
+use ingress_tap_core::model::Attributed;
+use ingress_tap_core::model::Connection;
+use ingress_tap_core::model::Protocol;
+use ingress_tap_core::model::Provenance;
 
 const CIDRS: usize = 1_000_000;
 const IPV6_SHARE: usize = 20; // one entry in twenty is IPv6

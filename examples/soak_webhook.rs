@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use bytes::Bytes;
 use ingress_tap::admission::handler;
-use ingress_tap::inject::InjectConfig;
+use ingress_tap_core::inject::InjectConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -119,11 +119,11 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy (all targets, warnings are errors)"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 say "cargo test (unit, integration, end to end)"
-cargo test --locked --all-targets
-cargo test --locked --doc
+cargo test --locked --workspace --all-targets
+cargo test --locked --workspace --doc
 
 # ---- fuzz smoke (fuzz/, scripts/fuzz-smoke.sh): begin ---------------------------------------
 # Each cargo-fuzz target for FUZZ_SECONDS (10) with memory limits; installs cargo-fuzz when

@@ -3,6 +3,17 @@
 
 use std::path::Path;
 
+use ingress_tap_core::collect::budget::{MemoryBudget, DEFAULT_MEMORY_LIMIT};
+
+/// The collector's memory shares for the limit in force: `configured`, else the container's
+/// (cgroup) limit, else [`DEFAULT_MEMORY_LIMIT`].
+pub fn memory_budget(configured: Option<usize>) -> MemoryBudget {
+    let limit = configured
+        .or_else(container_memory_limit)
+        .unwrap_or(DEFAULT_MEMORY_LIMIT);
+    MemoryBudget::of_limit(limit)
+}
+
 /// The container's memory limit: cgroup v2 `memory.max`, else cgroup v1
 /// `memory.limit_in_bytes`. `None` when unlimited or unreadable.
 pub fn container_memory_limit() -> Option<usize> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::inject::InjectConfig;
+use ingress_tap_core::inject::InjectConfig;
 
 /// Loads the injection config file, or the defaults when none is given.
 pub fn load(path: Option<&PathBuf>) -> anyhow::Result<InjectConfig> {

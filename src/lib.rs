@@ -1,14 +1,17 @@
-//! ingress-tap: the Calico ingress log collector, and the admission webhook that injects it.
+//! ingress-tap: the Calico ingress log collector, the admission webhook that injects it, and the
+//! `block` command. This crate is the I/O shell: sockets, files, TLS, gRPC and the Kubernetes
+//! API. What each role decides lives in [`ingress_tap_core`], which does no I/O.
 //!
-//! Each role is a thin I/O shell around a pure core:
-//! - [`inject`]: Pod + injection config → decision and JSON patch (pure);
-//! - [`admission`]: the HTTPS admission webhook serving that engine;
-//! - [`collect`]: tail the ingress log, parse, aggregate, report to Felix;
-//! - [`model`]: the connection and attribution types the collector and detector share;
-//! - [`net`]: the one reader and normaliser of IP addresses and networks;
+//! - [`admission`]: the HTTPS admission webhook serving the injection engine;
+//! - [`collect`]: the collector process: tail the log, report to Felix, feed the detector;
+//! - [`block`]: `ingress-tap block`: read inputs and existing objects, print or apply;
+//! - [`workload`]: `ingress-tap inject`: the injection applied to manifest files;
+//! - [`certs`]: the webhook's CA and serving certificate, generated and installed;
+//! - [`tls`]: serving certificates checked, loaded and swapped on change;
 //! - [`serve`]: HTTP connections under limits, for every port the roles serve;
 //! - [`telemetry`]: logging, metrics and health endpoints shared by the roles;
-//! - [`watch`]: file-change notification shared by every hot-reloaded file.
+//! - [`watch`]: file-change notification shared by every hot-reloaded file;
+//! - [`cgroup`], [`inject_config`]: the container's limits and the injection config file.
 
 #![forbid(unsafe_code)]
 
@@ -17,13 +20,7 @@ pub mod block;
 pub mod certs;
 pub mod cgroup;
 pub mod collect;
-pub mod detect;
-pub mod inject;
 pub mod inject_config;
-mod json_scan;
-pub mod log_level;
-pub mod model;
-pub mod net;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;

@@ -46,7 +46,7 @@ enum Command {
     /// 0 done (or nothing to change with --check), 1 --check found changes, 2 error.
     Inject {
         #[command(flatten)]
-        options: ingress_tap::workload::cli::InjectOptions,
+        options: ingress_tap::workload::InjectOptions,
     },
     /// Create and install the webhook's serving certificate.
     Certs {
@@ -72,7 +72,7 @@ fn parse_cli() -> Cli {
     let Some(ContextValue::String(value)) = error.get(ContextKind::InvalidValue) else {
         error.exit()
     };
-    let escaped = format!("{:?}", ingress_tap::block::escape(value));
+    let escaped = format!("{:?}", ingress_tap_core::block::escape(value));
     let text = error
         .render()
         .to_string()
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
     let cli = parse_cli();
     if let Command::Inject { options } = &cli.command {
         // Pure file work with its own exit codes: no runtime needed.
-        return ingress_tap::workload::cli::run(options);
+        return ingress_tap::workload::run(options);
     }
     let runtime = match &cli.command {
         Command::Webhook { worker_threads, .. } => {

@@ -22,12 +22,12 @@
 //! On shutdown the listener closes first, requests in flight finish, then connections close
 //! (bounded by [`ConnLimits::shutdown_grace`]).
 
-use crate::net::canonical_ip;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use ingress_tap_core::net::canonical_ip;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use crate::log_level::{LogLevel, UnknownLogLevel};
+pub use ingress_tap_core::log_level::{LogLevel, UnknownLogLevel};
 
 /// An error and its causes on one line, `a: b: c`, as `{:#}` writes them, but without a cause
 /// whose text is already in what came before: many error types quote their source in their
@@ -197,8 +197,9 @@ mod tests {
 
     #[test]
     fn a_cause_quoted_by_its_parent_is_written_once() {
-        let yaml = serde_yaml::from_str::<crate::detect::TraceConfig>("bogus_key: 1").unwrap_err();
-        let error = anyhow::Error::new(crate::detect::TraceConfigError::from(yaml))
+        let yaml = serde_yaml::from_str::<ingress_tap_core::detect::TraceConfig>("bogus_key: 1")
+            .unwrap_err();
+        let error = anyhow::Error::new(ingress_tap_core::detect::TraceConfigError::from(yaml))
             .context("invalid trace config t.yaml");
         let text = error_chain(&error);
         assert_eq!(

@@ -7,12 +7,12 @@
 //! objects by a strict round trip through k8s-openapi's types and, where scripts/test.sh has
 //! installed it, by kubernetes-validate in strict mode as well.
 
-use ingress_tap::detect::events::{
+use ingress_tap_core::detect::events::{
     Event, EventConnection, EventDetails, EventKind, Field, EVENT_SCHEMA_VERSION,
 };
-use ingress_tap::detect::heavy_hitters::TopEntry;
-use ingress_tap::detect::{Suspicious, SUSPICIOUS_SCHEMA_VERSION};
-use ingress_tap::model::Provenance;
+use ingress_tap_core::detect::heavy_hitters::TopEntry;
+use ingress_tap_core::detect::{Suspicious, SUSPICIOUS_SCHEMA_VERSION};
+use ingress_tap_core::model::Provenance;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -338,7 +338,7 @@ fn kubernetes_validate(objects: &[Value]) -> Option<String> {
         })?;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("objects.yaml");
-    std::fs::write(&file, ingress_tap::block::to_yaml(objects).unwrap()).unwrap();
+    std::fs::write(&file, ingress_tap_core::block::to_yaml(objects).unwrap()).unwrap();
     let output = Command::new(python)
         .arg(manifest_dir().join("tests/validate_manifests.py"))
         .args(["--kubernetes-version", "1.30"])

@@ -396,7 +396,7 @@ fn addresses(count: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_limits_match_the_api_servers_just_under_and_just_over() {
-    use ingress_tap::block::targets::limits::{
+    use ingress_tap_core::block::targets::limits::{
         self, ETCD_REQUEST_BYTES, MAX_ANNOTATION_BYTES, MAX_CONFIGMAP_DATA_BYTES, OBJECT_HEADROOM,
     };
     let control_plane = ControlPlane::start();

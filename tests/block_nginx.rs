@@ -200,7 +200,7 @@ fn blocked_addresses_get_403_after_the_real_ip_step() {
 
     let cidrs = block_cidrs();
     assert_eq!(cidrs, "198.51.100.0/24,203.0.113.7/32");
-    let deny_lines = ingress_tap::block::targets::ingress_nginx::nginx_deny_lines(&cidrs);
+    let deny_lines = ingress_tap_core::block::targets::ingress_nginx::nginx_deny_lines(&cidrs);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -315,6 +315,6 @@ fn location_directives(yaml: &str) -> String {
     {
         None => String::new(),
         Some(value) if value.trim().is_empty() => "return 503;\n".to_owned(),
-        Some(value) => ingress_tap::block::targets::ingress_nginx::nginx_deny_lines(value),
+        Some(value) => ingress_tap_core::block::targets::ingress_nginx::nginx_deny_lines(value),
     }
 }

@@ -3,18 +3,18 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ingress_tap::collect::aggregate::{
+use ingress_tap_core::collect::aggregate::{
     Aggregator, AggregatorLimits, ConnectionReport, IntervalReport,
 };
-use ingress_tap::collect::cardinality::{Accuracy, SketchHasher};
-use ingress_tap::collect::origin::{
+use ingress_tap_core::collect::cardinality::{Accuracy, SketchHasher};
+use ingress_tap_core::collect::origin::{
     original_ip, ClientIpPolicy, HttpEntry, Origin, TrustedProxies,
 };
-use ingress_tap::collect::parse::{
+use ingress_tap_core::collect::parse::{
     parse_line, HeaderValue, Malformed, Record, MARKER, MAX_HEADER_BYTES,
 };
-use ingress_tap::model::Connection;
-use ingress_tap::model::Protocol;
+use ingress_tap_core::model::Connection;
+use ingress_tap_core::model::Protocol;
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -1008,8 +1008,8 @@ fn header() -> impl Strategy<Value = String> {
 }
 
 fn parsed_entries(list: &str) -> Vec<Option<IpAddr>> {
-    ingress_tap::collect::origin::forwarded_entries(list)
-        .map(ingress_tap::collect::origin::parse_client_address)
+    ingress_tap_core::collect::origin::forwarded_entries(list)
+        .map(ingress_tap_core::collect::origin::parse_client_address)
         .collect()
 }
 
@@ -1024,15 +1024,15 @@ proptest! {
         xri in header(),
         hops in 0..3usize,
     ) {
-        use ingress_tap::model::Provenance;
+        use ingress_tap_core::model::Provenance;
         let line = line_from(peer, &xff, &xri);
         let record = parsed(&line);
-        let peer_ip = ingress_tap::net::canonical_ip(peer.parse().unwrap());
+        let peer_ip = ingress_tap_core::net::canonical_ip(peer.parse().unwrap());
         let xff_entries = if xff == "-" { Vec::new() } else { parsed_entries(&xff) };
         let xri_ip = if xri == "-" {
             None
         } else {
-            ingress_tap::collect::origin::parse_client_address(&xri)
+            ingress_tap_core::collect::origin::parse_client_address(&xri)
         };
         let header_ips: Vec<IpAddr> =
             xff_entries.iter().flatten().copied().chain(xri_ip).collect();
@@ -1066,7 +1066,7 @@ proptest! {
                 prop_assert_eq!(client.ip, peer_ip, "{:?} {}", policy, line);
             }
             // One client, one spelling: no IPv4-mapped address is ever counted.
-            prop_assert_eq!(client.ip, ingress_tap::net::canonical_ip(client.ip));
+            prop_assert_eq!(client.ip, ingress_tap_core::net::canonical_ip(client.ip));
         }
     }
 }

@@ -14,7 +14,7 @@ use harness::{
     CollectorSettings, FakeFelix, Flow, Observed,
 };
 use ingress_tap::collect::felix_recorder::Recorder;
-use ingress_tap::collect::parse::MARKER;
+use ingress_tap_core::collect::parse::MARKER;
 use std::path::PathBuf;
 
 /// A collector following an empty log in a fresh directory, reporting to a recording Felix.

@@ -30,7 +30,7 @@ use control_plane_harness::{
 };
 use ingress_tap::admission::RunningWebhook;
 use ingress_tap::certs::{self, CA_FILE, CERT_FILE, KEY_FILE};
-use ingress_tap::inject::{
+use ingress_tap_core::inject::{
     InjectConfig, INJECT_DISABLED, INJECT_ENABLED, INJECT_LABEL, NATIVE_SIDECAR_ANNOTATION,
     STATUS_ANNOTATION,
 };

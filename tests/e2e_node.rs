@@ -35,7 +35,7 @@ use ingress_tap::admission::RunningWebhook;
 use ingress_tap::certs;
 use ingress_tap::collect::felix_recorder::Recorder;
 use ingress_tap::felix_proto::DataplaneStats;
-use ingress_tap::inject::{
+use ingress_tap_core::inject::{
     InjectConfig, INJECT_ENABLED, INJECT_LABEL, INTERVAL_ANNOTATION, REQUESTS_ANNOTATION,
 };
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;

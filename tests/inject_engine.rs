@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use ingress_tap::inject::{
+use ingress_tap_core::inject::{
     decide, Decision, DenyReason, FelixVolumeKind, InjectConfig, InjectionStatus, SkipReason,
     CONTAINER_ANNOTATION, INJECT_LABEL, INTERVAL_ANNOTATION, LOG_LEVEL_ANNOTATION,
     NATIVE_SIDECAR_ANNOTATION, REQUESTS_ANNOTATION, STATUS_ANNOTATION, STATUS_HASH_CHARS,
@@ -1479,7 +1479,7 @@ fn trusted_proxy_settings_reach_every_injected_collector() {
     assert!(!env.contains_key("INGRESS_TAP_TRUSTED_HOPS"));
     // What the collector then does with it: the same parser as its own flag.
     for entry in env["INGRESS_TAP_TRUSTED_PROXIES"].split(',') {
-        ingress_tap::net::parse_network(entry).unwrap();
+        ingress_tap_core::net::parse_network(entry).unwrap();
     }
 
     let config = InjectConfig::from_yaml("trustedHops: 1\n").unwrap();

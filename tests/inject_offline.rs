@@ -9,8 +9,8 @@
 
 mod common;
 
-use ingress_tap::inject::{InjectConfig, InjectionStatus, SkipReason, STATUS_ANNOTATION};
-use ingress_tap::workload::{inject_stream, split_documents, Selection, TemplateOutcome};
+use ingress_tap_core::inject::{InjectConfig, InjectionStatus, SkipReason, STATUS_ANNOTATION};
+use ingress_tap_core::workload::{inject_stream, split_documents, Selection, TemplateOutcome};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -64,7 +64,7 @@ fn normalise(text: &str) -> String {
     out
 }
 
-fn inject_file(path: &Path) -> ingress_tap::workload::Injection {
+fn inject_file(path: &Path) -> ingress_tap_core::workload::Injection {
     let input = std::fs::read_to_string(path).unwrap();
     inject_stream(&input, &pinned_config(), Selection::OptedIn)
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
@@ -284,8 +284,8 @@ fn output_equals_the_webhook_patch_applied_to_each_template() {
             let new: Value = serde_yaml::from_str(new).unwrap();
             for pointer in template_pointers(&old) {
                 let mut template = old.pointer(&pointer).unwrap().clone();
-                let ingress_tap::inject::Decision::Inject { patch } =
-                    ingress_tap::inject::decide(&template, &config)
+                let ingress_tap_core::inject::Decision::Inject { patch } =
+                    ingress_tap_core::inject::decide(&template, &config)
                 else {
                     continue;
                 };

@@ -23,8 +23,8 @@ use std::sync::OnceLock;
 
 use ingress_tap::admission::metrics::{ReloadLabels, WebhookMetrics};
 use ingress_tap::collect::metrics::CollectorMetrics;
-use ingress_tap::collect::parse::Malformed;
-use ingress_tap::inject::{self, Decision, DenyReason, InjectConfig, SkipReason};
+use ingress_tap_core::collect::parse::Malformed;
+use ingress_tap_core::inject::{self, Decision, DenyReason, InjectConfig, SkipReason};
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 

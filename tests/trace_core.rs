@@ -4,17 +4,17 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
-use ingress_tap::detect::events::{
+use ingress_tap_core::detect::events::{
     Event, EventConnection, EventDetails, EventKind, Field, EVENT_SCHEMA_VERSION,
 };
-use ingress_tap::detect::heavy_hitters::{SpaceSaving, WindowedTopK};
-use ingress_tap::detect::rules::{LeakyBucket, LeakyBuckets, Pour, Rule, Threshold};
-use ingress_tap::detect::threat_lists::{parse_list, ThreatLists, ThreatListsError};
-use ingress_tap::detect::{Detector, Stream, Suspicious, TraceConfig, TraceConfigError};
-use ingress_tap::model::Attributed;
-use ingress_tap::model::Connection;
-use ingress_tap::model::Protocol;
-use ingress_tap::model::Provenance;
+use ingress_tap_core::detect::heavy_hitters::{SpaceSaving, WindowedTopK};
+use ingress_tap_core::detect::rules::{LeakyBucket, LeakyBuckets, Pour, Rule, Threshold};
+use ingress_tap_core::detect::threat_lists::{parse_list, ThreatLists, ThreatListsError};
+use ingress_tap_core::detect::{Detector, Stream, Suspicious, TraceConfig, TraceConfigError};
+use ingress_tap_core::model::Attributed;
+use ingress_tap_core::model::Connection;
+use ingress_tap_core::model::Protocol;
+use ingress_tap_core::model::Provenance;
 use proptest::prelude::*;
 
 /// A verified original IP (walked past trusted proxies), as the detector takes it.
@@ -246,7 +246,7 @@ fn a_five_million_address_flood_keeps_every_structure_at_its_size() {
     // Only the buffered events differ; every table kept its allocation.
     assert_eq!(
         detector.memory_bytes(),
-        memory_at_start + events.len() * ingress_tap::detect::EVENT_BYTES_ESTIMATE
+        memory_at_start + events.len() * ingress_tap_core::detect::EVENT_BYTES_ESTIMATE
     );
     assert!(detector.memory_bytes() <= bound);
     let snapshot = detector.snapshot();
@@ -704,7 +704,7 @@ fn a_garbage_file_reports_a_bounded_number_of_issues() {
     assert!(list.entries().is_empty());
     assert_eq!(
         issues.len(),
-        ingress_tap::detect::threat_lists::MAX_REPORTED_ISSUES
+        ingress_tap_core::detect::threat_lists::MAX_REPORTED_ISSUES
     );
     assert_eq!(list.skipped_lines(), 10_000);
 }
@@ -1039,7 +1039,7 @@ lists:
             requests: 300,
             window_seconds: 10,
             field: Field::Source,
-            counters: ingress_tap::detect::rules::DEFAULT_THRESHOLD_COUNTERS,
+            counters: ingress_tap_core::detect::rules::DEFAULT_THRESHOLD_COUNTERS,
         })
     );
     assert_eq!(

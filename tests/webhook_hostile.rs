@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use ingress_tap::admission::{self, handler, WebhookOptions};
-use ingress_tap::inject::InjectConfig;
+use ingress_tap_core::inject::InjectConfig;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::path::Path;

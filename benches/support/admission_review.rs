@@ -7,7 +7,7 @@
 //! each) show how the cost grows with the size of the pod.
 
 use anyhow::{bail, Context};
-use ingress_tap::inject::INJECT_LABEL;
+use ingress_tap_core::inject::INJECT_LABEL;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

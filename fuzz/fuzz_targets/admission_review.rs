@@ -4,7 +4,7 @@
 #![no_main]
 
 use ingress_tap::admission::handler::{review, review_without_fast_reader};
-use ingress_tap::inject::InjectConfig;
+use ingress_tap_core::inject::InjectConfig;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::sync::LazyLock;

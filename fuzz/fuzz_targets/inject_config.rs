@@ -2,7 +2,7 @@
 //! and a config that loads is one the validator accepts and hashes the same every time.
 #![no_main]
 
-use ingress_tap::inject::InjectConfig;
+use ingress_tap_core::inject::InjectConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

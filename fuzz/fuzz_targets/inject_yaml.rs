@@ -3,8 +3,8 @@
 //! output again changes nothing (the status annotation makes the mutation idempotent).
 #![no_main]
 
-use ingress_tap::inject::InjectConfig;
-use ingress_tap::workload::{inject_stream, Selection};
+use ingress_tap_core::inject::InjectConfig;
+use ingress_tap_core::workload::{inject_stream, Selection};
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 

@@ -5,11 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use ingress_tap::collect::origin::{
+use ingress_tap_core::collect::origin::{
     forwarded_entries, parse_client_address, ClientIpPolicy, Origin, TrustedProxies,
 };
-use ingress_tap::collect::parse::{parse_line, HeaderValue, Record};
-use ingress_tap::model::Protocol;
+use ingress_tap_core::collect::parse::{parse_line, HeaderValue, Record};
+use ingress_tap_core::model::Protocol;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -85,7 +85,7 @@ fn check_all_policies(record: &Record<'_>) {
             continue;
         };
         // The peer as one client is known everywhere: an IPv4-mapped peer is its IPv4 address.
-        let peer = ingress_tap::net::canonical_ip(record.source_ip);
+        let peer = ingress_tap_core::net::canonical_ip(record.source_ip);
         let from_request = carried.contains(&origin.ip)
             || (policy != ClientIpPolicy::Reference && origin.ip == peer);
         assert!(

@@ -2,7 +2,7 @@
 //! the header bounds it promises whatever the line holds.
 #![no_main]
 
-use ingress_tap::collect::parse::{parse_line, MAX_HEADER_BYTES};
+use ingress_tap_core::collect::parse::{parse_line, MAX_HEADER_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &[u8]| {

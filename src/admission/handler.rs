@@ -25,8 +25,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use crate::inject::{self, CheckedString, Decision, InjectConfig, LogName, PodView};
 use base64::Engine;
+use ingress_tap_core::inject::{self, CheckedString, Decision, InjectConfig, LogName, PodView};
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use kube::core::DynamicObject;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};

@@ -13,7 +13,6 @@ pub mod handler;
 pub mod metrics;
 pub mod server;
 
-use crate::inject::InjectConfig;
 use crate::serve::{ConnLimits, ConnMetrics};
 use crate::telemetry::{self, Readiness};
 use crate::tls::{self, CertFiles, CertStore};
@@ -21,6 +20,7 @@ use crate::watch::FileChanges;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use body::BodyBudget;
+use ingress_tap_core::inject::InjectConfig;
 use metrics::WebhookMetrics;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;

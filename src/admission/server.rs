@@ -9,7 +9,6 @@
 use super::body::{self, BodyBudget, BodyError};
 use super::handler::{self, Outcome, ReviewError};
 use super::metrics::{ReasonLabels, WebhookMetrics};
-use crate::inject::InjectConfig;
 use crate::serve::{self, ConnLimits, ConnMetrics, Handshake};
 use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
@@ -17,6 +16,7 @@ use axum::http::{header, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use ingress_tap_core::inject::InjectConfig;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

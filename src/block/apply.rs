@@ -7,7 +7,7 @@
 //! whose desired fields already hold those values are not sent at all, so a re-run with
 //! nothing new leaves every object (and its resourceVersion) untouched.
 
-use super::targets::{ExistingState, ObjectRef};
+use ingress_tap_core::block::targets::{ExistingState, ObjectRef};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::Client;

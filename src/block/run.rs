@@ -1,14 +1,15 @@
 //! The shell of `ingress-tap block`: reads inputs and the previous state, runs the pure
-//! [`plan`](super::plan), then prints or applies. Messages for the operator (warnings,
+//! [`plan`](ingress_tap_core::block::plan), then prints or applies. Messages for the operator (warnings,
 //! refusals, what changed) go to stderr, so stdout holds only the objects and can be piped to
 //! a file or `kubectl apply`.
 
 use super::apply::{self, ApplySettings, Outcome};
-use super::input::{parse_argument, read_document, ReadOptions};
-use super::safety::{MinPrefix, SafetyRules};
-use super::targets::{self, ExistingState, Rendered};
-use super::{escape, plan_taken, to_yaml, BlockError, BlockOptions, DryRun, Intake, PlanRequest};
+use super::{BlockOptions, DryRun};
 use anyhow::{bail, Context};
+use ingress_tap_core::block::input::{parse_argument, read_document, ReadOptions};
+use ingress_tap_core::block::safety::{MinPrefix, SafetyRules};
+use ingress_tap_core::block::targets::{self, ExistingState, Rendered};
+use ingress_tap_core::block::{escape, plan_taken, to_yaml, BlockError, Intake, PlanRequest};
 use std::io::{BufRead, Write};
 
 /// Screens the candidates of every input as they are read; returns how many claimed entries

@@ -5,10 +5,10 @@
 //! in a pod spec is reported as, for example, "invalid value 'abc' for
 //! '--interval-seconds <INGRESS_LOG_INTERVAL_SECONDS>'".
 
-use super::budget::parse_memory_limit;
-use super::origin::{ClientIpPolicy, TrustedProxies};
-use crate::log_level::LogLevel;
-use crate::net::parse_network;
+use ingress_tap_core::collect::budget::parse_memory_limit;
+use ingress_tap_core::collect::origin::{ClientIpPolicy, TrustedProxies};
+use ingress_tap_core::log_level::LogLevel;
+use ingress_tap_core::net::parse_network;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

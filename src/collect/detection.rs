@@ -1,20 +1,20 @@
 //! The trace detectors inside the collector: threat-list files (read, watched, reloaded),
 //! events written as JSON lines, the `/suspicious` snapshot and the trace metrics.
 //!
-//! The detector itself ([`crate::detect::Detector`]) is pure and runs on its own thread
+//! The detector itself ([`ingress_tap_core::detect::Detector`]) is pure and runs on its own thread
 //! ([`super::detector_thread`]), fed by the collector's main loop. What others read of it — the
 //! HTTP handler and the metrics scrape — is a copy published from that thread at most once a
 //! second, so a scrape never waits on detection and detection never waits on a scrape.
 
-use crate::detect::threat_lists::{parse_list, ThreatLists};
-use crate::detect::{Detector, ListSource, Suspicious, TraceConfig, TraceCounters};
-use crate::model::Provenance;
 use crate::watch::FileChanges;
 use arc_swap::ArcSwap;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ingress_tap_core::detect::threat_lists::{parse_list, ThreatLists};
+use ingress_tap_core::detect::{Detector, ListSource, Suspicious, TraceConfig, TraceCounters};
+use ingress_tap_core::model::Provenance;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -427,7 +427,7 @@ impl Collector for TraceCollector {
         let named = |encoder: &mut DescriptorEncoder,
                      name: &str,
                      help: &str,
-                     values: &[crate::detect::NamedCount]|
+                     values: &[ingress_tap_core::detect::NamedCount]|
          -> Result<(), std::fmt::Error> {
             let mut family = encoder.encode_descriptor(
                 name,
@@ -542,7 +542,7 @@ impl Collector for TraceCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::heavy_hitters::TopEntry;
+    use ingress_tap_core::detect::heavy_hitters::TopEntry;
     use std::collections::BTreeSet;
     use std::net::IpAddr;
 

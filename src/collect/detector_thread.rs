@@ -15,10 +15,10 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use crate::detect::threat_lists::ThreatLists;
-use crate::detect::Detector;
-use crate::model::Attributed;
-use crate::model::Connection;
+use ingress_tap_core::detect::threat_lists::ThreatLists;
+use ingress_tap_core::detect::Detector;
+use ingress_tap_core::model::Attributed;
+use ingress_tap_core::model::Connection;
 
 /// Messages queued between the two threads before the parsing side waits. A message carries
 /// the requests of one read, or [`REQUESTS_PER_MESSAGE`] of a bigger one, so the detector may
@@ -296,9 +296,9 @@ fn apply(detector: &mut Detector, clock: &mut (u64, SystemTime), work: &Work) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::threat_lists::parse_list;
-    use crate::detect::{Suspicious, TraceConfig, TraceCounters};
-    use crate::model::Protocol;
+    use ingress_tap_core::detect::threat_lists::parse_list;
+    use ingress_tap_core::detect::{Suspicious, TraceConfig, TraceCounters};
+    use ingress_tap_core::model::Protocol;
     use std::net::IpAddr;
     use std::net::Ipv4Addr;
     use std::sync::{Arc, Mutex};
@@ -346,7 +346,10 @@ mod tests {
                         (
                             connection(roll % 7),
                             original.map(|ip| {
-                                Attributed::new(IpAddr::V4(ip), crate::model::Provenance::Trusted)
+                                Attributed::new(
+                                    IpAddr::V4(ip),
+                                    ingress_tap_core::model::Provenance::Trusted,
+                                )
                             }),
                         )
                     })
@@ -371,7 +374,11 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(now_ms)
     }
 
-    type Outcome = (Vec<crate::detect::events::Event>, Suspicious, TraceCounters);
+    type Outcome = (
+        Vec<ingress_tap_core::detect::events::Event>,
+        Suspicious,
+        TraceCounters,
+    );
 
     fn read_out(detector: &mut Detector) -> Outcome {
         (

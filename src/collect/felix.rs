@@ -21,12 +21,12 @@
 //! same 5-tuple; the first carries its INGRESS_DATA value, the others a value of 0 (Felix adds
 //! the DELTA values up, and reads http_data only beside an INGRESS_DATA statistic).
 
-use crate::collect::aggregate::{ConnectionReport, IntervalReport};
 use crate::felix_proto::policy_sync_client::PolicySyncClient;
 use crate::felix_proto::{
     protocol, statistic, Action, DataplaneStats, HttpData, Protocol, Statistic,
 };
 use hyper_util::rt::TokioIo;
+use ingress_tap_core::collect::aggregate::{ConnectionReport, IntervalReport};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -36,9 +36,9 @@ use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tonic::transport::{Channel, Endpoint};
 
-use super::budget::MemoryBudget;
 use super::metrics::CollectorMetrics;
-use super::origin::CarriedOrigin;
+use ingress_tap_core::collect::budget::MemoryBudget;
+use ingress_tap_core::collect::origin::CarriedOrigin;
 
 /// How the reporter reaches Felix and how much it holds while Felix is away.
 #[derive(Debug, Clone)]
@@ -557,9 +557,9 @@ mod tests {
         }
     }
 
-    use crate::collect::cardinality::Accuracy;
-    use crate::model::Connection;
-    use crate::model::Protocol;
+    use ingress_tap_core::collect::cardinality::Accuracy;
+    use ingress_tap_core::model::Connection;
+    use ingress_tap_core::model::Protocol;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn connection_report(port: u16, entries: u32) -> ConnectionReport {

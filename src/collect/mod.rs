@@ -1,17 +1,12 @@
-//! The collector: tail the ingress log, extract original source IPs, aggregate per interval and
-//! report to Felix.
+//! The collector process: tail the ingress log, run each line through the pure pipeline of
+//! [`ingress_tap_core::collect`], report each interval to Felix, and feed the detector.
 
-pub mod aggregate;
-pub mod budget;
-pub mod cardinality;
 pub mod config;
 pub mod detection;
 pub mod detector_thread;
 pub mod felix;
 pub mod felix_recorder;
 pub mod metrics;
-pub mod origin;
-pub mod parse;
 pub mod pipeline;
 pub mod run;
 pub mod stdout;

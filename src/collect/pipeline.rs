@@ -2,12 +2,12 @@
 //! collector's main loop feeds it lines from the tailer; the benchmark feeds it a generated
 //! log. No I/O here.
 
-use super::aggregate::{Aggregator, AggregatorLimits, IntervalReport};
 use super::detector_thread::{DetectorStopped, DetectorThread};
 use super::metrics::{CollectorMetrics, NOT_CARRIED_CAP, NOT_CARRIED_MEMORY};
-use super::origin::ClientIpPolicy;
-use super::parse::{parse_line, HeaderValue};
-use crate::model::Connection;
+use ingress_tap_core::collect::aggregate::{Aggregator, AggregatorLimits, IntervalReport};
+use ingress_tap_core::collect::origin::ClientIpPolicy;
+use ingress_tap_core::collect::parse::{parse_line, HeaderValue};
+use ingress_tap_core::model::Connection;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 

@@ -6,19 +6,18 @@
 //! a collector killed with reports still queued re-reads their lines on restart instead of
 //! losing them, and lines whose reports Felix already has are never read again.
 
-use super::aggregate::IntervalReport;
-use super::budget::MemoryBudget;
 use super::config::CollectOptions;
 use super::detection::{self, EventSink, TraceCollector, TraceMetrics};
 use super::detector_thread::{DetectorThread, Publish, PublishHook};
 use super::felix::{self, FelixHandle, FelixOptions};
 use super::metrics::CollectorMetrics;
-use super::origin::ClientIpPolicy;
 use super::pipeline::Pipeline;
 use super::stdout;
 use super::tail::{checkpoint, Checkpoint, TailConfig, Tailer};
 use crate::telemetry::{self, Readiness};
 use anyhow::Context;
+use ingress_tap_core::collect::aggregate::IntervalReport;
+use ingress_tap_core::collect::origin::ClientIpPolicy;
 use prometheus_client::registry::Registry;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -93,7 +92,7 @@ pub async fn start(
     let mut registry = Registry::default();
     let metrics = Arc::new(CollectorMetrics::register(&mut registry));
     let readiness = Readiness::default();
-    let budget = MemoryBudget::resolve(options.memory_limit);
+    let budget = crate::cgroup::memory_budget(options.memory_limit);
     metrics
         .memory_limit_bytes
         .set(i64::try_from(budget.limit).unwrap_or(i64::MAX));
@@ -225,7 +224,7 @@ struct Loop {
     tailer: Tailer,
     pipeline: Pipeline,
     /// Threat lists reloaded from their files.
-    list_updates: tokio::sync::mpsc::Receiver<crate::detect::threat_lists::ThreatLists>,
+    list_updates: tokio::sync::mpsc::Receiver<ingress_tap_core::detect::threat_lists::ThreatLists>,
     sink: Sink,
     metrics: Arc<CollectorMetrics>,
     checkpoint_path: PathBuf,

@@ -63,7 +63,7 @@ pub fn write_report(out: &mut impl Write, report: &DataplaneStats) -> std::io::R
 /// message in memory at a time, and flushes.
 pub fn write_interval(
     out: &mut impl Write,
-    report: &super::aggregate::IntervalReport,
+    report: &ingress_tap_core::collect::aggregate::IntervalReport,
     message_entries: usize,
 ) -> std::io::Result<()> {
     for connection in &report.connections {

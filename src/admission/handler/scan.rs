@@ -1,4 +1,4 @@
-//! The review's envelope read by the fast path ([`crate::json_scan`]), the pod by
+//! The review's envelope read by the fast path ([`ingress_tap_core::json_scan`]), the pod by
 //! [`PodView::scan`], instead of serde.
 //!
 //! It reads what the serde single pass reads ([`ReviewText`] and [`RequestText`]), field for
@@ -18,8 +18,8 @@ use super::{
     Checked, CheckedString, KindText, PlainReview, RequestText, Text, REVIEW_API_VERSIONS,
     REVIEW_KIND,
 };
-use crate::inject::PodView;
-use crate::json_scan::{optional, Scanner, SeenKeys};
+use ingress_tap_core::inject::PodView;
+use ingress_tap_core::json_scan::{optional, Scanner, SeenKeys};
 
 /// The review in `text`, when the fast path reads it whole.
 pub(super) fn review(text: &str) -> Option<PlainReview<'_, PodView>> {
@@ -281,7 +281,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::super::{PlainReview, Reader, SinglePass};
-    use crate::inject::InjectConfig;
+    use ingress_tap_core::inject::InjectConfig;
 
     /// A review that uses every part both readers read: labels and annotations of ours and not,
     /// init containers, volumes (one named like ours), mounts, pull secrets, a user with extras.
@@ -425,7 +425,7 @@ mod tests {
     fn check_agreement(body: &[u8], config: &InjectConfig) -> Option<bool> {
         let text = std::str::from_utf8(body).ok()?;
         let fast = super::review(text);
-        let serde = PlainReview::<crate::inject::PodView>::read(text);
+        let serde = PlainReview::<ingress_tap_core::inject::PodView>::read(text);
         let Some(fast) = fast else {
             return Some(false);
         };

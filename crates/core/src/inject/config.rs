@@ -438,7 +438,7 @@ fn parse_resource_map<'a>(
 }
 
 /// Checks a per-pod or configured interval; shared with the annotation overrides.
-pub(crate) fn check_interval(key: &str, seconds: u32) -> Result<(), ConfigError> {
+pub fn check_interval(key: &str, seconds: u32) -> Result<(), ConfigError> {
     if INTERVAL_SECONDS_RANGE.contains(&seconds) {
         Ok(())
     } else {
@@ -470,7 +470,7 @@ fn check_image(image: &str) -> Result<(), ConfigError> {
 }
 
 /// RFC 1123 label: container and volume names.
-pub(crate) fn is_dns_label(name: &str) -> bool {
+pub fn is_dns_label(name: &str) -> bool {
     let bytes = name.as_bytes();
     let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     !bytes.is_empty()
@@ -609,21 +609,21 @@ fn check_extra_env(extra_env: &[ExtraEnvVar]) -> Result<(), ConfigError> {
 
 /// Splits a path into its meaningful components, ignoring repeated, trailing and `.` separators,
 /// so `/var/log/` and `/var//log` compare equal to `/var/log`.
-pub(crate) fn path_components(path: &str) -> impl Iterator<Item = &str> {
+pub fn path_components(path: &str) -> impl Iterator<Item = &str> {
     path.split('/')
         .filter(|component| !component.is_empty() && *component != ".")
 }
 
 /// True when one path equals the other or lies inside it: mounting a volume there would hide,
 /// or be hidden by, the other mount.
-pub(crate) fn paths_overlap(first: &str, second: &str) -> bool {
+pub fn paths_overlap(first: &str, second: &str) -> bool {
     path_components(first)
         .zip(path_components(second))
         .all(|(a, b)| a == b)
 }
 
 /// True when both spell the same directory.
-pub(crate) fn same_path(first: &str, second: &str) -> bool {
+pub fn same_path(first: &str, second: &str) -> bool {
     path_components(first).eq(path_components(second))
 }
 

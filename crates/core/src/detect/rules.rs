@@ -133,7 +133,7 @@ impl Firings {
     /// Taken one at a time, the k-th of these requests would see a certain count of
     /// `before + k`: a counted IP's lower bound grows by one per request, and a newcomer's
     /// starts from zero whatever count it inherits.
-    pub(crate) fn of(threshold: u64, requests: u64, certain_after: u64) -> Option<Firings> {
+    pub fn of(threshold: u64, requests: u64, certain_after: u64) -> Option<Firings> {
         if requests == 0 || certain_after < threshold {
             return None;
         }
@@ -161,7 +161,7 @@ impl ThresholdCounter {
     }
 
     /// A counter hashing with the detector's `hasher`.
-    pub(crate) fn with_hasher(rule: &Threshold, hasher: AddressHasher) -> ThresholdCounter {
+    pub fn with_hasher(rule: &Threshold, hasher: AddressHasher) -> ThresholdCounter {
         ThresholdCounter {
             requests: rule.requests.max(1),
             window_ms: rule.window_seconds.max(1).saturating_mul(1000),
@@ -185,7 +185,7 @@ impl ThresholdCounter {
     }
 
     /// [`ThresholdCounter::observe_many`] with `ip`'s hash by the counter's hasher.
-    pub(crate) fn observe_hashed(
+    pub fn observe_hashed(
         &mut self,
         now_ms: u64,
         ip: IpAddr,
@@ -639,7 +639,7 @@ impl LeakyBuckets {
     }
 
     /// Buckets hashing with the detector's `hasher`.
-    pub(crate) fn with_hasher(rule: &LeakyBucket, hasher: AddressHasher) -> LeakyBuckets {
+    pub fn with_hasher(rule: &LeakyBucket, hasher: AddressHasher) -> LeakyBuckets {
         // requests/s × 10^6 units/request ÷ 1000 ms/s; NaN and negatives become no leak.
         let leak = (rule.leak_per_second * (UNITS_PER_REQUEST / 1000) as f64).round();
         let leak_units_per_ms = if leak.is_finite() && leak > 0.0 {
@@ -674,13 +674,7 @@ impl LeakyBuckets {
     }
 
     /// [`LeakyBuckets::pour_many`] with `ip`'s hash by the buckets' hasher.
-    pub(crate) fn pour_hashed(
-        &mut self,
-        now_ms: u64,
-        ip: IpAddr,
-        hash: u64,
-        requests: u64,
-    ) -> Poured {
+    pub fn pour_hashed(&mut self, now_ms: u64, ip: IpAddr, hash: u64, requests: u64) -> Poured {
         let leak = self.leak_units_per_ms;
         let capacity = self.capacity_units;
         if requests == 0 {

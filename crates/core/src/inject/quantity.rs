@@ -8,12 +8,12 @@ use std::cmp::Ordering;
 
 /// A parsed quantity, kept as a float: precise enough to compare the small values a sidecar uses.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-pub(crate) struct Quantity(f64);
+pub struct Quantity(f64);
 
 impl Quantity {
     /// Parses the Kubernetes quantity grammar: a decimal number followed by a binary suffix
     /// (`Ki` … `Ei`), a decimal suffix (`n`, `u`, `m`, `k`, `M` … `E`) or an exponent (`e3`).
-    pub(crate) fn parse(text: &str) -> Option<Quantity> {
+    pub fn parse(text: &str) -> Option<Quantity> {
         let number_len = text
             .char_indices()
             .find(|(index, c)| !(c.is_ascii_digit() || *c == '.' || (*index == 0 && *c == '+')))
@@ -30,7 +30,7 @@ impl Quantity {
     }
 
     /// Orders two quantities; `None` only for values that cannot be compared (never produced by `parse`).
-    pub(crate) fn compare(self, other: Quantity) -> Option<Ordering> {
+    pub fn compare(self, other: Quantity) -> Option<Ordering> {
         self.0.partial_cmp(&other.0)
     }
 }

@@ -24,7 +24,7 @@ pub const BATCH_ADDRESSES: usize = 1024;
 
 /// One address's requests in the batch.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Tally {
+pub struct Tally {
     pub ip: IpAddr,
     /// The address's hash by the detector's hasher, computed here once for every table.
     pub hash: u64,
@@ -54,7 +54,7 @@ struct IndexSlot {
 /// Tallies in first-seen order, so that a batch's events come out in the order their
 /// addresses first appeared.
 #[derive(Debug)]
-pub(crate) struct Tallies {
+pub struct Tallies {
     tallies: Vec<Tally>,
     /// An open-addressing index (linear probing) into `tallies`, probed once per request with
     /// the hash every other table needs anyway: nearly every request of a flood is a new
@@ -144,7 +144,7 @@ impl Tallies {
 
 /// The requests observed since the detectors were last brought up to date.
 #[derive(Debug)]
-pub(crate) struct Batch {
+pub struct Batch {
     /// The instant every request of the batch carries; `None` when empty.
     pub at: Option<(u64, SystemTime)>,
     /// Verified original IPs: the peer itself, or walked past trusted proxies.

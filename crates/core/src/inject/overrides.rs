@@ -38,15 +38,15 @@ const ACCEPTED_BOOLEAN: &str = "true or false";
 
 /// The collector settings for one pod: the config's values with the pod's overrides applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PodSettings {
-    pub(crate) interval_seconds: u32,
-    pub(crate) requests_per_interval: i64,
-    pub(crate) log_level: LogLevel,
-    pub(crate) native_sidecar: bool,
+pub struct PodSettings {
+    pub interval_seconds: u32,
+    pub requests_per_interval: i64,
+    pub log_level: LogLevel,
+    pub native_sidecar: bool,
 }
 
 impl PodSettings {
-    pub(crate) fn resolve(
+    pub fn resolve(
         annotations: Option<&BTreeMap<String, String>>,
         config: &InjectConfig,
     ) -> Result<PodSettings, DenyReason> {

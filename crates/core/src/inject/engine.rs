@@ -239,7 +239,7 @@ impl Visitor<'_> for OurKey {
 
 /// A JSON string, checked (a `String` reads the same values) and not kept.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct CheckedString;
+pub struct CheckedString;
 
 impl<'de> Deserialize<'de> for CheckedString {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

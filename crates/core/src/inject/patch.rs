@@ -31,7 +31,7 @@ pub struct PatchShapeError {
 
 /// The JSON type of a node of the object, as far as the patch cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JsonKind {
+pub enum JsonKind {
     /// No such member or element, or `null`: both are created (an `add` on a present key
     /// replaces its value).
     Absent,
@@ -44,13 +44,13 @@ pub(crate) enum JsonKind {
 /// What the builder needs to know of the object: the JSON type at a path of unescaped tokens
 /// (array elements by decimal index). The builder only asks about a path whose parent is an
 /// object or an array, so the object never has to be held as a whole tree.
-pub(crate) trait JsonShape {
+pub trait JsonShape {
     fn kind_at(&self, path: &[&str]) -> JsonKind;
 }
 
 /// The empty container the builder adds for a missing parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
+pub enum Shape {
     Object,
     Array,
 }
@@ -64,7 +64,7 @@ impl Shape {
     }
 
     /// The empty container as a JSON tree.
-    pub(crate) fn empty(self) -> Value {
+    pub fn empty(self) -> Value {
         match self {
             Shape::Object => Value::Object(serde_json::Map::new()),
             Shape::Array => Value::Array(Vec::new()),
@@ -72,7 +72,7 @@ impl Shape {
     }
 
     /// The empty container as JSON text.
-    pub(crate) fn empty_text(self) -> &'static str {
+    pub fn empty_text(self) -> &'static str {
         match self {
             Shape::Object => "{}",
             Shape::Array => "[]",
@@ -89,7 +89,7 @@ impl Shape {
 
 /// A value the builder can add: besides what the caller gives it, it must be able to stand for
 /// the empty parent containers the builder creates.
-pub(crate) trait AddedValue {
+pub trait AddedValue {
     fn empty(shape: Shape) -> Self;
 }
 
@@ -111,7 +111,7 @@ fn kind_name(kind: JsonKind) -> &'static str {
 /// A JSON pointer (RFC 6901) as its encoded text: `/` before each token, and `~`, `/` inside a
 /// token written `~0`, `~1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pointer(String);
+pub struct Pointer(String);
 
 impl Pointer {
     /// The root (empty) pointer, with room for `capacity` bytes of tokens.
@@ -137,7 +137,7 @@ impl Pointer {
 
     /// The pointer to the node at `tokens` (unescaped).
     #[cfg(test)]
-    pub(crate) fn from_tokens(tokens: &[&str]) -> Self {
+    pub fn from_tokens(tokens: &[&str]) -> Self {
         let mut pointer = Pointer::with_capacity(pointer_capacity(tokens, 0));
         for token in tokens {
             pointer.push(token);
@@ -146,12 +146,12 @@ impl Pointer {
     }
 
     /// The encoded text.
-    pub(crate) fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The same pointer as `jsonptr` models it.
-    pub(crate) fn to_pointer_buf(&self) -> PointerBuf {
+    pub fn to_pointer_buf(&self) -> PointerBuf {
         // Decoding `~1` before `~0` is RFC 6901's order: `~01` stands for `~1`, not `/`.
         PointerBuf::from_tokens(
             self.0
@@ -169,13 +169,13 @@ fn pointer_capacity(path: &[&str], last: usize) -> usize {
 
 /// One `add` operation: `value` at the pointer `path`.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Add<V> {
-    pub(crate) path: Pointer,
-    pub(crate) value: V,
+pub struct Add<V> {
+    pub path: Pointer,
+    pub value: V,
 }
 
 /// Collects `add` operations relative to `document`'s root.
-pub(crate) struct PatchBuilder<'doc, D: JsonShape + ?Sized, V> {
+pub struct PatchBuilder<'doc, D: JsonShape + ?Sized, V> {
     document: &'doc D,
     /// Pointers of containers this patch creates (a few at most); the document itself never
     /// changes.
@@ -184,7 +184,7 @@ pub(crate) struct PatchBuilder<'doc, D: JsonShape + ?Sized, V> {
 }
 
 impl<'doc, D: JsonShape + ?Sized, V: AddedValue> PatchBuilder<'doc, D, V> {
-    pub(crate) fn new(document: &'doc D) -> Self {
+    pub fn new(document: &'doc D) -> Self {
         PatchBuilder {
             document,
             created: Vec::new(),
@@ -194,7 +194,7 @@ impl<'doc, D: JsonShape + ?Sized, V: AddedValue> PatchBuilder<'doc, D, V> {
 
     /// Appends `value` to the array at `path` (unescaped tokens), creating the array and any
     /// missing parent objects first.
-    pub(crate) fn append(&mut self, path: &[&str], value: V) -> Result<(), PatchShapeError> {
+    pub fn append(&mut self, path: &[&str], value: V) -> Result<(), PatchShapeError> {
         let mut array = self.ensure(path, Shape::Array, 1)?;
         array.push("-");
         self.push_add(array, value);
@@ -203,12 +203,7 @@ impl<'doc, D: JsonShape + ?Sized, V: AddedValue> PatchBuilder<'doc, D, V> {
 
     /// Adds member `key` to the object at `path`, creating the object and any missing parents
     /// first. The caller guarantees `key` is absent (an `add` on a present key would replace it).
-    pub(crate) fn insert(
-        &mut self,
-        path: &[&str],
-        key: &str,
-        value: V,
-    ) -> Result<(), PatchShapeError> {
+    pub fn insert(&mut self, path: &[&str], key: &str, value: V) -> Result<(), PatchShapeError> {
         // Room for `key` even when it needs escaping (each byte at most doubles).
         let mut object = self.ensure(path, Shape::Object, 2 * key.len())?;
         object.push(key);
@@ -217,7 +212,7 @@ impl<'doc, D: JsonShape + ?Sized, V: AddedValue> PatchBuilder<'doc, D, V> {
     }
 
     /// The operations, in the order they must be applied.
-    pub(crate) fn finish(self) -> Vec<Add<V>> {
+    pub fn finish(self) -> Vec<Add<V>> {
         self.operations
     }
 

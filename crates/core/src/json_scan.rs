@@ -15,29 +15,29 @@
 
 /// Nesting beyond which the reader gives up: it recurses, so this bounds its stack. Deeper
 /// documents go to serde_json (which refuses typed values nested beyond 128).
-pub(crate) const MAX_DEPTH: u32 = 64;
+pub const MAX_DEPTH: u32 = 64;
 
 /// Which of an object's known keys have been read: a repeated one makes the reader give up
 /// (serde's derived structs refuse it, the views keep the last value).
 #[derive(Default)]
-pub(crate) struct SeenKeys(u32);
+pub struct SeenKeys(u32);
 
 impl SeenKeys {
     /// `None` when key number `index` was read before.
-    pub(crate) fn first(&mut self, index: u32) -> Option<()> {
+    pub fn first(&mut self, index: u32) -> Option<()> {
         let bit = 1 << index;
         let first = self.0 & bit == 0;
         self.0 |= bit;
         first.then_some(())
     }
 
-    pub(crate) fn contains(&self, index: u32) -> bool {
+    pub fn contains(&self, index: u32) -> bool {
         self.0 & (1 << index) != 0
     }
 }
 
 /// `None` for a JSON `null`, else what `read` reads: how an `Option` field reads.
-pub(crate) fn optional<'a, T>(
+pub fn optional<'a, T>(
     scanner: &mut Scanner<'a>,
     read: impl FnOnce(&mut Scanner<'a>) -> Option<T>,
 ) -> Option<Option<T>> {
@@ -57,14 +57,14 @@ enum Escapes {
 
 /// A cursor over one JSON document; every method returns `None` when the document is not one
 /// this reader takes (invalid, or valid but outside what it reads exactly).
-pub(crate) struct Scanner<'a> {
+pub struct Scanner<'a> {
     text: &'a str,
     pos: usize,
     depth: u32,
 }
 
 impl<'a> Scanner<'a> {
-    pub(crate) fn new(text: &'a str) -> Self {
+    pub fn new(text: &'a str) -> Self {
         Scanner {
             text,
             pos: 0,
@@ -89,7 +89,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The first byte of the next value, after whitespace.
-    pub(crate) fn peek(&mut self) -> Option<u8> {
+    pub fn peek(&mut self) -> Option<u8> {
         self.skip_whitespace();
         self.bytes().get(self.pos).copied()
     }
@@ -105,11 +105,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consumes a `null` if one is next.
-    pub(crate) fn null(&mut self) -> bool {
+    pub fn null(&mut self) -> bool {
         self.peek() == Some(b'n') && self.literal("null").is_some()
     }
 
-    pub(crate) fn bool(&mut self) -> Option<bool> {
+    pub fn bool(&mut self) -> Option<bool> {
         match self.peek()? {
             b't' => self.literal("true").map(|()| true),
             b'f' => self.literal("false").map(|()| false),
@@ -118,7 +118,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string without escapes, borrowed from the document.
-    pub(crate) fn str(&mut self) -> Option<&'a str> {
+    pub fn str(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.pos;
         let end = special_byte(self.bytes(), start);
@@ -132,7 +132,7 @@ impl<'a> Scanner<'a> {
     /// A string that serde_json could decode into a `String`, not kept. A `\u` escape of a
     /// surrogate gives up: whether it decodes depends on the escape next to it. (Go's JSON
     /// encoder, the API server's, writes `<`, `>` and `&` as `\u003c`, `\u003e`, `\u0026`.)
-    pub(crate) fn checked_str(&mut self) -> Option<()> {
+    pub fn checked_str(&mut self) -> Option<()> {
         self.string(Escapes::Decoded)
     }
 
@@ -213,7 +213,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips any value, validating it as serde_json validates a value it ignores.
-    pub(crate) fn skip(&mut self) -> Option<()> {
+    pub fn skip(&mut self) -> Option<()> {
         match self.peek()? {
             b'{' => self.members::<false>(|scanner, _| scanner.skip()),
             b'[' => self.array(Self::skip),
@@ -227,12 +227,12 @@ impl<'a> Scanner<'a> {
     }
 
     /// The exact text of the next value (as serde_json's `RawValue` holds it), skipped.
-    pub(crate) fn raw(&mut self) -> Option<&'a str> {
+    pub fn raw(&mut self) -> Option<&'a str> {
         self.with_text(Self::skip).map(|((), text)| text)
     }
 
     /// What `read` reads of the next value, and the value's exact text.
-    pub(crate) fn with_text<T>(
+    pub fn with_text<T>(
         &mut self,
         read: impl FnOnce(&mut Self) -> Option<T>,
     ) -> Option<(T, &'a str)> {
@@ -244,10 +244,7 @@ impl<'a> Scanner<'a> {
 
     /// Reads an object, handing each member's key (without escapes) to `member`, which must
     /// consume the value.
-    pub(crate) fn object(
-        &mut self,
-        member: impl FnMut(&mut Self, &'a str) -> Option<()>,
-    ) -> Option<()> {
+    pub fn object(&mut self, member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.members::<true>(member)
     }
 
@@ -273,7 +270,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads an array, calling `element` for each element, which must consume it.
-    pub(crate) fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         let mut closed = self.open(b'[', b']')?;
         while !closed {
             element(self)?;
@@ -312,7 +309,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Checks that nothing but whitespace follows the document.
-    pub(crate) fn end(mut self) -> Option<()> {
+    pub fn end(mut self) -> Option<()> {
         self.skip_whitespace();
         (self.pos == self.text.len()).then_some(())
     }

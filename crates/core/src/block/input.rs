@@ -88,7 +88,8 @@ pub enum InputError {
 }
 
 /// How to read a document; `Auto` looks at its first character (`{` means JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum InputFormat {
     #[default]
     Auto,

@@ -15,7 +15,7 @@ mod quantity;
 mod render;
 mod status;
 
-pub(crate) use engine::CheckedString;
+pub use engine::CheckedString;
 
 pub use config::{
     ConfigError, ExtraEnvVar, FelixVolumeConfig, FelixVolumeKind, ImagePullPolicy, InjectConfig,

@@ -42,7 +42,7 @@ impl Protocol {
         }
     }
 
-    pub(crate) fn from_name(name: &[u8]) -> Option<Protocol> {
+    pub fn from_name(name: &[u8]) -> Option<Protocol> {
         if name.eq_ignore_ascii_case(b"tcp") {
             Some(Protocol::Tcp)
         } else if name.eq_ignore_ascii_case(b"udp") {

@@ -25,7 +25,7 @@ use super::status::{config_hash_prefix, status_json};
 
 /// One value the patch adds, as a JSON tree and as the compact JSON text the tree serialises to.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Rendered {
+pub struct Rendered {
     tree: Value,
     text: String,
 }
@@ -38,14 +38,14 @@ impl Rendered {
         Arc::new(Rendered { tree, text })
     }
 
-    pub(crate) fn tree(&self) -> &Value {
+    pub fn tree(&self) -> &Value {
         &self.tree
     }
 }
 
 /// A value of the patch: an empty parent the patch creates, or a value rendered from the config.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum PatchValue {
+pub enum PatchValue {
     Empty(Shape),
     Rendered(Arc<Rendered>),
 }
@@ -84,7 +84,7 @@ const OPERATION_HEAD: &[u8] = br#"{"op":"add","path":"#;
 const OPERATION_VALUE: &[u8] = br#","value":"#;
 
 impl RenderedPatch {
-    pub(crate) fn new(operations: Vec<Add<PatchValue>>) -> Self {
+    pub fn new(operations: Vec<Add<PatchValue>>) -> Self {
         RenderedPatch { operations }
     }
 
@@ -143,15 +143,15 @@ const CACHED_SIDECARS: usize = 8;
 
 /// Everything the patch may add for one config.
 #[derive(Debug)]
-pub(crate) struct RenderedConfig {
+pub struct RenderedConfig {
     /// The config these values were rendered from: the cache key.
     config: InjectConfig,
-    pub(crate) log_volume: Arc<Rendered>,
-    pub(crate) felix_volume: Arc<Rendered>,
+    pub log_volume: Arc<Rendered>,
+    pub felix_volume: Arc<Rendered>,
     /// The log volume's mount in the target container.
-    pub(crate) log_mount: Arc<Rendered>,
+    pub log_mount: Arc<Rendered>,
     /// `{"name": …}` for each of the config's pull secrets, in the config's order.
-    pub(crate) pull_secrets: Vec<Arc<Rendered>>,
+    pub pull_secrets: Vec<Arc<Rendered>>,
     /// The status annotation's value, for a regular sidecar and for a native one.
     status: [Arc<Rendered>; 2],
     /// The sidecar for the settings seen so far, at most [`CACHED_SIDECARS`].
@@ -159,7 +159,7 @@ pub(crate) struct RenderedConfig {
 }
 
 impl RenderedConfig {
-    pub(crate) fn new(config: &InjectConfig) -> Self {
+    pub fn new(config: &InjectConfig) -> Self {
         let hash = config_hash_prefix(config);
         RenderedConfig {
             config: config.clone(),
@@ -180,12 +180,12 @@ impl RenderedConfig {
     }
 
     /// The status annotation's value.
-    pub(crate) fn status(&self, native_sidecar: bool) -> Arc<Rendered> {
+    pub fn status(&self, native_sidecar: bool) -> Arc<Rendered> {
         self.status[usize::from(native_sidecar)].clone()
     }
 
     /// The sidecar container for `settings`.
-    pub(crate) fn sidecar(&mut self, settings: &PodSettings) -> Arc<Rendered> {
+    pub fn sidecar(&mut self, settings: &PodSettings) -> Arc<Rendered> {
         if let Some((_, sidecar)) = self.sidecars.iter().find(|(seen, _)| seen == settings) {
             return sidecar.clone();
         }
@@ -205,7 +205,7 @@ thread_local! {
 
 /// Runs `use_rendered` with the rendering of `config`: this thread's cached one when it was
 /// rendered from an equal config, else a new one, which then replaces it in the cache.
-pub(crate) fn with_rendered<R>(
+pub fn with_rendered<R>(
     config: &InjectConfig,
     use_rendered: impl FnOnce(&mut RenderedConfig) -> R,
 ) -> R {

@@ -132,20 +132,20 @@ pub const FILTER_CELLS_PER_COUNTER: usize = 8;
 /// client flooding crafted addresses would have to guess it to make them collide in an index,
 /// a filter cell or a bucket set.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct AddressHasher(foldhash::fast::FixedState);
+pub struct AddressHasher(foldhash::fast::FixedState);
 
 impl AddressHasher {
-    pub(crate) fn with_seed(seed: u64) -> AddressHasher {
+    pub fn with_seed(seed: u64) -> AddressHasher {
         AddressHasher(foldhash::fast::FixedState::with_seed(seed))
     }
 
-    pub(crate) fn random() -> AddressHasher {
+    pub fn random() -> AddressHasher {
         AddressHasher::with_seed(rand::random())
     }
 
     /// An IPv4 address and its IPv4-mapped IPv6 form hash differently only by chance; tables
     /// compare whole addresses, so that costs nothing but a rare probe.
-    pub(crate) fn hash(&self, ip: &IpAddr) -> u64 {
+    pub fn hash(&self, ip: &IpAddr) -> u64 {
         match ip {
             IpAddr::V4(v4) => self.0.hash_one(u32::from(*v4)),
             IpAddr::V6(v6) => self.0.hash_one(u128::from(*v6)),
@@ -186,7 +186,7 @@ impl SpaceSaving {
     }
 
     /// A summary hashing with the detector's `hasher`, so that it can be handed the hash.
-    pub(crate) fn with_hasher(capacity: usize, hasher: AddressHasher) -> SpaceSaving {
+    pub fn with_hasher(capacity: usize, hasher: AddressHasher) -> SpaceSaving {
         let capacity = capacity.clamp(1, u32::MAX as usize);
         // Twice the entries: a full table with tombstones from replacements is then rehashed
         // in place instead of grown, so the index never allocates after construction.
@@ -219,7 +219,7 @@ impl SpaceSaving {
 
     /// [`SpaceSaving::observe_weighted`] with `ip`'s hash by this summary's hasher, and the
     /// provenance its counter then reports, if any.
-    pub(crate) fn observe_hashed(
+    pub fn observe_hashed(
         &mut self,
         ip: IpAddr,
         hash: u64,
@@ -349,7 +349,7 @@ impl SpaceSaving {
     }
 
     /// `ip`'s hash by this summary's hasher.
-    pub(crate) fn hash(&self, ip: &IpAddr) -> u64 {
+    pub fn hash(&self, ip: &IpAddr) -> u64 {
         self.hasher.hash(ip)
     }
 
@@ -558,7 +558,7 @@ fn filter_cell(hash: u64, cells: usize) -> usize {
 
 /// Bytes of a hashbrown table with room for `capacity` entries: buckets rounded up to a power
 /// of two at 7/8 load, one control byte per bucket plus a group of 16.
-pub(crate) fn hash_table_bytes<T>(capacity: usize) -> usize {
+pub fn hash_table_bytes<T>(capacity: usize) -> usize {
     if capacity == 0 {
         return 0;
     }
@@ -602,7 +602,7 @@ impl WindowedTopK {
     }
 
     /// Windows whose summary hashes with the detector's `hasher`.
-    pub(crate) fn with_hasher(
+    pub fn with_hasher(
         window_ms: u64,
         top_n: usize,
         capacity: usize,
@@ -663,7 +663,7 @@ impl WindowedTopK {
     }
 
     /// [`WindowedTopK::observe_weighted`] with `ip`'s hash by the summary's hasher.
-    pub(crate) fn observe_hashed(
+    pub fn observe_hashed(
         &mut self,
         now_ms: u64,
         ip: IpAddr,

@@ -18,7 +18,7 @@ use crate::json_scan::{optional, Scanner, SeenKeys};
 
 impl PodView {
     /// Reads the view of the pod object at the scanner's position.
-    pub(crate) fn scan(scanner: &mut Scanner<'_>) -> Option<PodView> {
+    pub fn scan(scanner: &mut Scanner<'_>) -> Option<PodView> {
         let mut view = PodView::default();
         let mut seen = SeenKeys::default();
         scanner.object(|scanner, key| match key {

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Where the blocks are enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum TargetKind {
     /// GlobalNetworkSet + GlobalNetworkPolicy (addresses seen as the connection's source).
     Calico,
