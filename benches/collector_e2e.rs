@@ -27,7 +27,7 @@ use bench_args::BenchArgs;
 use collector_process::{
     cpu_seconds, free_port, metric, metrics_text, proc_status, wait_for, Collector,
 };
-use ingress_tap::collect::felix_recorder::{serve, Recorder, ReportTotals};
+use ingress_tap_test_support::felix_recorder::{serve, Recorder, ReportTotals};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ingress_tap::collect::felix_recorder::{serve, Recorder};
 use ingress_tap::collect::stdout::write_reports;
+use ingress_tap_test_support::felix_recorder::{serve, Recorder};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// How often accepted reports are moved from memory to the file. A report is acknowledged

@@ -26,9 +26,3 @@ pub mod telemetry;
 pub mod tls;
 pub mod watch;
 pub mod workload;
-
-pub mod felix_proto {
-    //! Types and gRPC stubs generated from `proto/felix.proto` at build time.
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("felix");
-}

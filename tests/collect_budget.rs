@@ -13,9 +13,9 @@ use harness::{
     append, felix_reads, numbered_ip, template_line, wait_for, Collector, CollectorSettings,
     FakeFelix, DEADLINE,
 };
-use ingress_tap::collect::felix_recorder::Recorder;
-use ingress_tap::felix_proto::DataplaneStats;
 use ingress_tap_core::collect::budget::MemoryBudget;
+use ingress_tap_felix_proto::DataplaneStats;
+use ingress_tap_test_support::felix_recorder::Recorder;
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -13,7 +13,7 @@ use harness::{
     append, create_empty, delivered_pairs, duplicates, numbered, numbered_ip, observe,
     template_line, wait_for, Collector, CollectorSettings, FakeFelix, DEADLINE,
 };
-use ingress_tap::collect::felix_recorder::Recorder;
+use ingress_tap_test_support::felix_recorder::Recorder;
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -11,8 +11,8 @@ use harness::nginx::{Client, Nginx};
 use harness::{
     felix_reads, observe, Collector, CollectorSettings, FakeFelix, Flow, Observed, DEADLINE,
 };
-use ingress_tap::collect::felix_recorder::Recorder;
-use ingress_tap::felix_proto::DataplaneStats;
+use ingress_tap_felix_proto::DataplaneStats;
+use ingress_tap_test_support::felix_recorder::Recorder;
 use std::net::IpAddr;
 
 /// nginx, the collector following nginx's log, and a recording Felix, in a fresh directory.

@@ -13,8 +13,8 @@ use harness::{
     append, create_empty, joined, observe_all, reference_line, wait_reports, Collector,
     CollectorSettings, FakeFelix, Flow, Observed,
 };
-use ingress_tap::collect::felix_recorder::Recorder;
 use ingress_tap_core::collect::parse::MARKER;
+use ingress_tap_test_support::felix_recorder::Recorder;
 use std::path::PathBuf;
 
 /// A collector following an empty log in a fresh directory, reporting to a recording Felix.

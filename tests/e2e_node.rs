@@ -33,11 +33,11 @@ use control_plane_harness::{
 };
 use ingress_tap::admission::RunningWebhook;
 use ingress_tap::certs;
-use ingress_tap::collect::felix_recorder::Recorder;
-use ingress_tap::felix_proto::DataplaneStats;
 use ingress_tap_core::inject::{
     InjectConfig, INJECT_ENABLED, INJECT_LABEL, INTERVAL_ANNOTATION, REQUESTS_ANNOTATION,
 };
+use ingress_tap_felix_proto::DataplaneStats;
+use ingress_tap_test_support::felix_recorder::Recorder;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};

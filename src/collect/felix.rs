@@ -21,12 +21,12 @@
 //! same 5-tuple; the first carries its INGRESS_DATA value, the others a value of 0 (Felix adds
 //! the DELTA values up, and reads http_data only beside an INGRESS_DATA statistic).
 
-use crate::felix_proto::policy_sync_client::PolicySyncClient;
-use crate::felix_proto::{
-    protocol, statistic, Action, DataplaneStats, HttpData, Protocol, Statistic,
-};
 use hyper_util::rt::TokioIo;
 use ingress_tap_core::collect::aggregate::{ConnectionReport, IntervalReport};
+use ingress_tap_felix_proto::policy_sync_client::PolicySyncClient;
+use ingress_tap_felix_proto::{
+    protocol, statistic, Action, DataplaneStats, HttpData, Protocol, Statistic,
+};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -443,7 +443,7 @@ async fn send_loop(options: FelixOptions, handle: FelixHandle) {
     // Calls in dispatch order; answers are taken in that order too, so the queue's cursor
     // only ever moves forward one message at a time.
     type Call = tokio::task::JoinHandle<
-        Result<tonic::Response<crate::felix_proto::ReportResult>, tonic::Status>,
+        Result<tonic::Response<ingress_tap_felix_proto::ReportResult>, tonic::Status>,
     >;
     let mut in_flight: VecDeque<(Cursor, usize, Call)> = VecDeque::new();
     let mut entries_in_flight = 0usize;

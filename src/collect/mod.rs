@@ -5,7 +5,6 @@ pub mod config;
 pub mod detection;
 pub mod detector_thread;
 pub mod felix;
-pub mod felix_recorder;
 pub mod metrics;
 pub mod pipeline;
 pub mod run;

@@ -1,7 +1,7 @@
 //! Reports as JSON lines on stdout: what the collector would send to Felix, for a machine with
 //! no Calico, for debugging, or for a log pipeline. One line per report, Felix's field names.
 
-use crate::felix_proto::{statistic, Action, DataplaneStats};
+use ingress_tap_felix_proto::{statistic, Action, DataplaneStats};
 use serde_json::{json, Value};
 use std::io::Write;
 
@@ -12,8 +12,8 @@ pub fn render(report: &DataplaneStats) -> Value {
         .as_ref()
         .and_then(|p| p.number_or_name.as_ref())
     {
-        Some(crate::felix_proto::protocol::NumberOrName::Name(name)) => json!(name),
-        Some(crate::felix_proto::protocol::NumberOrName::Number(number)) => json!(number),
+        Some(ingress_tap_felix_proto::protocol::NumberOrName::Name(name)) => json!(name),
+        Some(ingress_tap_felix_proto::protocol::NumberOrName::Number(number)) => json!(number),
         None => Value::Null,
     };
     let stats: Vec<Value> = report

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use ingress_tap::collect::felix_recorder::{serve, Recorder};
-use ingress_tap::felix_proto::{protocol, DataplaneStats, HttpData};
+use ingress_tap_felix_proto::{protocol, DataplaneStats, HttpData};
+use ingress_tap_test_support::felix_recorder::{serve, Recorder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -4,7 +4,7 @@
 
 use super::nginx::Nginx;
 use super::{http_get, wait_for, Collector, CollectorSettings, FakeFelix, DEADLINE};
-use ingress_tap::collect::felix_recorder::Recorder;
+use ingress_tap_test_support::felix_recorder::Recorder;
 use serde_json::Value;
 
 /// A running traced stack; everything stops when it is dropped.

@@ -1,8 +1,8 @@
 //! A PolicySync server that records every report: the Felix side of the end-to-end tests, the
 //! soak harness and local trials, speaking the same gRPC over a Unix socket as Felix does.
 
-use crate::felix_proto::policy_sync_server::{PolicySync, PolicySyncServer};
-use crate::felix_proto::{DataplaneStats, ReportResult, SyncRequest, ToDataplane};
+use ingress_tap_felix_proto::policy_sync_server::{PolicySync, PolicySyncServer};
+use ingress_tap_felix_proto::{DataplaneStats, ReportResult, SyncRequest, ToDataplane};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,7 +114,7 @@ impl Recorder {
     }
 
     fn add_up(&self, report: &DataplaneStats) {
-        use crate::felix_proto::statistic::Kind;
+        use ingress_tap_felix_proto::statistic::Kind;
         use prost::Message;
         let t = &self.totals;
         let entries = report.http_data.len() as u64;
