@@ -2,6 +2,7 @@
 //! `block` command. This crate is the I/O shell: sockets, files, TLS, gRPC and the Kubernetes
 //! API. What each role decides lives in [`ingress_tap_core`], which does no I/O.
 //!
+//! - [`cli`]: every subcommand and option, declared once;
 //! - [`admission`]: the HTTPS admission webhook serving the injection engine;
 //! - [`collect`]: the collector process: tail the log, report to Felix, feed the detector;
 //! - [`block`]: `ingress-tap block`: read inputs and existing objects, print or apply;
@@ -19,6 +20,7 @@ pub mod admission;
 pub mod block;
 pub mod certs;
 pub mod cgroup;
+pub mod cli;
 pub mod collect;
 pub mod inject_config;
 pub mod serve;

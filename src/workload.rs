@@ -5,6 +5,7 @@
 //! finds a template to inject, 2 on any error (unreadable input or config, invalid YAML, a
 //! template the engine refuses). Nothing is written when an error occurs.
 
+use crate::cli::inject::InjectOptions;
 use anyhow::Context;
 use ingress_tap_core::workload::{inject_stream, Selection, TemplateOutcome};
 use std::io::{Read, Write};
@@ -15,28 +16,6 @@ use std::process::ExitCode;
 pub const EXIT_WOULD_CHANGE: u8 = 1;
 /// Exit code on any error.
 pub const EXIT_ERROR: u8 = 2;
-
-/// `ingress-tap inject` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct InjectOptions {
-    /// YAML stream to inject (one or more documents); `-` reads standard input.
-    #[arg(short = 'f', long = "filename", default_value = "-")]
-    pub file: PathBuf,
-    /// Injection config file (YAML), the same file the webhook reads; built-in defaults without it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Write nothing; exit 1 when some template would be injected, 0 when none would.
-    #[arg(long, conflicts_with = "output")]
-    pub check: bool,
-    /// Inject every pod template not labelled `ingress-tap/inject: disabled`. Without it, only
-    /// templates labelled `ingress-tap/inject: enabled` are injected (offline there are no
-    /// webhook selectors to choose the pods).
-    #[arg(long)]
-    pub all: bool,
-    /// Where to write the result; standard output by default. May name the input file.
-    #[arg(short = 'o', long = "output")]
-    pub output: Option<PathBuf>,
-}
 
 /// Runs `ingress-tap inject` and returns the process exit code.
 pub fn run(options: &InjectOptions) -> ExitCode {

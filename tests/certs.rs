@@ -12,8 +12,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::http::{Method, Request, Response};
 use ingress_tap::certs::install::plan::{self, RenewReason};
-use ingress_tap::certs::install::{install, InstallError, InstallOptions, SecretAction};
+use ingress_tap::certs::install::{install, InstallError, SecretAction};
 use ingress_tap::certs::{self, GeneratedCerts};
+use ingress_tap::cli::certs::InstallOptions;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use rustls::client::danger::ServerCertVerifier;
@@ -709,4 +710,106 @@ async fn names_that_could_bend_a_request_path_are_refused_before_any_request() {
         .unwrap_err();
     assert!(matches!(error, InstallError::InvalidName { .. }), "{error}");
     assert!(take_requests(&server).is_empty());
+}
+
+/// The serving pair the webhook takes: checked by `ingress_tap::tls` against what `certs`
+/// generates.
+mod serving_pair {
+    use ingress_tap::tls::*;
+    use rustls_pki_types::UnixTime;
+    use std::path::Path;
+
+    #[test]
+    fn loads_a_generated_pair_and_rejects_a_mismatch() {
+        let a = ingress_tap::certs::generate(&["localhost".into()], "a").unwrap();
+        let b = ingress_tap::certs::generate(&["localhost".into()], "b").unwrap();
+        certified_key_from_pem(a.cert_pem.as_bytes(), a.key_pem.as_bytes(), "a").unwrap();
+        let err =
+            certified_key_from_pem(a.cert_pem.as_bytes(), b.key_pem.as_bytes(), "a").unwrap_err();
+        assert!(matches!(err, TlsError::Pair(_)), "{err}");
+        let err = certified_key_from_pem(b"", a.key_pem.as_bytes(), "empty").unwrap_err();
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
+        let err = certified_key_from_pem(a.cert_pem.as_bytes(), b"", "nokey").unwrap_err();
+        assert!(matches!(err, TlsError::NoKey { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_pair_is_taken_only_when_valid_now_and_chained_to_the_ca() {
+        use time::{Duration, OffsetDateTime};
+        let names = ["localhost".to_owned()];
+        let now = OffsetDateTime::now_utc();
+        let path = Path::new("tls.crt");
+        let ca_path = Path::new("ca.crt");
+        let good = ingress_tap::certs::generate(&names, "good").unwrap();
+        let other = ingress_tap::certs::generate(&names, "other").unwrap();
+        let check = |certs: &ingress_tap::certs::GeneratedCerts, ca: &str| {
+            check_pair(
+                certs.cert_pem.as_bytes(),
+                certs.key_pem.as_bytes(),
+                Some((ca.as_bytes(), ca_path)),
+                path,
+                UnixTime::now(),
+            )
+        };
+        let pair = check(&good, &good.ca_pem).unwrap();
+        assert_eq!(pair.not_after, good.not_after.unix_timestamp());
+        let err = check(&good, &other.ca_pem).unwrap_err();
+        assert!(matches!(err, TlsError::Untrusted { .. }), "{err}");
+        let err = check(&good, "").unwrap_err();
+        assert!(matches!(err, TlsError::NoCa { .. }), "{err}");
+
+        let expired = ingress_tap::certs::generate_with_validity(
+            &names,
+            "expired",
+            now - Duration::days(400),
+            now - Duration::days(35),
+        )
+        .unwrap();
+        let err = check(&expired, &expired.ca_pem).unwrap_err();
+        assert!(matches!(err, TlsError::Expired { .. }), "{err}");
+        let future = ingress_tap::certs::generate_with_validity(
+            &names,
+            "future",
+            now + Duration::days(1),
+            now + Duration::days(30),
+        )
+        .unwrap();
+        let err = check(&future, &future.ca_pem).unwrap_err();
+        assert!(matches!(err, TlsError::NotYetValid { .. }), "{err}");
+        // Within the tolerated skew, a certificate that starts a minute from now is taken.
+        let skewed = ingress_tap::certs::generate_with_validity(
+            &names,
+            "skewed",
+            now + Duration::minutes(1),
+            now + Duration::days(30),
+        )
+        .unwrap();
+        check(&skewed, &skewed.ca_pem).unwrap();
+    }
+
+    #[test]
+    fn readiness_fails_near_expiry_only_when_the_replacement_was_refused() {
+        let names = ["localhost".to_owned()];
+        let certs = ingress_tap::certs::generate(&names, "ca").unwrap();
+        let pair = check_pair(
+            certs.cert_pem.as_bytes(),
+            certs.key_pem.as_bytes(),
+            None,
+            Path::new("tls.crt"),
+            UnixTime::now(),
+        )
+        .unwrap();
+        let not_after = pair.not_after;
+        let store = CertStore::new(pair);
+        assert_eq!(store.readiness_problem(not_after - 60), None);
+        let expired = store.readiness_problem(not_after).unwrap();
+        assert!(expired.contains("expired"), "{expired}");
+        store.refuse("tls.crt: the certificate expired at 2020".into());
+        assert_eq!(store.readiness_problem(not_after - 2 * 3600), None);
+        let near = store.readiness_problem(not_after - 60).unwrap();
+        assert!(
+            near.contains("expires at") && near.contains("refused: tls.crt"),
+            "{near}"
+        );
+    }
 }

@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use ingress_tap::admission::{self, handler, WebhookOptions};
+use ingress_tap::admission::{self, handler};
+use ingress_tap::cli::webhook::WebhookOptions;
 use ingress_tap_core::inject::InjectConfig;
 use proptest::prelude::*;
 use serde_json::{json, Value};

@@ -6,7 +6,8 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use ingress_tap::admission::{self, WebhookOptions};
+use ingress_tap::admission;
+use ingress_tap::cli::webhook::WebhookOptions;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

@@ -35,38 +35,14 @@
 pub mod plan;
 
 use crate::certs::{generate, service_names, SERVING_LIFETIME};
+use crate::cli::certs::InstallOptions;
 use anyhow::Context;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::Client;
 use plan::{RenewReason, SecretVerdict, MANAGER, TLS_SECRET_TYPE};
-use std::path::PathBuf;
 use time::{Duration, OffsetDateTime};
-
-/// `ingress-tap certs install` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct InstallOptions {
-    /// Namespace of the webhook's Service and Secret.
-    #[arg(long)]
-    pub namespace: String,
-    /// Name of the webhook's Service: the certificate is for SERVICE.NAMESPACE.svc.
-    #[arg(long)]
-    pub service: String,
-    /// Name of the TLS Secret the webhook mounts.
-    #[arg(long)]
-    pub secret: String,
-    /// Name of the MutatingWebhookConfiguration whose caBundle is kept current.
-    #[arg(long)]
-    pub webhook_config: String,
-    /// Renew the certificate when it expires within this many days.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u16).range(0..=300))]
-    pub renew_before_days: u16,
-    /// Kubeconfig file; without it, the usual discovery (KUBECONFIG, ~/.kube/config, or the
-    /// in-cluster service account).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-}
 
 /// What happened to the Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

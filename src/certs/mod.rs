@@ -7,6 +7,7 @@
 
 pub mod install;
 
+use crate::cli::certs::{CertsCommand, GenerateOptions};
 use base64::Engine;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -147,34 +148,6 @@ pub const CA_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
 /// The serving key, written with mode 0600.
 pub const KEY_FILE: &str = "tls.key";
-
-/// `ingress-tap certs` subcommands.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum CertsCommand {
-    /// Write a new CA and a serving certificate for the webhook Service to a directory, and
-    /// print the caBundle for the MutatingWebhookConfiguration.
-    Generate(GenerateOptions),
-    /// In the cluster: create or renew the webhook's TLS Secret and patch the caBundle of its
-    /// MutatingWebhookConfiguration. Does nothing when both are current.
-    Install(crate::certs::install::InstallOptions),
-}
-
-/// `ingress-tap certs generate` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct GenerateOptions {
-    /// Name of the webhook's Service.
-    #[arg(long)]
-    pub service: String,
-    /// Namespace of the webhook's Service.
-    #[arg(long)]
-    pub namespace: String,
-    /// Directory for ca.crt, tls.crt and tls.key (created when missing).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Replace files that already exist.
-    #[arg(long)]
-    pub force: bool,
-}
 
 /// Why generated certificates could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@
 //! HTTP handler and the metrics scrape — is a copy published from that thread at most once a
 //! second, so a scrape never waits on detection and detection never waits on a scrape.
 
+use crate::cli::collect::TraceOptions;
 use crate::watch::FileChanges;
 use arc_swap::ArcSwap;
 use axum::extract::State;
@@ -25,80 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-/// `ingress-tap collect` trace settings.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TraceOptions {
-    /// Spot suspicious original IPs (volume rules, threat lists) and publish them.
-    #[arg(
-        long = "trace",
-        env = "INGRESS_TAP_TRACE",
-        value_name = "INGRESS_TAP_TRACE",
-        default_value_t = true,
-        action = clap::ArgAction::Set
-    )]
-    pub enabled: bool,
-
-    /// Trace settings file (YAML: window, top N, rules, cool-down, threat lists); see
-    /// docs/trace.md. Flags below override it.
-    #[arg(
-        long = "trace-config",
-        env = "INGRESS_TAP_TRACE_CONFIG",
-        value_name = "INGRESS_TAP_TRACE_CONFIG"
-    )]
-    pub config: Option<PathBuf>,
-
-    /// A threat list as NAME=PATH (one IP or CIDR per line; `#` and `;` comments); repeat the
-    /// flag, or separate with commas in the variable. Reloaded when the file changes.
-    #[arg(
-        long = "threat-list",
-        env = "INGRESS_TAP_THREAT_LISTS",
-        value_name = "INGRESS_TAP_THREAT_LISTS",
-        value_delimiter = ',',
-        value_parser = parse_list_source
-    )]
-    pub threat_lists: Vec<ListSource>,
-
-    /// Length of the top-N window in seconds (default 60).
-    #[arg(
-        long = "trace-window-seconds",
-        env = "INGRESS_TAP_TRACE_WINDOW_SECONDS",
-        value_name = "INGRESS_TAP_TRACE_WINDOW_SECONDS"
-    )]
-    pub window_seconds: Option<u64>,
-
-    /// How many IPs the top lists show (default 20).
-    #[arg(
-        long = "trace-top-n",
-        env = "INGRESS_TAP_TRACE_TOP_N",
-        value_name = "INGRESS_TAP_TRACE_TOP_N"
-    )]
-    pub top_n: Option<usize>,
-
-    /// Where events go as JSON lines: `-` for stdout, or a file (appended).
-    #[arg(
-        long = "events-output",
-        env = "INGRESS_TAP_EVENTS_OUTPUT",
-        value_name = "INGRESS_TAP_EVENTS_OUTPUT",
-        default_value = "-"
-    )]
-    pub events_output: String,
-}
-
-/// `NAME=PATH` into a list source.
-pub fn parse_list_source(text: &str) -> Result<ListSource, String> {
-    let (name, path) = text
-        .trim()
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not NAME=PATH"))?;
-    if name.is_empty() || path.is_empty() {
-        return Err(format!("{text:?} is not NAME=PATH"));
-    }
-    Ok(ListSource {
-        name: name.to_owned(),
-        path: PathBuf::from(path),
-    })
-}
 
 impl TraceOptions {
     /// The trace configuration: the file's, then the flags on top. `None` when tracing is off.

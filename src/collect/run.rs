@@ -6,7 +6,6 @@
 //! a collector killed with reports still queued re-reads their lines on restart instead of
 //! losing them, and lines whose reports Felix already has are never read again.
 
-use super::config::CollectOptions;
 use super::detection::{self, EventSink, TraceCollector, TraceMetrics};
 use super::detector_thread::{DetectorThread, Publish, PublishHook};
 use super::felix::{self, FelixHandle, FelixOptions};
@@ -14,6 +13,7 @@ use super::metrics::CollectorMetrics;
 use super::pipeline::Pipeline;
 use super::stdout;
 use super::tail::{checkpoint, Checkpoint, TailConfig, Tailer};
+use crate::cli::collect::CollectOptions;
 use crate::telemetry::{self, Readiness};
 use anyhow::Context;
 use ingress_tap_core::collect::aggregate::IntervalReport;
