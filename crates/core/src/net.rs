@@ -54,6 +54,33 @@ pub fn parse_network(text: &str) -> Result<IpNet, String> {
     })
 }
 
+/// A threat-list entry as written: an address or a CIDR, never a range, normalised; with
+/// whether host bits had to be cleared (`203.0.113.7/24`), which the list reader reports
+/// because it usually means the author meant something else.
+pub fn parse_list_entry(token: &str) -> Result<(IpNet, bool), String> {
+    if let Some((first, last)) = token.split_once('-') {
+        if first.parse::<IpAddr>().is_ok() && last.parse::<IpAddr>().is_ok() {
+            return Err(format!(
+                "{token:?} is an address range; write ranges as CIDRs"
+            ));
+        }
+    }
+    let written = if token.contains('/') {
+        token
+            .parse::<IpNet>()
+            .map_err(|_| format!("{token:?} is not a valid CIDR"))?
+    } else {
+        IpNet::from(
+            token
+                .parse::<IpAddr>()
+                .map_err(|_| format!("{token:?} is not an IP address or CIDR"))?,
+        )
+    };
+    let network = normalise(written);
+    let cleared = written.trunc().addr() != written.addr();
+    Ok((network, cleared))
+}
+
 /// Whether two networks share at least one address.
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)

@@ -183,7 +183,8 @@ fn parse_entry(line: &str) -> Result<ParsedEntry, String> {
             "unexpected text {extra:?} after {token:?}; one address or CIDR per line"
         ));
     }
-    let (network, host_bits_cleared_from) = parse_network(token)?;
+    let (network, host_bits_cleared) = crate::net::parse_list_entry(token)?;
+    let host_bits_cleared_from = host_bits_cleared.then(|| token.to_owned());
     if network.prefix_len() == 0 {
         return Err(format!("{token} would match every address"));
     }
@@ -191,30 +192,6 @@ fn parse_entry(line: &str) -> Result<ParsedEntry, String> {
         entry: ListEntry { network, note },
         host_bits_cleared_from,
     })
-}
-
-fn parse_network(token: &str) -> Result<(IpNet, Option<String>), String> {
-    if let Some((first, last)) = token.split_once('-') {
-        if first.parse::<IpAddr>().is_ok() && last.parse::<IpAddr>().is_ok() {
-            return Err(format!(
-                "{token:?} is an address range; write ranges as CIDRs"
-            ));
-        }
-    }
-    let written = if token.contains('/') {
-        token
-            .parse::<IpNet>()
-            .map_err(|_| format!("{token:?} is not a valid CIDR"))?
-    } else {
-        IpNet::from(
-            token
-                .parse::<IpAddr>()
-                .map_err(|_| format!("{token:?} is not an IP address or CIDR"))?,
-        )
-    };
-    let network = crate::net::normalise(written);
-    let cleared = (written.trunc().addr() != written.addr()).then(|| token.to_owned());
-    Ok((network, cleared))
 }
 
 /// No further entry in a chain, no note.
