@@ -1,19 +1,114 @@
-//! File-change notification for hot-reloaded files (config, certificates, threat lists).
+//! File-change notification, the one place that talks to inotify: for hot-reloaded files
+//! (config, certificates, threat lists) and for the collector's log directory.
 //!
-//! Kubernetes mounts ConfigMaps and Secrets through a `..data` symlink that is swapped
-//! atomically, so the watched path itself never sees a write: only its parent directory does.
-//! The watcher therefore watches parent directories and, on any event, compares a cheap stamp
-//! (identity, size, modification time, following symlinks) of each watched file with the last
-//! one it reported. A periodic re-check covers file systems where inotify says nothing
-//! (network volumes, overlay quirks) and directories that do not exist yet.
+//! Both watch directories, not files. Kubernetes mounts ConfigMaps and Secrets through a
+//! `..data` symlink that is swapped atomically, so the watched path itself never sees a write:
+//! only its parent directory does; and a rotated log is a new file in the same directory. A
+//! [`DirectoryWatch`] raises a [`WakeSignal`] on every relevant event and is set up again when
+//! the directory appears or is replaced. [`FileChanges`] then compares a cheap stamp (identity,
+//! size, modification time, following symlinks) of each watched file with the last one it
+//! reported. A periodic re-check covers file systems where inotify says nothing (network
+//! volumes, overlay quirks) and directories that do not exist yet.
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// A wake-up flag that survives a cancelled wait.
+#[derive(Debug, Default)]
+pub struct WakeSignal {
+    /// Set on every relevant event and cleared by the waiter, so a notification that races
+    /// with a cancelled wait is not lost.
+    pending: AtomicBool,
+    notify: Notify,
+}
+
+impl WakeSignal {
+    fn raise(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Returns at the next event, at once if one arrived since the last wait, or after
+    /// `poll`, whichever comes first. Cancel-safe.
+    pub async fn wait(&self, poll: Duration) {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        tokio::select! {
+            () = self.notify.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+        self.pending.swap(false, Ordering::AcqRel);
+    }
+}
+
+/// inotify on one directory, raising a [`WakeSignal`] for the events a filter keeps.
+#[derive(Default)]
+pub struct DirectoryWatch {
+    wake: Arc<WakeSignal>,
+    watcher: Option<RecommendedWatcher>,
+    /// Device and inode of the directory the watcher was set up for (`None`: missing, so only
+    /// the poll runs).
+    watched: Option<(u64, u64)>,
+}
+
+impl DirectoryWatch {
+    /// The signal events raise.
+    pub fn wake(&self) -> &Arc<WakeSignal> {
+        &self.wake
+    }
+
+    /// Whether inotify is watching (otherwise only the caller's poll notices changes).
+    pub fn is_watching(&self) -> bool {
+        self.watcher.is_some()
+    }
+
+    /// (Re)creates the watch when `directory` appears or is replaced; cheap when it has not
+    /// changed, so callers call it on every poll. A failure leaves the poll in charge until the
+    /// directory changes identity. `relevant` decides which events wake.
+    pub fn ensure(
+        &mut self,
+        directory: &Path,
+        relevant: impl Fn(&notify::Result<notify::Event>) -> bool + Send + 'static,
+    ) {
+        let identity = std::fs::metadata(directory)
+            .ok()
+            .filter(std::fs::Metadata::is_dir)
+            .map(|meta| (meta.dev(), meta.ino()));
+        if identity == self.watched {
+            return;
+        }
+        self.watched = identity;
+        self.watcher = None;
+        if identity.is_none() {
+            return;
+        }
+        let wake = Arc::clone(&self.wake);
+        let handler = move |event: notify::Result<notify::Event>| {
+            if relevant(&event) {
+                wake.raise();
+            }
+        };
+        let watcher = notify::recommended_watcher(handler).and_then(|mut watcher| {
+            watcher.watch(directory, RecursiveMode::NonRecursive)?;
+            Ok(watcher)
+        });
+        match watcher {
+            Ok(watcher) => self.watcher = Some(watcher),
+            Err(error) => tracing::warn!(
+                %error,
+                directory = %directory.display(),
+                "cannot watch the directory; relying on polling"
+            ),
+        }
+    }
+}
 
 /// Settling time after an event, so that a writer's several steps (truncate, write, rename)
 /// produce one reload rather than a reload of a half-written file.
@@ -44,11 +139,11 @@ fn stamp(path: &Path) -> Option<Stamp> {
 pub struct FileChanges {
     paths: Vec<PathBuf>,
     last: Vec<Option<Stamp>>,
-    events: Arc<Notify>,
+    /// One watch per parent directory, all raising the same signal.
+    directories: Vec<(PathBuf, DirectoryWatch)>,
+    wake: Arc<WakeSignal>,
     poll: Duration,
     debounce: Duration,
-    // Kept alive for as long as changes are wanted; dropping it stops the inotify watches.
-    _watcher: Option<RecommendedWatcher>,
 }
 
 impl FileChanges {
@@ -59,23 +154,7 @@ impl FileChanges {
 
     /// As [`FileChanges::new`], with explicit debounce and poll periods.
     pub fn with_timing(paths: &[PathBuf], debounce: Duration, poll: Duration) -> Self {
-        let events = Arc::new(Notify::new());
-        let watcher = Self::start_watcher(paths, events.clone());
-        Self {
-            paths: paths.to_vec(),
-            last: paths.iter().map(|p| stamp(p)).collect(),
-            events,
-            poll,
-            debounce,
-            _watcher: watcher,
-        }
-    }
-
-    fn start_watcher(paths: &[PathBuf], events: Arc<Notify>) -> Option<RecommendedWatcher> {
-        let mut watcher = notify::recommended_watcher(move |_event| events.notify_one())
-            .map_err(|err| tracing::warn!(%err, "inotify unavailable, polling only"))
-            .ok()?;
-        let dirs: BTreeSet<PathBuf> = paths
+        let parents: BTreeSet<PathBuf> = paths
             .iter()
             .filter_map(|p| p.parent().map(Path::to_path_buf))
             .map(|d| {
@@ -86,24 +165,44 @@ impl FileChanges {
                 }
             })
             .collect();
-        for dir in dirs {
-            if let Err(err) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                tracing::debug!(dir = %dir.display(), %err, "cannot watch directory, polling it");
-            }
+        let wake = Arc::new(WakeSignal::default());
+        let directories = parents
+            .into_iter()
+            .map(|dir| {
+                let watch = DirectoryWatch {
+                    wake: Arc::clone(&wake),
+                    ..DirectoryWatch::default()
+                };
+                (dir, watch)
+            })
+            .collect();
+        let mut changes = Self {
+            paths: paths.to_vec(),
+            last: paths.iter().map(|p| stamp(p)).collect(),
+            directories,
+            wake,
+            poll,
+            debounce,
+        };
+        changes.ensure_watches();
+        changes
+    }
+
+    /// Any event in a watched directory is worth a look: the stamps decide.
+    fn ensure_watches(&mut self) {
+        for (dir, watch) in &mut self.directories {
+            watch.ensure(dir, |_| true);
         }
-        Some(watcher)
     }
 
     /// Resolves once any watched file differs from what the previous call reported.
     /// Cancel-safe: a change seen by a cancelled call is reported by the next one.
     pub async fn changed(&mut self) {
         loop {
-            tokio::select! {
-                _ = self.events.notified() => {
-                    tokio::time::sleep(self.debounce).await;
-                }
-                _ = tokio::time::sleep(self.poll) => {}
-            }
+            self.wake.wait(self.poll).await;
+            tokio::time::sleep(self.debounce).await;
+            // A directory created or replaced since the last look is watched from now on.
+            self.ensure_watches();
             let now: Vec<Option<Stamp>> = self.paths.iter().map(|p| stamp(p)).collect();
             if now != self.last {
                 self.last = now;

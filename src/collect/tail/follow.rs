@@ -10,12 +10,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::Notify;
+use notify::EventKind;
+
+use crate::watch::DirectoryWatch;
 
 use super::checkpoint::{
     self, Checkpoint, CheckpointError, Fingerprint, LoadedCheckpoint, FINGERPRINT_BYTES,
@@ -81,7 +80,7 @@ impl fmt::Debug for Tailer {
             .field("path", &self.config.path)
             .field("current", &self.current)
             .field("retired", &self.retired)
-            .field("watching", &self.watch.watcher.is_some())
+            .field("watching", &self.watch.is_watching())
             .field("start", &self.start)
             .finish_non_exhaustive()
     }
@@ -142,7 +141,7 @@ impl Tailer {
 
     /// Whether inotify watches the log directory (otherwise only the poll notices changes).
     pub fn is_watching(&self) -> bool {
-        self.watch.watcher.is_some()
+        self.watch.is_watching()
     }
 
     /// Files held open: the current one plus rotated ones still being finished.
@@ -156,14 +155,7 @@ impl Tailer {
     /// is kept for the next call, and since [`Tailer::read_available`] reads everything there
     /// is regardless of notifications, a missed wake-up only costs latency up to one poll.
     pub async fn changed(&self) {
-        if self.watch.wake.take() {
-            return;
-        }
-        tokio::select! {
-            () = self.watch.wake.notify.notified() => {}
-            () = tokio::time::sleep(self.config.poll_interval) => {}
-        }
-        self.watch.wake.take();
+        self.watch.wake().wait(self.config.poll_interval).await;
     }
 
     /// Hands every complete line available now to `on_line`, in file order, handling rotation,
@@ -276,8 +268,11 @@ impl Tailer {
             .file_name()
             .map(OsStr::to_os_string)
             .unwrap_or_default();
+        let ignored = ignored.as_bytes().to_vec();
         self.watch
-            .ensure(parent_directory(&self.config.path), ignored);
+            .ensure(parent_directory(&self.config.path), move |event| {
+                is_relevant(event, &ignored)
+            });
     }
 
     fn start_from_end(&mut self) -> Result<(), TailError> {
@@ -894,72 +889,6 @@ fn last_line_start(file: &File, size: u64, max_line_bytes: usize) -> io::Result<
         end = begin;
     }
     Ok(if size <= max { 0 } else { size })
-}
-
-/// inotify on the log's directory, feeding a wake-up flag that [`Tailer::changed`] waits on.
-#[derive(Default)]
-struct DirectoryWatch {
-    wake: Arc<WakeSignal>,
-    watcher: Option<RecommendedWatcher>,
-    /// The directory the watcher was set up for (`None`: missing, so only the poll runs).
-    watched: Option<FileIdentity>,
-}
-
-#[derive(Default)]
-struct WakeSignal {
-    /// Set on every relevant event and cleared by `changed`, so a notification that races with a
-    /// cancelled wait is not lost.
-    pending: AtomicBool,
-    notify: Notify,
-}
-
-impl WakeSignal {
-    fn raise(&self) {
-        self.pending.store(true, Ordering::Release);
-        self.notify.notify_one();
-    }
-
-    fn take(&self) -> bool {
-        self.pending.swap(false, Ordering::AcqRel)
-    }
-}
-
-impl DirectoryWatch {
-    /// (Re)creates the watch when the directory appears or is replaced; a failure leaves the
-    /// poll in charge until the directory changes identity.
-    fn ensure(&mut self, directory: &Path, ignored_name_prefix: OsString) {
-        let identity = fs::metadata(directory)
-            .ok()
-            .filter(fs::Metadata::is_dir)
-            .map(|m| FileIdentity::of(&m));
-        if identity == self.watched {
-            return;
-        }
-        self.watched = identity;
-        self.watcher = None;
-        if identity.is_none() {
-            return;
-        }
-        let wake = Arc::clone(&self.wake);
-        let ignored = ignored_name_prefix.as_bytes().to_vec();
-        let handler = move |event: notify::Result<notify::Event>| {
-            if is_relevant(&event, &ignored) {
-                wake.raise();
-            }
-        };
-        let watcher = notify::recommended_watcher(handler).and_then(|mut watcher| {
-            watcher.watch(directory, RecursiveMode::NonRecursive)?;
-            Ok(watcher)
-        });
-        match watcher {
-            Ok(watcher) => self.watcher = Some(watcher),
-            Err(error) => tracing::warn!(
-                %error,
-                directory = %directory.display(),
-                "cannot watch the ingress log directory; relying on polling"
-            ),
-        }
-    }
 }
 
 /// Opens, reads and closes (ours included) never add data; our own checkpoint writes live in
