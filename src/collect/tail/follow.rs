@@ -1,32 +1,29 @@
-//! The follower: open files, detect rotation and truncation, drain lines, wait for changes.
+//! The follower: where to start, which file to read next when the log is rotated, truncated or
+//! missing, the checkpoint, and waiting for changes.
 //!
-//! The policy is described in the module docs of [`super`]; this file keeps the mechanics.
+//! The policy is described in the module docs of [`super`]; one followed file's reading is in
+//! `file.rs`, the search among rotated names in `rotated.rs`.
 
 use std::collections::VecDeque;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::{self};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use notify::EventKind;
 
 use crate::watch::DirectoryWatch;
 
-use super::checkpoint::{
-    self, Checkpoint, CheckpointError, Fingerprint, LoadedCheckpoint, FINGERPRINT_BYTES,
+use super::checkpoint::{self, Checkpoint, CheckpointError, LoadedCheckpoint};
+use super::file::{
+    open_existing, open_if_possible, read_error, DrainEnd, FollowedFile, READ_CHUNK_BYTES,
 };
-use super::lines::LineFramer;
+use super::rotated::{find_rotated, numbered, prefix_matches};
 use super::{parent_directory, FileIdentity, ReadStats, TailConfig, TailError};
 
-/// Size of the one read buffer every file shares.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// How many of logrotate's numbered names (`<path>.1` …) are searched for a file we lost sight
-/// of. Rotations happen hourly or daily; five between two reads means the collector was down.
-const ROTATED_LOOKBACK: usize = 5;
 /// Rotated files kept open at most, whatever `rotate_wait` says, so a rotation storm cannot
 /// exhaust file descriptors.
 const MAX_RETIRED_FILES: usize = 8;
@@ -542,355 +539,6 @@ impl Tailer {
     }
 }
 
-/// A file handle with the identity it had when opened (through `path`).
-struct OpenedFile {
-    file: File,
-    identity: FileIdentity,
-    path: PathBuf,
-}
-
-/// `None` when nothing is at `path`; other failures are errors the caller must see.
-fn open_existing(path: &Path) -> Result<Option<OpenedFile>, TailError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(TailError::Open {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let metadata = file.metadata().map_err(|e| read_error(path, e))?;
-    Ok(Some(OpenedFile {
-        identity: FileIdentity::of(&metadata),
-        file,
-        path: path.to_path_buf(),
-    }))
-}
-
-/// For best-effort lookups among rotated names, where any failure just means "not usable".
-fn open_if_possible(path: &Path) -> Option<OpenedFile> {
-    open_existing(path).ok().flatten()
-}
-
-fn read_error(path: &Path, source: io::Error) -> TailError {
-    TailError::Read {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// logrotate's name for the `n`th previous generation: `<path>.<n>`.
-fn numbered(path: &Path, n: usize) -> PathBuf {
-    let mut name = OsString::from(path.as_os_str());
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
-}
-
-/// A file found among the numbered names, and the files rotated after it (oldest first).
-struct RotatedChain {
-    target: OpenedFile,
-    newer: Vec<OpenedFile>,
-}
-
-/// Walks `<path>.1`, `<path>.2`, … looking for `target`. Everything between `.1` and the target
-/// was rotated after it. `skip` lists files already being read. `None` when the target is not
-/// found. A missing name is stepped over rather than ending the walk: logrotate renames from the
-/// highest number down, so a walk racing with it sees transient gaps; walking upward, the way
-/// the files move, a file is then seen late or twice (deduplicated), never missed.
-fn find_rotated(path: &Path, target: FileIdentity, skip: &[FileIdentity]) -> Option<RotatedChain> {
-    let mut newer: Vec<OpenedFile> = Vec::new();
-    for n in 1..=ROTATED_LOOKBACK {
-        let Some(candidate) = open_if_possible(&numbered(path, n)) else {
-            continue;
-        };
-        if candidate.identity == target {
-            newer.reverse();
-            return Some(RotatedChain {
-                target: candidate,
-                newer,
-            });
-        }
-        let known = skip.contains(&candidate.identity)
-            || newer.iter().any(|f| f.identity == candidate.identity);
-        if !known {
-            newer.push(candidate);
-        }
-    }
-    None
-}
-
-/// Whether `file` is at least `offset` long and its first `min(FINGERPRINT_BYTES, offset)`
-/// bytes have `fingerprint`.
-fn prefix_matches(file: &File, offset: u64, fingerprint: Fingerprint) -> io::Result<bool> {
-    if file.metadata()?.len() < offset {
-        return Ok(false);
-    }
-    let mut prefix = [0u8; FINGERPRINT_BYTES];
-    let Some(prefix) = prefix.get_mut(..prefix_len(offset)) else {
-        return Ok(false);
-    };
-    match file.read_exact_at(prefix, 0) {
-        Ok(()) => Ok(Fingerprint::of(prefix) == fingerprint),
-        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-/// `min(FINGERPRINT_BYTES, offset)` as a length.
-fn prefix_len(offset: u64) -> usize {
-    usize::try_from(offset).map_or(FINGERPRINT_BYTES, |o| o.min(FINGERPRINT_BYTES))
-}
-
-/// How a drain ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DrainEnd {
-    /// Read up to the size seen at the start.
-    CaughtUp,
-    /// The file is shorter than our position or starts with other bytes than we read.
-    Truncated,
-}
-
-/// One file being read, with its own line framing (a partial line belongs to its file).
-struct FollowedFile {
-    file: File,
-    path: PathBuf,
-    identity: FileIdentity,
-    /// Next byte to read.
-    read_offset: u64,
-    /// Where the line being assembled starts: the checkpoint offset.
-    line_start: u64,
-    /// The file's first `min(FINGERPRINT_BYTES, read_offset)` bytes, as read.
-    head: Vec<u8>,
-    framer: LineFramer,
-    max_line_bytes: usize,
-    /// Size at the last drain, to tell when a retired file is finished.
-    last_size: u64,
-    /// When it stopped being the file at the path.
-    retired_at: Option<Instant>,
-    /// Whether a drain has completed since it was opened.
-    drained: bool,
-}
-
-impl fmt::Debug for FollowedFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FollowedFile")
-            .field("path", &self.path)
-            .field("identity", &self.identity)
-            .field("read_offset", &self.read_offset)
-            .field("line_start", &self.line_start)
-            .field("pending", &self.framer.pending_len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl FollowedFile {
-    fn at_start(opened: OpenedFile, max_line_bytes: usize) -> Self {
-        Self {
-            file: opened.file,
-            path: opened.path,
-            identity: opened.identity,
-            read_offset: 0,
-            line_start: 0,
-            head: Vec::new(),
-            framer: LineFramer::new(max_line_bytes),
-            max_line_bytes,
-            last_size: 0,
-            retired_at: None,
-            drained: false,
-        }
-    }
-
-    /// Positioned at `offset`. If the byte before it is not a newline, `offset` is inside a line
-    /// and the rest of that line is dropped rather than handed out as a fragment.
-    fn at_offset(opened: OpenedFile, offset: u64, max_line_bytes: usize) -> io::Result<Self> {
-        let mut followed = Self::at_start(opened, max_line_bytes);
-        let mut head = vec![0; prefix_len(offset)];
-        followed.file.read_exact_at(&mut head, 0)?;
-        if let Some(before) = offset.checked_sub(1) {
-            let mut byte = [0u8; 1];
-            followed.file.read_exact_at(&mut byte, before)?;
-            if byte != [b'\n'] {
-                followed.framer = LineFramer::mid_line(max_line_bytes);
-            }
-        }
-        followed.head = head;
-        followed.read_offset = offset;
-        followed.line_start = offset;
-        followed.last_size = offset;
-        Ok(followed)
-    }
-
-    /// Positioned at the start of the last, unfinished line (after the last newline), so the
-    /// line being written now is delivered but nothing complete from before is.
-    fn at_end(opened: OpenedFile, max_line_bytes: usize) -> io::Result<Self> {
-        let size = opened.file.metadata()?.len();
-        let start = last_line_start(&opened.file, size, max_line_bytes)?;
-        Self::at_offset(opened, start, max_line_bytes)
-    }
-
-    fn retired_at(mut self, now: Instant) -> Self {
-        self.retired_at = Some(now);
-        self
-    }
-
-    fn checkpoint(&self) -> Checkpoint {
-        let covered = self
-            .head
-            .get(..prefix_len(self.line_start))
-            .unwrap_or(&self.head);
-        Checkpoint {
-            identity: self.identity,
-            offset: self.line_start,
-            fingerprint: Fingerprint::of(covered),
-        }
-    }
-
-    /// Shorter than what we read, or different first bytes: truncated (and maybe regrown).
-    fn changed_in_place(&self) -> io::Result<bool> {
-        if self.file.metadata()?.len() < self.read_offset {
-            return Ok(true);
-        }
-        self.starts_differently(&self.file)
-    }
-
-    fn starts_differently(&self, file: &File) -> io::Result<bool> {
-        if self.head.is_empty() {
-            return Ok(false);
-        }
-        let mut probe = [0u8; FINGERPRINT_BYTES];
-        let Some(probe) = probe.get_mut(..self.head.len()) else {
-            return Ok(true);
-        };
-        match file.read_exact_at(probe, 0) {
-            Ok(()) => Ok(*probe != *self.head),
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(true),
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Whether `candidate` holds a copy of what this file held when we last read it: it starts
-    /// with the same (non-empty) head and is at least as long as our position.
-    fn is_copied_in(&self, candidate: &File) -> bool {
-        if self.head.is_empty() {
-            return false;
-        }
-        let long_enough = candidate
-            .metadata()
-            .is_ok_and(|m| m.len() >= self.read_offset);
-        long_enough && matches!(self.starts_differently(candidate), Ok(false))
-    }
-
-    /// Moves our position and unfinished line over to `copy`, which then finishes what the
-    /// truncation took from us.
-    fn hand_over_to_copy(&mut self, copy: OpenedFile) -> FollowedFile {
-        let framer = std::mem::replace(&mut self.framer, LineFramer::new(self.max_line_bytes));
-        FollowedFile {
-            file: copy.file,
-            path: copy.path,
-            identity: copy.identity,
-            read_offset: self.read_offset,
-            line_start: self.line_start,
-            head: self.head.clone(),
-            framer,
-            max_line_bytes: self.max_line_bytes,
-            last_size: self.read_offset,
-            retired_at: None,
-            drained: false,
-        }
-    }
-
-    fn restart(&mut self) {
-        self.read_offset = 0;
-        self.line_start = 0;
-        self.last_size = 0;
-        self.head.clear();
-        self.framer = LineFramer::new(self.max_line_bytes);
-    }
-
-    /// Reads from our position up to the size seen now, or until the file turns out to have
-    /// been truncated (then nothing of the offending chunk is handed out).
-    fn drain(
-        &mut self,
-        buffer: &mut [u8],
-        on_line: &mut dyn FnMut(&[u8]),
-        stats: &mut ReadStats,
-    ) -> io::Result<DrainEnd> {
-        let size = self.file.metadata()?.len();
-        self.last_size = size;
-        if size < self.read_offset {
-            return Ok(DrainEnd::Truncated);
-        }
-        while self.read_offset < size {
-            let chunk_start = self.read_offset;
-            let read = match self.file.read_at(buffer, chunk_start) {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
-            };
-            // A truncation racing with this loop would hand us the next generation's bytes at
-            // our old offset (copytruncate, then the writer appending past it): the first bytes
-            // tell, checked after the read so the chunk is known to predate any change.
-            if self.starts_differently(&self.file)? {
-                return Ok(DrainEnd::Truncated);
-            }
-            let Some(chunk) = buffer.get(..read) else {
-                break;
-            };
-            self.remember_head(chunk);
-            let outcome = self.framer.feed(chunk, on_line);
-            if let Some(next) = outcome.next_line_start {
-                self.line_start = chunk_start + next as u64;
-            }
-            self.read_offset = chunk_start + read as u64;
-            stats.lines += outcome.lines;
-            stats.oversized_lines_skipped += outcome.oversized;
-            stats.bytes += read as u64;
-        }
-        self.last_size = self.last_size.max(self.read_offset);
-        self.drained = true;
-        Ok(DrainEnd::CaughtUp)
-    }
-
-    /// Keeps `head` equal to the first `min(FINGERPRINT_BYTES, read_offset)` bytes; `chunk` was
-    /// read at `read_offset`.
-    fn remember_head(&mut self, chunk: &[u8]) {
-        let missing = FINGERPRINT_BYTES.saturating_sub(self.head.len());
-        if missing > 0 {
-            let take = missing.min(chunk.len());
-            self.head
-                .extend_from_slice(chunk.get(..take).unwrap_or_default());
-        }
-    }
-}
-
-/// Offset just after the last newline within the final `max_line_bytes + 1` bytes. Without one
-/// there: 0 if the whole file is one short unfinished line, else `size` (mid-line: the line is
-/// already too long to deliver).
-fn last_line_start(file: &File, size: u64, max_line_bytes: usize) -> io::Result<u64> {
-    let max = u64::try_from(max_line_bytes).unwrap_or(u64::MAX);
-    let limit = size.saturating_sub(max.saturating_add(1));
-    let mut window = vec![0u8; READ_CHUNK_BYTES];
-    let mut end = size;
-    while end > limit {
-        let begin = end.saturating_sub(READ_CHUNK_BYTES as u64).max(limit);
-        let Some(chunk) = usize::try_from(end - begin)
-            .ok()
-            .and_then(|len| window.get_mut(..len))
-        else {
-            break;
-        };
-        file.read_exact_at(chunk, begin)?;
-        if let Some(newline) = memchr::memrchr(b'\n', chunk) {
-            return Ok(begin + newline as u64 + 1);
-        }
-        end = begin;
-    }
-    Ok(if size <= max { 0 } else { size })
-}
-
 /// Opens, reads and closes (ours included) never add data; our own checkpoint writes live in
 /// the same directory and must not wake us either.
 fn is_relevant(event: &notify::Result<notify::Event>, ignored_name_prefix: &[u8]) -> bool {
@@ -914,7 +562,6 @@ fn is_relevant(event: &notify::Result<notify::Event>, ignored_name_prefix: &[u8]
 mod tests {
     use super::*;
     use notify::event::{AccessKind, CreateKind, ModifyKind};
-    use std::io::Write;
 
     fn event(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
         Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))
@@ -941,48 +588,6 @@ mod tests {
             &Err(notify::Error::generic("overflow")),
             ignored
         ));
-    }
-
-    #[test]
-    fn numbered_appends_the_generation() {
-        assert_eq!(
-            numbered(Path::new("/var/log/x.log"), 2),
-            PathBuf::from("/var/log/x.log.2")
-        );
-    }
-
-    fn file_with(content: &[u8]) -> (tempfile::NamedTempFile, File) {
-        let mut named = tempfile::NamedTempFile::new().unwrap();
-        named.write_all(content).unwrap();
-        let file = File::open(named.path()).unwrap();
-        (named, file)
-    }
-
-    #[test]
-    fn last_line_start_finds_the_unfinished_line() {
-        let (_keep, file) = file_with(b"one\ntwo\nthr");
-        assert_eq!(last_line_start(&file, 11, 64).unwrap(), 8);
-        let (_keep, file) = file_with(b"one\ntwo\n");
-        assert_eq!(last_line_start(&file, 8, 64).unwrap(), 8);
-        let (_keep, file) = file_with(b"partial");
-        assert_eq!(last_line_start(&file, 7, 64).unwrap(), 0);
-        let (_keep, file) = file_with(b"one\nmuch too long");
-        assert_eq!(last_line_start(&file, 16, 4).unwrap(), 16);
-        let (_keep, file) = file_with(b"");
-        assert_eq!(last_line_start(&file, 0, 4).unwrap(), 0);
-    }
-
-    #[test]
-    fn last_line_start_scans_across_chunks() {
-        let mut content = b"old\n".to_vec();
-        content.extend(std::iter::repeat_n(b'x', READ_CHUNK_BYTES + 10));
-        let (_keep, file) = file_with(&content);
-        let size = content.len() as u64;
-        assert_eq!(
-            last_line_start(&file, size, 2 * READ_CHUNK_BYTES).unwrap(),
-            4
-        );
-        assert_eq!(last_line_start(&file, size, 100).unwrap(), size);
     }
 
     #[test]

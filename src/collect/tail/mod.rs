@@ -99,8 +99,10 @@
 //! passes. File I/O in `read_available` is blocking (local files, short reads).
 
 pub mod checkpoint;
+mod file;
 mod follow;
 mod lines;
+mod rotated;
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
