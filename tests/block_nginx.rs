@@ -13,13 +13,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-mod nginx_process;
+use crate::nginx_process;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
 const IN_NAMESPACE: &str = "INGRESS_TAP_BLOCK_NGINX_NETNS";
-const TEST_NAME: &str = "blocked_addresses_get_403_after_the_real_ip_step";
+/// The test's name as the harness knows it (module path within the test binary, then name).
+const TEST_NAME: &str = "block_nginx::blocked_addresses_get_403_after_the_real_ip_step";
 /// In the private namespace every port is free.
 const PORT: u16 = 8080;
 const DEADLINE: Duration = Duration::from_secs(20);

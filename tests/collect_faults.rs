@@ -6,8 +6,7 @@
 //! exactly one (connection, IP) pair. Since each IP is written once, the same pair in two
 //! reports (of the same or of different intervals) is a record counted twice.
 
-#[path = "collector_harness/mod.rs"]
-mod harness;
+use crate::collector_harness as harness;
 
 use harness::{
     append, create_empty, delivered_pairs, duplicates, numbered, numbered_ip, observe,

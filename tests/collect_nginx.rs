@@ -4,8 +4,7 @@
 //!
 //! nginx is required, never skipped: scripts/test.sh installs it.
 
-#[path = "collector_harness/mod.rs"]
-mod harness;
+use crate::collector_harness as harness;
 
 use harness::nginx::{Client, Nginx};
 use harness::{

@@ -6,8 +6,7 @@
 //! Each case's lines go into the log with one write, so they fall into one interval; the test
 //! waits for that interval's reports, compares them exactly and clears the record.
 
-#[path = "collector_harness/mod.rs"]
-mod harness;
+use crate::collector_harness as harness;
 
 use harness::{
     append, create_empty, joined, observe_all, reference_line, wait_reports, Collector,

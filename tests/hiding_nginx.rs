@@ -4,8 +4,7 @@
 //! client that pads its X-Forwarded-For must still be reported, checked against the threat
 //! lists, and counted as oversize — not dropped as a malformed line.
 
-#[path = "collector_harness/mod.rs"]
-mod harness;
+use crate::collector_harness as harness;
 
 use harness::nginx::Client;
 use harness::traced::{events, Traced, TracedStack};

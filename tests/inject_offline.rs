@@ -7,7 +7,7 @@
 //! version bump does not break them; the real values are checked separately. Run with
 //! `UPDATE_GOLDEN=1` to rewrite the golden files after an intended change, and review the diff.
 
-mod common;
+use crate::common;
 
 use ingress_tap_core::inject::{InjectConfig, InjectionStatus, SkipReason, STATUS_ANNOTATION};
 use ingress_tap_core::workload::{inject_stream, split_documents, Selection, TemplateOutcome};

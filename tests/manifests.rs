@@ -1367,6 +1367,7 @@ fn the_security_review_names_tests_that_exist() {
     let mut sources = String::new();
     rust_sources(&root.join("src"), &mut sources);
     rust_sources(&root.join("tests"), &mut sources);
+    rust_sources(&root.join("crates"), &mut sources);
     let mut named = 0;
     let mut missing = Vec::new();
     for (i, code) in doc.split('`').enumerate() {

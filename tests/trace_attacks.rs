@@ -3,8 +3,7 @@
 //! publishes is what an operator would act on. Whoever sends the traffic writes
 //! `X-Forwarded-For`; these tests are that sender.
 
-#[path = "collector_harness/mod.rs"]
-mod harness;
+use crate::collector_harness as harness;
 
 use harness::nginx::Client;
 use harness::traced::{self, suspicious, Traced, TracedStack};

@@ -2,8 +2,7 @@
 //! proxies, volume rules and a threat list, and a recording Felix. What a security team reads —
 //! reports, events, metrics and `/suspicious` — must name the right client.
 
-#[path = "collector_harness/mod.rs"]
-mod harness;
+use crate::collector_harness as harness;
 
 use harness::nginx::Client;
 use harness::traced::{events, suspicious, Traced, TracedStack};

@@ -2,7 +2,7 @@
 //! the server verified against a CA bundle the test made, the JSON patch applied to the
 //! original object and the result read back as a Pod.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::*;
