@@ -173,8 +173,8 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
 /// One thread, the default, is tokio's current-thread runtime. A review costs a few
 /// microseconds of CPU, so one thread answers tens of thousands a second, far more than API
 /// servers send. The work-stealing scheduler would wake a second thread to take work whenever
-/// one is busy, and each wake-up costs about as much as the review it moves (measured in
-/// docs/benchmarks.md, sixth round). Replicas, needed for availability anyway, are the way to
+/// one is busy, and each wake-up costs about as much as the review it moves (docs/benchmarks.md,
+/// "One serving thread or two"). Replicas, needed for availability anyway, are the way to
 /// scale. More threads use the work-stealing scheduler, for a pod given several cores.
 pub fn serving_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if worker_threads <= 1 {

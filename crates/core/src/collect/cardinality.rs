@@ -119,9 +119,10 @@ impl Hash for IpKey {
 }
 
 /// Feeds `ip` to `state` as one integer write. Hashers pay per `write` call and per byte: the
-/// derived `Hash` of `IpAddr` makes three calls, which shows in the collector's profile, and an
-/// IPv4 address needs only its four bytes. Equal addresses still hash equally, which is all a
-/// table needs; an IPv4 and an IPv6 address may share a hash, and tables compare keys anyway.
+/// derived `Hash` of `IpAddr` makes three calls, a cost paid on every line the collector reads,
+/// and an IPv4 address needs only its four bytes. Equal addresses still hash equally, which is
+/// all a table needs; an IPv4 and an IPv6 address may share a hash, and tables compare keys
+/// anyway.
 pub fn hash_ip<H: Hasher>(ip: IpAddr, state: &mut H) {
     match ip {
         IpAddr::V4(v4) => state.write_u32(u32::from(v4)),

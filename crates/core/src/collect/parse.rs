@@ -716,9 +716,9 @@ pub fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
 /// An IPv4 or IPv6 address, as `IpAddr::from_str` reads it, with the IPv4 fast path first.
 ///
 /// Always inlined, with the rare IPv6 path kept out of line: returned from a call, the
-/// 17-byte `Option<IpAddr>` went through memory and the caller read it back with a load the
-/// CPU could not forward from the callee's narrower stores, a stall that took half of
-/// `parse_line`'s time in the profile.
+/// 17-byte `Option<IpAddr>` goes through memory and the caller reads it back with a load the
+/// CPU cannot forward from the callee's narrower stores, a stall that costs about as much as
+/// the rest of `parse_line`.
 #[inline(always)]
 pub fn parse_ip(text: &[u8]) -> Option<IpAddr> {
     match parse_ipv4(text) {
