@@ -121,6 +121,20 @@ cargo fmt --all -- --check
 say "cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+# ---- dependencies (deny.toml): begin ----------------------------------------------------------
+# Licenses, duplicate versions and sources of every crate in the build, as deny.toml sets them.
+# Advisories need the RustSec database, which is fetched from GitHub: said, not skipped silently.
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version >/dev/null 2>&1; then
+  say "installing cargo-deny $CARGO_DENY_VERSION (dependency licenses, duplicates and sources)"
+  cargo install --locked --version "$CARGO_DENY_VERSION" cargo-deny ||
+    { echo "error: cargo-deny could not be installed; the dependency checks need it" >&2; exit 1; }
+fi
+say "cargo deny (licenses, duplicate versions, sources)"
+cargo deny --locked check licenses bans sources
+echo "cargo deny: advisories not checked: the RustSec advisory database (github.com) is not reachable from the build machine; run \`cargo deny check advisories\` where it is"
+# ---- dependencies: end ------------------------------------------------------------------------
+
 say "cargo test (unit, integration, end to end)"
 cargo test --locked --workspace --all-targets
 cargo test --locked --workspace --doc

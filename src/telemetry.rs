@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_cause_quoted_by_its_parent_is_written_once() {
-        let yaml = serde_yaml::from_str::<ingress_tap_core::detect::TraceConfig>("bogus_key: 1")
+        let yaml = serde_norway::from_str::<ingress_tap_core::detect::TraceConfig>("bogus_key: 1")
             .unwrap_err();
         let error = anyhow::Error::new(ingress_tap_core::detect::TraceConfigError::from(yaml))
             .context("invalid trace config t.yaml");

@@ -186,11 +186,21 @@ pub fn check_pair(
     Ok(CheckedPair { key, not_after })
 }
 
-/// Seconds since the Unix epoch as an RFC 3339 time.
+/// Seconds since the Unix epoch as an RFC 3339 time, for the years 0000 to 9999 that X.509
+/// can hold.
 fn utc(seconds: i64) -> String {
-    jiff::Timestamp::from_second(seconds)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| format!("{seconds} s after the Unix epoch"))
+    match time::OffsetDateTime::from_unix_timestamp(seconds) {
+        Ok(t) if (0..=9999).contains(&t.year()) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        _ => format!("{seconds} s after the Unix epoch"),
+    }
 }
 
 /// Where the serving certificate comes from.
@@ -320,4 +330,22 @@ pub fn server_config(store: Arc<CertStore>) -> Result<ServerConfig, TlsError> {
         .with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_times_are_written_in_rfc_3339() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_767_261_659), "2026-01-01T10:00:59Z");
+        assert_eq!(utc(-62_167_219_200), "0000-01-01T00:00:00Z");
+        // RFC 5280's "no well-defined expiration date".
+        assert_eq!(utc(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            utc(i64::MAX),
+            format!("{} s after the Unix epoch", i64::MAX)
+        );
+    }
 }

@@ -68,7 +68,7 @@ fn nftables_from_stdin<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|document| serde::Deserialize::deserialize(document).unwrap())
         .filter(|value: &Value| !value.is_null())
         .collect()
@@ -110,7 +110,7 @@ fn strings(value: &Value) -> Vec<String> {
 fn crd_schema(file: &str, version: &str) -> Value {
     let path = manifest_dir().join("tests/fixtures/crds").join(file);
     let text = std::fs::read_to_string(&path).unwrap();
-    let crd: Value = serde_yaml::from_str(&text).unwrap();
+    let crd: Value = serde_norway::from_str(&text).unwrap();
     crd["spec"]["versions"]
         .as_array()
         .unwrap()
@@ -1766,7 +1766,7 @@ fn labels_annotations_and_fields_others_wrote_are_kept() {
         }
         let edited: String = objects
             .iter()
-            .map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap()))
+            .map(|o| format!("---\n{}", serde_norway::to_string(o).unwrap()))
             .collect();
         let previous = write(dir.path(), &format!("{target}-{kind}.yaml"), &edited);
         let (second, _) = block_ok(
@@ -1909,7 +1909,7 @@ fn objects_over_the_api_servers_limits_are_refused_counting_every_copy() {
     let previous = write(
         dir.path(),
         "big.yaml",
-        &serde_yaml::to_string(&objects[0]).unwrap(),
+        &serde_norway::to_string(&objects[0]).unwrap(),
     );
     let output = block(
         &[&args[..], &["--existing", &previous, "--allow-empty"]].concat(),

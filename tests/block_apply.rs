@@ -55,7 +55,7 @@ fn block(control_plane: &ControlPlane, args: &[&str]) -> String {
 fn fixture_crd(file: &str) -> Value {
     let text =
         std::fs::read_to_string(manifest_dir().join("tests/fixtures/crds").join(file)).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_norway::from_str(&text).unwrap()
 }
 
 /// Calico's CRD re-served as projectcalico.org/v3, standing in for Calico's API server.

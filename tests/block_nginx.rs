@@ -152,7 +152,7 @@ fn block_cidrs() -> String {
         "203.0.113.7",
         "198.51.100.0/24",
     ]);
-    let configmap: serde_json::Value = serde_yaml::Deserializer::from_str(&yaml)
+    let configmap: serde_json::Value = serde_norway::Deserializer::from_str(&yaml)
         .map(|document| serde::Deserialize::deserialize(document).unwrap())
         .find(|value: &serde_json::Value| value["kind"] == "ConfigMap")
         .expect("a ConfigMap in the output");
@@ -307,7 +307,7 @@ fn ingress_run(args: &[&str]) -> String {
 /// `deny` lines, nothing without the annotation, and `return 503` for a value it refuses (an
 /// empty one among them), as it does for any annotation that fails validation.
 fn location_directives(yaml: &str) -> String {
-    let ingress: serde_json::Value = serde_yaml::Deserializer::from_str(yaml)
+    let ingress: serde_json::Value = serde_norway::Deserializer::from_str(yaml)
         .map(|document| serde::Deserialize::deserialize(document).unwrap())
         .find(|value: &serde_json::Value| value["kind"] == "Ingress")
         .expect("an Ingress in the output");

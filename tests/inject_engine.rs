@@ -26,7 +26,7 @@ fn fixture_path(name: &str) -> PathBuf {
 /// The pod template of the first Deployment or DaemonSet document in a fixture file.
 fn workload_template(file: &str) -> Value {
     let text = std::fs::read_to_string(fixture_path(file)).unwrap();
-    for document in serde_yaml::Deserializer::from_str(&text) {
+    for document in serde_norway::Deserializer::from_str(&text) {
         let mut value = Value::deserialize(document).unwrap();
         if matches!(value["kind"].as_str(), Some("Deployment" | "DaemonSet")) {
             octal_file_modes(&mut value);
@@ -1113,8 +1113,8 @@ fn the_example_config_is_every_default() {
         InjectConfig::default()
     );
     // Every key of the defaults is spelt out in the example, not left to the defaults.
-    let listed: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    let defaults = serde_yaml::to_value(InjectConfig::default()).unwrap();
+    let listed: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let defaults = serde_norway::to_value(InjectConfig::default()).unwrap();
     for (key, value) in defaults.as_mapping().unwrap() {
         let listed_value = listed
             .get(key)

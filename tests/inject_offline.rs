@@ -74,7 +74,7 @@ fn inject_file(path: &Path) -> ingress_tap_core::workload::Injection {
 fn statuses(stream: &str) -> Vec<InjectionStatus> {
     let mut found = Vec::new();
     for piece in split_documents(stream) {
-        let Ok(document) = serde_yaml::from_str::<serde_yaml::Value>(piece) else {
+        let Ok(document) = serde_norway::from_str::<serde_norway::Value>(piece) else {
             continue;
         };
         collect_statuses(&document, &mut found);
@@ -82,9 +82,9 @@ fn statuses(stream: &str) -> Vec<InjectionStatus> {
     found
 }
 
-fn collect_statuses(node: &serde_yaml::Value, found: &mut Vec<InjectionStatus>) {
+fn collect_statuses(node: &serde_norway::Value, found: &mut Vec<InjectionStatus>) {
     match node {
-        serde_yaml::Value::Mapping(mapping) => {
+        serde_norway::Value::Mapping(mapping) => {
             for (key, value) in mapping {
                 if key.as_str() == Some(STATUS_ANNOTATION) {
                     found.push(serde_json::from_str(value.as_str().unwrap()).unwrap());
@@ -93,7 +93,7 @@ fn collect_statuses(node: &serde_yaml::Value, found: &mut Vec<InjectionStatus>) 
                 }
             }
         }
-        serde_yaml::Value::Sequence(items) => {
+        serde_norway::Value::Sequence(items) => {
             items.iter().for_each(|item| collect_statuses(item, found))
         }
         _ => {}
@@ -280,8 +280,8 @@ fn output_equals_the_webhook_patch_applied_to_each_template() {
             if *old == new {
                 continue;
             }
-            let old: Value = serde_yaml::from_str(old).unwrap();
-            let new: Value = serde_yaml::from_str(new).unwrap();
+            let old: Value = serde_norway::from_str(old).unwrap();
+            let new: Value = serde_norway::from_str(new).unwrap();
             for pointer in template_pointers(&old) {
                 let mut template = old.pointer(&pointer).unwrap().clone();
                 let ingress_tap_core::inject::Decision::Inject { patch } =
@@ -327,7 +327,7 @@ fn template_pointers(document: &Value) -> Vec<String> {
 #[test]
 fn octal_file_modes_stay_numbers() {
     let injection = inject_file(&golden_dir().join("openshift-router-deployment.yaml"));
-    let document: Value = serde_yaml::from_str(&injection.output).unwrap();
+    let document: Value = serde_norway::from_str(&injection.output).unwrap();
     let volumes = document
         .pointer("/spec/template/spec/volumes")
         .and_then(Value::as_array)
@@ -427,7 +427,7 @@ fn cli_all_injects_unlabelled_upstream_manifests() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let injected = String::from_utf8(output.stdout).unwrap();
     assert_eq!(statuses(&injected).len(), 1);
-    let document: Value = serde_yaml::from_str(&injected).unwrap();
+    let document: Value = serde_norway::from_str(&injected).unwrap();
     let names: Vec<&str> = document
         .pointer("/spec/template/spec/containers")
         .and_then(Value::as_array)

@@ -139,9 +139,9 @@ impl Rendering {
 }
 
 fn parse_documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .map(|document| {
-            let value: serde_yaml::Value =
+            let value: serde_norway::Value =
                 serde::Deserialize::deserialize(document).expect("rendered YAML parses");
             serde_json::to_value(value).expect("rendered YAML is JSON-shaped")
         })

@@ -67,7 +67,7 @@ fn encode(review: &Value) -> anyhow::Result<Vec<u8>> {
 
 /// The pod template of the first Deployment document in a manifest.
 fn deployment_template(manifest: &str) -> anyhow::Result<Value> {
-    for document in serde_yaml::Deserializer::from_str(manifest) {
+    for document in serde_norway::Deserializer::from_str(manifest) {
         let value = Value::deserialize(document).context("invalid YAML document")?;
         if value["kind"] == "Deployment" {
             let template = &value["spec"]["template"];

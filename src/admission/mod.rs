@@ -168,7 +168,9 @@ pub async fn start(options: WebhookOptions) -> anyhow::Result<RunningWebhook> {
     let readiness = Readiness::default();
     {
         let store = store.clone();
-        readiness.add_check(move || store.readiness_problem(jiff::Timestamp::now().as_second()));
+        readiness.add_check(move || {
+            store.readiness_problem(time::OffsetDateTime::now_utc().unix_timestamp())
+        });
     }
     let client_timeout = Duration::from_secs(options.client_timeout_seconds);
     let timeouts = ConnLimits {

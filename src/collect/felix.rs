@@ -27,7 +27,7 @@ use ingress_tap_felix_proto::policy_sync_client::PolicySyncClient;
 use ingress_tap_felix_proto::{
     protocol, statistic, Action, DataplaneStats, HttpData, Protocol, Statistic,
 };
-use rand::Rng;
+use rand::RngExt;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

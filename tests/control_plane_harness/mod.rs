@@ -310,7 +310,7 @@ pub fn render(kustomization: &str) -> Vec<Value> {
 /// Every non-empty document of a YAML stream, as JSON values.
 pub fn yaml_documents(text: &str) -> Vec<Value> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .map(|document| Value::deserialize(document).expect("valid YAML document"))
         .filter(|value| !value.is_null())
         .collect()
@@ -320,7 +320,7 @@ pub fn yaml_documents(text: &str) -> Vec<Value> {
 pub fn write_yaml_stream(path: &Path, documents: &[Value]) {
     let text: Vec<String> = documents
         .iter()
-        .map(|document| serde_yaml::to_string(document).expect("serialise YAML"))
+        .map(|document| serde_norway::to_string(document).expect("serialise YAML"))
         .collect();
     std::fs::write(path, text.join("---\n")).expect("write YAML stream");
 }

@@ -29,7 +29,7 @@
 //! this module's own output changes nothing.
 
 use json_patch::PatchOperation;
-use serde_yaml::{Mapping, Value as Yaml};
+use serde_norway::{Mapping, Value as Yaml};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -116,7 +116,7 @@ pub enum WorkloadError {
     Yaml {
         document: usize,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     // Boxed: errors travel through every `?` of the stream walk, and stay small that way.
     #[error("{location}: injection refused ({}): {}", reason.as_str(), reason.message())]
@@ -133,7 +133,7 @@ pub enum WorkloadError {
     Serialise {
         document: usize,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 }
 
@@ -152,11 +152,11 @@ pub fn inject_stream(
             continue;
         }
         document += 1;
-        let mut value: Yaml = serde_yaml::from_str(&yaml11_octals_as_yaml12(chunk))
+        let mut value: Yaml = serde_norway::from_str(&yaml11_octals_as_yaml12(chunk))
             .map_err(|source| WorkloadError::Yaml { document, source })?;
         let changed = inject_document(&mut value, document, config, selection, &mut templates)?;
         if changed {
-            let text = serde_yaml::to_string(&value)
+            let text = serde_norway::to_string(&value)
                 .map_err(|source| WorkloadError::Serialise { document, source })?;
             output.push_str(leading_trivia(chunk));
             output.push_str(&text);
@@ -459,7 +459,7 @@ fn apply_add(root: &mut Yaml, operation: PatchOperation) -> Result<(), String> {
         ));
     };
     let pointer = add.path.as_str().to_owned();
-    let value = serde_yaml::to_value(&add.value)
+    let value = serde_norway::to_value(&add.value)
         .map_err(|error| format!("cannot convert the value for {pointer} to YAML: {error}"))?;
     let tokens: Vec<String> = add
         .path
@@ -544,7 +544,7 @@ mod tests {
         let input = "mode: 0400\nlist:\n- 0755 # comment\n- name: x\n  defaultMode: 0644\nport: 8080\nzero: 0\nquoted: \"0400\"\nname: 0400x\n";
         let expected = "mode: 0o400\nlist:\n- 0o755 # comment\n- name: x\n  defaultMode: 0o644\nport: 8080\nzero: 0\nquoted: \"0400\"\nname: 0400x\n";
         assert_eq!(yaml11_octals_as_yaml12(input), expected);
-        let parsed: Yaml = serde_yaml::from_str(expected).unwrap();
+        let parsed: Yaml = serde_norway::from_str(expected).unwrap();
         assert_eq!(parsed["mode"].as_u64(), Some(0o400));
         assert_eq!(parsed["quoted"].as_str(), Some("0400"));
     }
@@ -589,7 +589,7 @@ mod tests {
         )
         .unwrap();
         assert!(result.changed());
-        let value: Yaml = serde_yaml::from_str(&result.output).unwrap();
+        let value: Yaml = serde_norway::from_str(&result.output).unwrap();
         let containers = value["spec"]["template"]["spec"]["containers"]
             .as_sequence()
             .unwrap();
@@ -686,7 +686,7 @@ mod tests {
 
     #[test]
     fn add_inserts_into_lists_and_maps() {
-        let mut tree: Yaml = serde_yaml::from_str("a: [1, 3]\nb: {x: 1}\n").unwrap();
+        let mut tree: Yaml = serde_norway::from_str("a: [1, 3]\nb: {x: 1}\n").unwrap();
         let add = |path: &str, value: serde_json::Value| {
             PatchOperation::Add(json_patch::AddOperation {
                 path: json_patch::jsonptr::PointerBuf::parse(path).unwrap(),
@@ -698,7 +698,8 @@ mod tests {
         apply_add(&mut tree, add("/b/y~1z", serde_json::json!("v"))).unwrap();
         assert!(apply_add(&mut tree, add("/a/9", serde_json::json!(0))).is_err());
         assert!(apply_add(&mut tree, add("/c/d", serde_json::json!(0))).is_err());
-        let expected: Yaml = serde_yaml::from_str("a: [1, 2, 3, 4]\nb: {x: 1, y/z: v}\n").unwrap();
+        let expected: Yaml =
+            serde_norway::from_str("a: [1, 2, 3, 4]\nb: {x: 1, y/z: v}\n").unwrap();
         assert_eq!(tree, expected);
     }
 }

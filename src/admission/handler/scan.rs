@@ -277,7 +277,7 @@ fn borrowed<'body>(scanner: &mut Scanner<'body>) -> Option<Text<'body>> {
 #[cfg(test)]
 mod tests {
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     use serde_json::{json, Value};
 
     use super::super::{PlainReview, Reader, SinglePass};

@@ -177,7 +177,7 @@ impl Default for TraceConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TraceConfigError {
     #[error("trace configuration is not valid YAML for its schema: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_norway::Error),
     #[error("{key} = {value} is out of range; expected {expected}")]
     OutOfRange {
         key: String,
@@ -246,7 +246,7 @@ impl TraceConfig {
         let config: TraceConfig = if text.trim().is_empty() {
             TraceConfig::default()
         } else {
-            serde_yaml::from_str(text)?
+            serde_norway::from_str(text)?
         };
         config.validate()?;
         Ok(config)

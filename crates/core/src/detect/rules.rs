@@ -29,7 +29,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::events::Field;

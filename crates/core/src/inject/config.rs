@@ -53,7 +53,7 @@ pub const DEFAULT_IMAGE: &str = concat!(
 pub enum ConfigError {
     /// The document is not YAML, has an unknown key, or a value of the wrong type.
     #[error("injection config does not parse: {0}")]
-    Parse(#[from] serde_yaml::Error),
+    Parse(#[from] serde_norway::Error),
     /// A value parsed but is not acceptable; `key` is the dotted path of the offending key.
     #[error("injection config key `{key}`: {problem}")]
     Invalid {
@@ -158,7 +158,7 @@ impl Default for InjectConfig {
 impl InjectConfig {
     /// Parses and validates a config document. An empty document yields the defaults.
     pub fn from_yaml(text: &str) -> Result<InjectConfig, ConfigError> {
-        let parsed: Option<InjectConfig> = serde_yaml::from_str(text)?;
+        let parsed: Option<InjectConfig> = serde_norway::from_str(text)?;
         let config = parsed.unwrap_or_default();
         config.validate()?;
         Ok(config)
@@ -774,7 +774,7 @@ mod tests {
         assert_eq!("wArNiNg".parse::<LogLevel>(), Ok(LogLevel::Warning));
         assert_eq!(LogLevel::Warning.to_string(), "Warning");
         assert!("warn".parse::<LogLevel>().is_err());
-        let yaml = serde_yaml::to_string(&LogLevel::Fatal).unwrap();
+        let yaml = serde_norway::to_string(&LogLevel::Fatal).unwrap();
         assert_eq!(yaml.trim(), "Fatal");
     }
 
@@ -790,7 +790,7 @@ mod tests {
             ..InjectConfig::default()
         };
         assert_ne!(changed.hash(), hash);
-        let reloaded = InjectConfig::from_yaml(&serde_yaml::to_string(&config).unwrap()).unwrap();
+        let reloaded = InjectConfig::from_yaml(&serde_norway::to_string(&config).unwrap()).unwrap();
         assert_eq!(reloaded.hash(), hash);
     }
 

@@ -190,7 +190,7 @@ impl ExistingState {
             });
         }
         let mut objects = BTreeMap::new();
-        for document in serde_yaml::Deserializer::from_str(text) {
+        for document in serde_norway::Deserializer::from_str(text) {
             let value = Value::deserialize(document)
                 .map_err(|error| TargetError::Existing(error.to_string()))?;
             if value.is_null() {
