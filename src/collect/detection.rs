@@ -323,9 +323,9 @@ struct AddressLabels {
 pub struct TraceCollector(pub Arc<TraceMetrics>);
 
 impl Collector for TraceCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let metrics = &self.0;
-        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64| {
+        let counter = |encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64| {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
         };
@@ -351,7 +351,7 @@ impl Collector for TraceCollector {
             return Ok(());
         };
         let counters = published.counters.load_full();
-        let named = |encoder: &mut DescriptorEncoder,
+        let named = |encoder: &mut DescriptorEncoder<'_>,
                      name: &str,
                      help: &str,
                      values: &[ingress_tap_core::detect::NamedCount]|
