@@ -2,10 +2,10 @@
 //! platform, merged into what is already there, never past the safety rules.
 //!
 //! The core is pure: [`plan`] takes candidates, the safety rules, the previous state and the
-//! clock, and returns the objects to write plus a report of every decision. [`run`] is the
-//! shell around it: it reads inputs and previous state (files, or the cluster with `--apply`),
-//! prints YAML or applies it through [`apply`]. The path from an event to a block and back is
-//! described in docs/block.md.
+//! clock, and returns the objects to write plus a report of every decision. The `ingress-tap`
+//! crate's `block::run` is the shell around it: it reads inputs and previous state (files, or
+//! the cluster with `--apply`), prints YAML or applies it through its `block::apply`. The path
+//! from an event to a block and back is described in docs/block.md.
 
 pub mod input;
 pub mod merge;

@@ -8,7 +8,7 @@
 //! | the interval being aggregated ([`AggregatorLimits::within`]) | 1/4 | 16 MiB |
 //! | closed intervals waiting for Felix | 1/8 | 8 MiB |
 //! | the message being encoded and sent | 1/32 | 2 MiB |
-//! | the trace detector (its own bound, [`ingress_tap_core::detect::TraceConfig::memory_bound_bytes`]) | up to 7/32 | 14 MiB |
+//! | the trace detector (its own bound, [`TraceConfig::memory_bound_bytes`](crate::detect::TraceConfig::memory_bound_bytes)) | up to 7/32 | 14 MiB |
 //!
 //! Together that is three quarters of the limit; the last quarter is left to the allocator's
 //! slack and the threat lists, which cost what their entries cost.
