@@ -73,19 +73,7 @@ pub struct AggregatorLimits {
     pub max_http_data: usize,
 }
 
-impl Default for AggregatorLimits {
-    fn default() -> Self {
-        AggregatorLimits::with_requests_per_interval(-1)
-    }
-}
-
 impl AggregatorLimits {
-    /// The given http_data cap with the bounds of the default memory budget
-    /// ([`super::budget::MemoryBudget`]).
-    pub fn with_requests_per_interval(requests_per_interval: i64) -> AggregatorLimits {
-        super::budget::MemoryBudget::default().aggregator_limits(requests_per_interval)
-    }
-
     /// Bounds whose [`AggregatorLimits::memory_bound_bytes`] stays within `bytes`: a quarter
     /// for connections, three eighths for exactly stored IPs, an eighth for sketches and a
     /// quarter for http_data entries.

@@ -86,6 +86,21 @@ impl MemoryBudget {
     }
 }
 
+/// The aggregation bounds are a share of the memory budget, so their defaults are derived here.
+impl Default for AggregatorLimits {
+    fn default() -> Self {
+        AggregatorLimits::with_requests_per_interval(-1)
+    }
+}
+
+impl AggregatorLimits {
+    /// The given http_data cap with the bounds of the default memory budget
+    /// ([`MemoryBudget`]).
+    pub fn with_requests_per_interval(requests_per_interval: i64) -> AggregatorLimits {
+        MemoryBudget::default().aggregator_limits(requests_per_interval)
+    }
+}
+
 /// Parses a memory size: bytes, or a number with a Kubernetes suffix (`Ki`, `Mi`, `Gi`, `Ti`,
 /// `k`, `M`, `G`, `T`), within [`MIN_MEMORY_LIMIT`]..=[`MAX_MEMORY_LIMIT`].
 pub fn parse_memory_limit(text: &str) -> Result<usize, String> {
