@@ -18,7 +18,6 @@ pub mod block;
 pub mod collect;
 pub mod detect;
 pub mod inject;
-pub mod json_scan;
 pub mod log_level;
 pub mod model;
 pub mod net;

@@ -28,8 +28,6 @@ use super::overrides::{
 use super::patch::{JsonKind, JsonShape, PatchBuilder, PatchShapeError};
 use super::render::{self, PatchValue, Rendered, RenderedConfig, RenderedPatch};
 
-mod scan;
-
 /// Decides what to do with one pod-shaped object (`{"metadata": …, "spec": …}`: a Pod from an
 /// admission review or a workload's pod template) and builds the patch when injecting.
 ///
@@ -99,35 +97,154 @@ impl From<PatchShapeError> for DenyReason {
 // where an object is expected, a repeated key keeps its last value, `null` is the same as
 // absent, a missing name is empty, and unknown keys are ignored. The parts reused whole
 // (volumes named like ours, volume mounts, pull secrets) are k8s-openapi's types.
+//
+// Each view is declared once, with [`object_view!`]: a field is its name, its type and the
+// JSON key it is read from, and adding one is that one line.
 
-/// What the engine reads of a pod: `metadata` and `spec` of a Pod or PodTemplateSpec, as far
-/// as the decision and the patch need them, and the pod's name for log lines.
-///
-/// Deserialised from the pod's JSON, alone or as a part of a larger document (an admission
-/// review), so the pod is read in the same pass as the document around it. A pod whose read
-/// parts do not match Kubernetes' types does not deserialise; [`view_error`] words the denial.
-#[derive(Debug, Default)]
-pub struct PodView {
-    metadata: Option<MetadataView>,
-    spec: Option<SpecView>,
+/// Declares a view struct (with `Debug` and `Default`) and its `Deserialize` from a JSON
+/// object only, in Kubernetes' way: a repeated key keeps its last value, unknown keys are
+/// skipped without being built. Each field is read from `$key` with `next_value`, or with
+/// `$read` (a function of the map, see [`null_as_default`] and [`present`]).
+macro_rules! object_view {
+    (
+        $(#[$attr:meta])*
+        $vis:vis struct $view:ident as $expecting:literal {
+            $($(#[$field_attr:meta])* $field:ident: $ty:ty = $key:literal $(via $read:path)?),+ $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Default)]
+        $vis struct $view {
+            $($(#[$field_attr])* $field: $ty,)+
+        }
+
+        impl<'de> Deserialize<'de> for $view {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct ViewVisitor;
+
+                impl<'de> Visitor<'de> for ViewVisitor {
+                    type Value = $view;
+
+                    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        formatter.write_str($expecting)
+                    }
+
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$view, A::Error> {
+                        let mut view = $view::default();
+                        while let Some(key) = map.next_key_seed(KnownKey(&[$($key),+]))? {
+                            match key {
+                                $(Some($key) => view.$field = object_view!(@read map $($read)?),)+
+                                _ => {
+                                    map.next_value::<IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        Ok(view)
+                    }
+                }
+
+                deserializer.deserialize_map(ViewVisitor)
+            }
+        }
+    };
+    (@read $map:ident) => {
+        $map.next_value()?
+    };
+    (@read $map:ident $read:path) => {
+        $read(&mut $map)?
+    };
 }
 
-#[derive(Debug, Default)]
-struct MetadataView {
-    labels: Option<OurEntries>,
-    annotations: Option<OurEntries>,
-    /// Kept as text and read only for log lines: any JSON value is accepted here, as when the
-    /// view did not read them, and only a log line pays for decoding them.
-    name: Option<Box<RawValue>>,
-    generate_name: Option<Box<RawValue>>,
+object_view! {
+    /// What the engine reads of a pod: `metadata` and `spec` of a Pod or PodTemplateSpec, as
+    /// far as the decision and the patch need them, and the pod's name for log lines.
+    ///
+    /// Deserialised from the pod's JSON, alone or as a part of a larger document (an admission
+    /// review), so the pod is read in the same pass as the document around it. A pod whose read
+    /// parts do not match Kubernetes' types does not deserialise; [`view_error`] words the
+    /// denial.
+    pub struct PodView as "a pod object" {
+        metadata: Option<MetadataView> = "metadata",
+        spec: Option<SpecView> = "spec",
+    }
 }
 
-#[derive(Debug, Default)]
-struct SpecView {
-    containers: Vec<ContainerView>,
-    init_containers: Option<Vec<ContainerView>>,
-    volumes: Option<Vec<VolumeView>>,
-    image_pull_secrets: Option<Vec<LocalObjectReference>>,
+object_view! {
+    struct MetadataView as "object metadata" {
+        labels: Option<OurEntries> = "labels",
+        annotations: Option<OurEntries> = "annotations",
+        /// Kept as text and read only for log lines: any JSON value is accepted here, as when
+        /// the view did not read them, and only a log line pays for decoding them. A present
+        /// `null` name hides `generateName`, as in a pointer lookup.
+        name: Option<Box<RawValue>> = "name" via present,
+        generate_name: Option<Box<RawValue>> = "generateName" via present,
+    }
+}
+
+object_view! {
+    struct SpecView as "a pod spec" {
+        containers: Vec<ContainerView> = "containers" via null_as_default,
+        init_containers: Option<Vec<ContainerView>> = "initContainers",
+        volumes: Option<Vec<VolumeView>> = "volumes",
+        image_pull_secrets: Option<Vec<LocalObjectReference>> = "imagePullSecrets",
+    }
+}
+
+object_view! {
+    struct ContainerView as "a container" {
+        name: String = "name" via null_as_default,
+        volume_mounts: Option<Vec<VolumeMount>> = "volumeMounts",
+    }
+}
+
+object_view! {
+    /// A volume's `name`, which k8s-openapi's `Volume` requires.
+    struct VolumeName as "struct Volume" {
+        name: Option<String> = "name" via present,
+    }
+}
+
+/// A member whose `null` reads as the type's default, as k8s-openapi reads a null list or
+/// name.
+fn null_as_default<'de, A, T>(map: &mut A) -> Result<T, A::Error>
+where
+    A: MapAccess<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(map.next_value::<Option<T>>()?.unwrap_or_default())
+}
+
+/// A member kept as present whatever its value, `null` included.
+fn present<'de, A, T>(map: &mut A) -> Result<Option<T>, A::Error>
+where
+    A: MapAccess<'de>,
+    T: Deserialize<'de>,
+{
+    map.next_value().map(Some)
+}
+
+/// Reads a JSON object key as the entry of `names` it equals, without allocating; `None` for
+/// a key the view does not read.
+struct KnownKey(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KnownKey {
+    type Value = Option<&'static str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for KnownKey {
+    type Value = Option<&'static str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().find(|name| **name == key).copied())
+    }
 }
 
 /// A pod volume: its name, and its JSON text, read further only when the name is one of ours.
@@ -159,18 +276,6 @@ impl VolumeView {
         let typed = Volume::deserialize(&json).map_err(|err| view_error(&err))?;
         Ok((json, typed))
     }
-}
-
-/// A volume's `name`, which k8s-openapi's `Volume` requires.
-#[derive(Debug, Default)]
-struct VolumeName {
-    name: Option<String>,
-}
-
-#[derive(Debug, Default)]
-struct ContainerView {
-    name: String,
-    volume_mounts: Option<Vec<VolumeMount>>,
 }
 
 /// The prefix of every label and annotation the engine reads.
@@ -273,105 +378,6 @@ impl LogName {
         serde_json::from_str(self.0.as_ref()?.get()).ok()
     }
 }
-
-/// Reads a JSON object key as its position in `names`, without allocating; `None` for a key
-/// the view does not read.
-struct FieldIndex(&'static [&'static str]);
-
-impl<'de> DeserializeSeed<'de> for FieldIndex {
-    type Value = Option<usize>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_identifier(self)
-    }
-}
-
-impl Visitor<'_> for FieldIndex {
-    type Value = Option<usize>;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a field name")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().position(|name| *name == key))
-    }
-}
-
-/// Implements `Deserialize` for a view struct from a JSON object only: `$fields` are the JSON
-/// keys read, in the order of the `$index => $assign` arms.
-macro_rules! object_view {
-    ($view:ident, $expecting:literal, [$($key:literal),+ $(,)?],
-     |$target:ident, $map:ident| { $($index:pat => $assign:expr),+ $(,)? }) => {
-        impl<'de> Deserialize<'de> for $view {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct ViewVisitor;
-
-                impl<'de> Visitor<'de> for ViewVisitor {
-                    type Value = $view;
-
-                    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                        formatter.write_str($expecting)
-                    }
-
-                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<$view, A::Error> {
-                        let mut $target = $view::default();
-                        while let Some(field) = $map.next_key_seed(FieldIndex(&[$($key),+]))? {
-                            match field {
-                                $(Some($index) => $assign,)+
-                                _ => {
-                                    $map.next_value::<IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        Ok($target)
-                    }
-                }
-
-                deserializer.deserialize_map(ViewVisitor)
-            }
-        }
-    };
-}
-
-object_view!(PodView, "a pod object", ["metadata", "spec"], |view, map| {
-    0 => view.metadata = map.next_value()?,
-    1 => view.spec = map.next_value()?,
-});
-
-object_view!(
-    MetadataView,
-    "object metadata",
-    ["labels", "annotations", "name", "generateName"],
-    |view, map| {
-        0 => view.labels = map.next_value()?,
-        1 => view.annotations = map.next_value()?,
-        // Not `Option`: a present `null` hides `generateName`, as in a pointer lookup.
-        2 => view.name = Some(map.next_value()?),
-        3 => view.generate_name = Some(map.next_value()?),
-    }
-);
-
-object_view!(
-    SpecView,
-    "a pod spec",
-    ["containers", "initContainers", "volumes", "imagePullSecrets"],
-    |view, map| {
-        0 => view.containers = map.next_value::<Option<_>>()?.unwrap_or_default(),
-        1 => view.init_containers = map.next_value()?,
-        2 => view.volumes = map.next_value()?,
-        3 => view.image_pull_secrets = map.next_value()?,
-    }
-);
-
-object_view!(VolumeName, "struct Volume", ["name"], |view, map| {
-    0 => view.name = Some(map.next_value()?),
-});
-
-object_view!(ContainerView, "a container", ["name", "volumeMounts"], |view, map| {
-    0 => view.name = map.next_value::<Option<String>>()?.unwrap_or_default(),
-    1 => view.volume_mounts = map.next_value()?,
-});
 
 impl PodView {
     /// The pod's name for log lines, still as JSON text: only a log line pays for decoding it.
