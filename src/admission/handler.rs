@@ -684,7 +684,7 @@ mod tests {
     use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
     use kube::core::Status;
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     use serde_json::json;
 
     fn sample() -> Value {
