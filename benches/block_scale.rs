@@ -29,6 +29,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+use wait4::Wait4;
 
 const TARGETS: [&str; 4] = ["calico", "ingress-nginx", "nginx-inc", "nftables"];
 const DISTINCT_EVENT_ADDRESSES: u32 = 5_000;
@@ -169,8 +170,6 @@ impl std::fmt::Display for Measured {
 }
 
 /// Runs the command `rounds` times with `stdin` (pinned to CPU 0 when `taskset` exists).
-// wait4 is the one call that gives a child's own peak RSS and CPU time.
-#[allow(unsafe_code)]
 fn measure(command: &mut dyn FnMut() -> Command, rounds: u32) -> Measured {
     let mut measured = Measured {
         success: true,
@@ -180,23 +179,18 @@ fn measure(command: &mut dyn FnMut() -> Command, rounds: u32) -> Measured {
     };
     for _ in 0..rounds {
         let started = Instant::now();
-        // Reaped by wait4 below, which also gives the child's resource usage.
-        #[allow(clippy::zombie_processes)]
-        let child = command().spawn().expect("start the measured process");
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: waits for our own child by pid; the Child handle is not waited on again.
-        let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-        assert_eq!(waited, child.id() as i32, "wait4");
+        let mut child = command().spawn().expect("start the measured process");
+        // wait4 is the one call that gives a child's own peak RSS and CPU time.
+        let used = child.wait4().expect("wait4 for the measured process");
         let wall = started.elapsed().as_secs_f64();
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         measured
             .cpu
-            .push(seconds(usage.ru_utime) + seconds(usage.ru_stime));
+            .push((used.rusage.utime + used.rusage.stime).as_secs_f64());
         measured.wall.push(wall);
-        measured.peak_kib.push(usage.ru_maxrss);
-        measured.success &= libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        measured
+            .peak_kib
+            .push(i64::try_from(used.rusage.maxrss / 1024).unwrap_or(i64::MAX));
+        measured.success &= used.status.success();
     }
     measured
 }
